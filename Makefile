@@ -1,0 +1,35 @@
+# livar-bench developer and reproduction targets. `make help` lists them.
+PYTHON ?= python
+PIP ?= $(PYTHON) -m pip
+OUT ?= results
+DATA_ROOT ?= $(HOME)/data
+
+.PHONY: help install demo test test-all test-gpu quality reproduce-table clean-demo
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+install:  ## install the package with test tools (torch comes from the local wheel copy when present)
+	$(PIP) install -e '.[dev]'
+
+demo: install  ## install, then run the offline demo pipeline on digits (a few minutes on 2 CPU cores)
+	$(PYTHON) -m livar_bench.cli.demo --out $(OUT)/demo
+
+test:  ## fast CPU test suite
+	$(PYTHON) -m pytest -q
+
+test-all:  ## CPU suite plus slow tests
+	$(PYTHON) -m pytest -q -m "not gpu"
+
+test-gpu:  ## tests that need CUDA
+	$(PYTHON) -m pytest -q -m gpu
+
+quality:  ## lint
+	$(PYTHON) -m ruff check livar_bench tests
+
+reproduce-table:  ## the paper's protocol sweep, then table, plots and comparison (needs DATA_ROOT and weights)
+	livar-bench sweep --config livar_bench/configs/paper.yaml --data-root $(DATA_ROOT) --out $(OUT)
+	livar-bench table --out $(OUT) --format latex
+	livar-bench table --out $(OUT) --format csv
+	livar-bench plot --out $(OUT)
+	livar-bench compare --out $(OUT)

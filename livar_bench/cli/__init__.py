@@ -1,0 +1,34 @@
+"""The ``livar-bench`` command line. Commands are thin: parse, validate, call the library."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from livar_bench.errors import BenchError
+
+app = typer.Typer(
+    name="livar-bench",
+    help="Benchmark federated aggregation of LoRA-tuned ViTs: LIVAR, FedAvg, FedProx, CCVR, TIES, task arithmetic.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+from livar_bench.cli import ls as _ls  # noqa: E402,F401  (registers commands)
+from livar_bench.cli import run as _run  # noqa: E402,F401
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    from livar_bench.cli.ui import console
+
+    try:
+        app()
+    except BenchError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted; finished runs are kept, and rerunning resumes the rest", highlight=False)
+        sys.exit(130)

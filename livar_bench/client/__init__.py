@@ -1,0 +1,1 @@
+"""Client-side work: local training, local objectives and the signals clients send."""

@@ -1,0 +1,161 @@
+"""Local training of one client on the shared model.
+
+The shared ``LoraViT`` is loaded with the round's global trainable tensors, trained for a number of
+local epochs with a fresh AdamW (as in the reference code), and read back as a ``ClientUpdate``.
+Inside the step there is no host synchronisation: the loss sum and LIVAR's signals accumulate on the
+device and are read once, after the client finishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from livar_bench.client.signals import PathIntegralSignal, class_statistics
+from livar_bench.data.base import ImageSplit
+from livar_bench.data.transforms import DeviceTransform
+from livar_bench.errors import DivergedError
+from livar_bench.methods.base import ClientUpdate, LocalObjective, Params, Signal
+from livar_bench.models import LoraViT
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """Hyperparameters of local training, shared by every client of a run."""
+
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.1
+    autocast_dtype: torch.dtype | None = None  # torch.bfloat16 on CUDA, None = full fp32
+
+
+@dataclass(frozen=True)
+class ClientResult:
+    """A client's update plus what the loop reports about its training."""
+
+    update: ClientUpdate
+    mean_loss: float
+    images: int
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_optimizer(params: list[torch.nn.Parameter], settings: LocalSettings) -> torch.optim.Optimizer:
+    fused = params[0].device.type == "cuda"
+    return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=fused)
+
+
+def local_train(
+    model: LoraViT,
+    start: Params,
+    data: ImageSplit,
+    transform: DeviceTransform,
+    objective: LocalObjective,
+    settings: LocalSettings,
+    generator: torch.Generator,
+    num_classes: int,
+    requires: Collection[Signal] = (),
+    client_id: int = 0,
+) -> ClientResult:
+    """Train one client from ``start`` and return its update (params and the requested signals).
+
+    Args:
+        model: the shared model; its trainable tensors are overwritten.
+        start: the round's global trainable tensors (also the anchor of proximal objectives).
+        data: the client's training split, already on the model's device.
+        generator: the only source of randomness (sample order and augmentation).
+    """
+    device = next(iter(model.trainable.values())).device
+    model.load_params(start)
+    model.train()
+    keys = list(model.trainable)
+    params = [model.trainable[k] for k in keys]
+    optimizer = make_optimizer(params, settings)
+    lora_keys = [k for k in keys if ".lora_" in k]
+    signal = None
+    if Signal.LORA_SIGNAL in requires:
+        signal = PathIntegralSignal(lora_keys, [model.trainable[k] for k in lora_keys])
+    n = len(data)
+    loss_sum = torch.zeros((), device=device)
+    steps = 0
+    for _ in range(settings.epochs):
+        order = torch.randperm(n, generator=generator, device=generator.device).to(device)
+        for begin in range(0, n, settings.batch_size):
+            index = order[begin : begin + settings.batch_size]
+            x = transform.train(data.images[index], generator)
+            y = data.labels[index]
+            with autocast(device, settings.autocast_dtype):
+                logits = model(x)
+            loss = objective(logits, y, model.trainable, start)
+            loss.backward()
+            if signal is not None:
+                signal.before_step()
+            optimizer.step()
+            if signal is not None:
+                signal.after_step([model.trainable[k].grad for k in lora_keys])
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach()
+            steps += 1
+    mean_loss = float(loss_sum) / max(steps, 1)  # the one read of the loss per client
+    if not torch.isfinite(torch.tensor(mean_loss)):
+        raise DivergedError(
+            f"client {client_id}: training loss is not finite ({mean_loss}); lower --lr or check the data"
+        )
+    stats = None
+    if Signal.CLASS_STATS in requires or Signal.CLASS_COV in requires:
+        stats = client_class_stats(model, data, transform, num_classes, settings, Signal.CLASS_COV in requires)
+    counts = torch.bincount(data.labels, minlength=num_classes).cpu()
+    update = ClientUpdate(
+        client_id=client_id,
+        num_samples=n,
+        class_counts=counts,
+        params=model.get_params(),
+        class_stats=stats,
+        lora_signals=signal.result() if signal is not None else None,
+    )
+    return ClientResult(update, mean_loss, settings.epochs * n)
+
+
+@torch.no_grad()
+def embed(model: LoraViT, images: Tensor, transform: DeviceTransform, batch_size: int,
+          dtype: torch.dtype | None) -> tuple[Tensor, Tensor]:
+    """(pre-logit features [N, D] in float32, logits [N, C]) of uint8 images with the eval transform."""
+    model.eval()
+    device = next(iter(model.trainable.values())).device
+    feats, logits = [], []
+    for begin in range(0, images.shape[0], batch_size):
+        x = transform.eval(images[begin : begin + batch_size])
+        with autocast(device, dtype):
+            f = model.features(x)
+            z = model.classify(f)
+        feats.append(f.float())
+        logits.append(z.float())
+    return torch.cat(feats), torch.cat(logits)
+
+
+def client_class_stats(model: LoraViT, data: ImageSplit, transform: DeviceTransform, num_classes: int,
+                       settings: LocalSettings, with_cov: bool):
+    """Class statistics of the client's training data under its final local model."""
+    feats, logits = embed(model, data.images, transform, max(settings.batch_size, 256), settings.autocast_dtype)
+    correct = logits.argmax(1) == data.labels
+    return class_statistics(feats, data.labels, correct, num_classes, with_cov)
+
+
+@torch.no_grad()
+def evaluate(model: LoraViT, params: Params, data: ImageSplit, transform: DeviceTransform, batch_size: int,
+             dtype: torch.dtype | None) -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy of ``params`` on ``data``."""
+    model.load_params(params)
+    _, logits = embed(model, data.images, transform, batch_size, dtype)
+    loss = torch.nn.functional.cross_entropy(logits, data.labels)
+    acc = (logits.argmax(1) == data.labels).float().mean()
+    return {"acc": float(acc), "loss": float(loss)}

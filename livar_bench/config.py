@@ -1,0 +1,133 @@
+"""Validated experiment settings.
+
+A ``RunSpec`` is the fully resolved description of one federated run. Its ``run_id`` is a short hash of
+every field that can change a result, so two runs with the same id are the same experiment and a sweep
+can skip runs that are already done. Fields that only say *where* or *how fast* (data root, device,
+evaluation batch size) are left out of the hash.
+
+pydantic does the validation: unknown keys, wrong types and out-of-range values become one readable
+message each, which is what a hand-written validator would have to reimplement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from livar_bench.errors import BenchError
+
+# Fields that do not change what is computed, only where files are or how fast it runs.
+NON_IDENTITY_FIELDS = frozenset({"data_root", "device", "eval_batch_size", "cache_dir", "download"})
+
+
+class RunSpec(BaseModel):
+    """One federated run: data, partition, backbone, local training, method and seed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # data
+    dataset: str = Field("digits", description="Dataset name (`livar-bench ls datasets`).")
+    data_root: str | None = Field(None, description="Folder holding the real datasets.")
+    cache_dir: str | None = Field(None, description="Where decoded image tensors are cached.")
+    download: bool = Field(False, description="Download datasets that torchvision can fetch.")
+    max_train_samples: int | None = Field(None, ge=1, description="Seeded subsample of the training set.")
+    max_test_samples: int | None = Field(None, ge=1, description="Seeded subsample of the test set.")
+    # partition
+    partition: Literal["dirichlet", "iid"] = "dirichlet"
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (label skew; smaller = more skewed).")
+    num_clients: int = Field(10, ge=1)
+    min_client_samples: int = Field(6, ge=1, description="Redraw the partition until every client has this many.")
+    participation: float = Field(1.0, gt=0, le=1, description="Fraction of clients sampled per round.")
+    # backbone
+    backbone: str = Field("livar_tiny_vit", description="timm model name or a registered tiny backbone.")
+    pretrained: bool = Field(True, description="Load pretrained weights (timm hub or --weights).")
+    weights: str | None = Field(None, description="Local weights file (.safetensors/.pth/.npz) for the backbone.")
+    image_size: int | None = Field(None, ge=8, description="Input size; default: the backbone's.")
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA alpha; the update is scaled by alpha / rank.")
+    lora_targets: tuple[str, ...] = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+    # local training
+    rounds: int = Field(5, ge=1)
+    local_epochs: int = Field(5, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 on CUDA, fp32 on CPU.")
+    # method
+    method: str = Field("fedavg", description="Method spec, e.g. livar, livar+ccvr, ties[density=0.3].")
+    seed: int = Field(0, ge=0)
+    # execution only
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    eval_batch_size: int = Field(256, ge=1)
+
+    @field_validator("dataset", "backbone")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.strip().lower() if "/" not in value else value.strip()
+
+    @field_validator("method")
+    @classmethod
+    def _canonical_method(cls, value: str) -> str:
+        from livar_bench.methods import canonical_spec
+
+        return canonical_spec(value)  # raises BenchError naming the known methods
+
+    @property
+    def run_id(self) -> str:
+        """Short hash of every field that can change the result."""
+        payload = {k: v for k, v in self.model_dump(mode="json").items() if k not in NON_IDENTITY_FIELDS}
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return digest[:12]
+
+    @property
+    def partition_id(self) -> str:
+        """Hash of the settings that decide which client holds which sample."""
+        keys = ("dataset", "max_train_samples", "partition", "alpha", "num_clients", "min_client_samples", "seed")
+        payload = {k: getattr(self, k) for k in keys}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+    def replace(self, **changes: Any) -> RunSpec:
+        """A validated copy with ``changes`` applied."""
+        return make_spec({**self.model_dump(), **changes})
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem, naming the field and what was wrong."""
+    lines = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "spec"
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        lines.append(f"{where}: {msg}")
+    return "; ".join(lines)
+
+
+def make_spec(values: dict[str, Any]) -> RunSpec:
+    """Build a RunSpec, turning validation problems into one clear ``BenchError``."""
+    try:
+        return RunSpec(**values)
+    except ValidationError as err:
+        raise BenchError(f"invalid run settings: {format_validation_error(err)}") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with a clear message when the file is missing or malformed."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise BenchError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise BenchError(f"config file {p} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BenchError(f"config file {p} must hold a mapping of settings, not {type(data).__name__}")
+    return data

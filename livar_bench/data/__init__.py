@@ -1,0 +1,64 @@
+"""Dataset registry: ``load_dataset(name, options)`` and ``DATASETS`` for listing."""
+
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+import torch
+
+from livar_bench.data import offline, real
+from livar_bench.data.base import DatasetBundle, DatasetDef, ImageSplit, LoadOptions
+from livar_bench.errors import BenchError
+
+DATASETS: dict[str, DatasetDef] = {
+    d.name: d
+    for d in [
+        DatasetDef("digits", offline.load_digits_bundle, 10, "scikit-learn's bundled 8x8 digits, 1,437/360 split",
+                   "bundled with scikit-learn; nothing to download", offline=True),
+        DatasetDef("synthetic", offline.load_synthetic_bundle, 10, "seeded class-conditional 16x16 images (tests)",
+                   "generated; nothing to download", offline=True),
+        DatasetDef("cifar100", real.load_cifar100, 100, "CIFAR-100, 50,000/10,000, in-distribution",
+                   real.CIFAR100_HOW, aliases=("cifar-100",)),
+        DatasetDef("imagenet-r", real.load_imagenet_r, 200, "ImageNet-R, 200 classes, seeded 80/20 split",
+                   real.IMAGENET_R_HOW, aliases=("imagenet_r", "imr")),
+        DatasetDef("eurosat", real.load_eurosat, 10, "EuroSAT RGB, CoOp split 13,500/8,100, out-of-distribution",
+                   real.EUROSAT_HOW),
+        DatasetDef("cub200", real.load_cub200, 200, "CUB-200-2011, official split 5,994/5,794, out-of-distribution",
+                   real.CUB_HOW, aliases=("cub", "cub-200", "cub_200")),
+    ]
+}
+_ALIASES = {alias: d.name for d in DATASETS.values() for alias in (d.name, *d.aliases)}
+
+
+def resolve_name(name: str) -> str:
+    """Canonical dataset name, or a clear error listing the known ones."""
+    key = name.strip().lower()
+    if key in _ALIASES:
+        return _ALIASES[key]
+    close = difflib.get_close_matches(key, list(_ALIASES), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise BenchError(f"unknown dataset {name!r}.{hint} Known: {', '.join(DATASETS)} (livar-bench ls datasets)")
+
+
+def subsample(split: ImageSplit, limit: int | None, seed: int) -> ImageSplit:
+    """A seeded random subset of at most ``limit`` samples (kept in original order)."""
+    if limit is None or limit >= len(split):
+        return split
+    index = np.sort(np.random.default_rng(seed).choice(len(split), size=limit, replace=False))
+    return split.subset(torch.from_numpy(index))
+
+
+def load_dataset(
+    name: str, options: LoadOptions | None = None, max_train: int | None = None, max_test: int | None = None
+) -> DatasetBundle:
+    """Load a registered dataset, optionally subsampled (seeded, identical for every run)."""
+    definition = DATASETS[resolve_name(name)]
+    bundle = definition.loader(options or LoadOptions())
+    if max_train is None and max_test is None:
+        return bundle
+    return DatasetBundle(bundle.name, subsample(bundle.train, max_train, 1), subsample(bundle.test, max_test, 2),
+                         bundle.class_names, bundle.crop_scale, bundle.eval_crop)
+
+
+__all__ = ["DATASETS", "DatasetBundle", "DatasetDef", "ImageSplit", "LoadOptions", "load_dataset", "resolve_name"]

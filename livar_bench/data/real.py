@@ -1,0 +1,215 @@
+"""Loaders for the paper's datasets, read from ``--data-root``.
+
+Expected layouts (the names the public archives unpack to):
+
+    <root>/cifar-100-python/{train,test,meta}                         CIFAR-100, python pickle format
+    <root>/eurosat/2750/<Class>/<Class>_<n>.jpg                        EuroSAT RGB
+    <root>/eurosat/split_zhou_EuroSAT.json                             CoOp split (train/val/test)
+    <root>/CUB_200_2011/{images.txt,image_class_labels.txt,train_test_split.txt,classes.txt,images/}
+    <root>/imagenet-r/<wnid>/*.jpg                                     ImageNet-R, 200 classes
+
+Variable-size images are decoded and resized once to ``storage_size`` (bicubic, as the reference code
+does) and cached; CIFAR-100 and EuroSAT keep their native 32x32 and 64x64 pixels and are resized on
+the device.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from livar_bench.data.base import DatasetBundle, ImageSplit, LoadOptions
+from livar_bench.data.cache import cache_path, decode_images, load_or_build
+from livar_bench.errors import BenchError, DataNotFoundError
+
+IMAGENET_R_SPLIT_SEED = 0  # fixed: every run and method sees the same 80/20 split
+IMAGENET_R_TEST_FRACTION = 0.2
+
+
+def _root(options: LoadOptions, dataset: str) -> Path:
+    if not options.data_root:
+        raise DataNotFoundError(
+            f"dataset {dataset!r} needs --data-root pointing at the folder that holds its files; "
+            f"see `livar-bench ls datasets` for the expected layout and download links"
+        )
+    root = Path(options.data_root).expanduser()
+    if not root.is_dir():
+        raise DataNotFoundError(f"--data-root {root} is not a folder")
+    return root
+
+
+def _missing(dataset: str, path: Path, how: str) -> DataNotFoundError:
+    return DataNotFoundError(f"{dataset}: expected {path}, which does not exist. {how}")
+
+
+# --- CIFAR-100 -------------------------------------------------------------------------------------
+
+CIFAR100_HOW = (
+    "Download https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz and unpack it in --data-root "
+    "(giving cifar-100-python/), or rerun with --download on a machine with internet access."
+)
+
+
+def _read_cifar_pickle(path: Path) -> dict:
+    with path.open("rb") as fh:
+        return pickle.load(fh, encoding="latin1")
+
+
+def load_cifar100(options: LoadOptions) -> DatasetBundle:
+    """CIFAR-100 (50,000 train / 10,000 test, 32x32) from the official python pickle files."""
+    root = _root(options, "cifar100")
+    folder = root / "cifar-100-python"
+    if not folder.is_dir() and options.download:
+        from torchvision.datasets import CIFAR100
+
+        CIFAR100(str(root), train=True, download=True)
+    for name in ("train", "test", "meta"):
+        if not (folder / name).is_file():
+            raise _missing("cifar100", folder / name, CIFAR100_HOW)
+
+    def split(name: str) -> ImageSplit:
+        raw = _read_cifar_pickle(folder / name)
+        try:
+            images = np.asarray(raw["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            labels = np.asarray(raw["fine_labels"], dtype=np.int64)
+        except (KeyError, ValueError) as err:
+            raise BenchError(f"cifar100: {folder / name} is not in the CIFAR-100 python format ({err})") from None
+        return ImageSplit(torch.from_numpy(images.copy()), torch.from_numpy(labels))
+
+    meta = _read_cifar_pickle(folder / "meta")
+    names = tuple(meta.get("fine_label_names", [str(i) for i in range(100)]))
+    return DatasetBundle("cifar100", split("train"), split("test"), names)
+
+
+# --- EuroSAT ---------------------------------------------------------------------------------------
+
+EUROSAT_HOW = (
+    "Download EuroSAT RGB (https://madm.dfki.de/files/sentinel/EuroSAT.zip) and unpack it as "
+    "<root>/eurosat/2750/<Class>/*.jpg, and put the CoOp split file split_zhou_EuroSAT.json "
+    "(https://drive.google.com/file/d/1Ip7yaCWFi0eaOFUGga0lUdVi_DDQth1o) in <root>/eurosat/."
+)
+
+
+def load_eurosat(options: LoadOptions) -> DatasetBundle:
+    """EuroSAT RGB (10 classes, 64x64) with the CoOp split: train 13,500 / test 8,100 (val unused)."""
+    root = _root(options, "eurosat") / "eurosat"
+    images_dir = root / "2750"
+    split_file = root / "split_zhou_EuroSAT.json"
+    if not images_dir.is_dir():
+        raise _missing("eurosat", images_dir, EUROSAT_HOW)
+    if not split_file.is_file():
+        raise _missing("eurosat", split_file, EUROSAT_HOW)
+    try:
+        split = json.loads(split_file.read_text())
+        entries = {name: [(str(p), int(label), str(cls)) for p, label, cls in split[name]] for name in ("train", "test")}
+    except (KeyError, ValueError, TypeError) as err:
+        raise BenchError(f"eurosat: {split_file} is not a CoOp split file ({err})") from None
+    classes: dict[int, str] = {}
+    for name in ("train", "test"):
+        for _, label, cls in entries[name]:
+            classes[label] = cls
+    class_names = tuple(classes[i] for i in range(len(classes)))
+
+    def build(name: str) -> ImageSplit:
+        paths = [images_dir / p for p, _, _ in entries[name]]
+        labels = torch.tensor([label for _, label, _ in entries[name]], dtype=torch.int64)
+        return ImageSplit(decode_images(paths, 64, f"eurosat {name}"), labels)
+
+    out = {}
+    for name in ("train", "test"):
+        key = {"files": len(entries[name]), "first": entries[name][0][0] if entries[name] else "", "size": 64}
+        out[name] = load_or_build(cache_path(options.cache_dir, "eurosat", name, key), lambda n=name: build(n))
+    return DatasetBundle("eurosat", out["train"], out["test"], class_names)
+
+
+# --- CUB-200-2011 ----------------------------------------------------------------------------------
+
+CUB_HOW = (
+    "Download CUB_200_2011.tgz (https://data.caltech.edu/records/65de6-vp158) and unpack it in "
+    "--data-root, giving CUB_200_2011/ with images.txt, image_class_labels.txt, train_test_split.txt."
+)
+
+
+def _read_table(path: Path) -> dict[int, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            key, _, value = line.strip().partition(" ")
+            out[int(key)] = value.strip()
+    return out
+
+
+def load_cub200(options: LoadOptions) -> DatasetBundle:
+    """CUB-200-2011 with the official train/test split (5,994 / 5,794)."""
+    root = _root(options, "cub200") / "CUB_200_2011"
+    needed = ["images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt"]
+    for name in needed:
+        if not (root / name).is_file():
+            raise _missing("cub200", root / name, CUB_HOW)
+    images = _read_table(root / "images.txt")
+    labels = {k: int(v) - 1 for k, v in _read_table(root / "image_class_labels.txt").items()}
+    is_train = {k: v == "1" for k, v in _read_table(root / "train_test_split.txt").items()}
+    classes = _read_table(root / "classes.txt")
+    class_names = tuple(classes[i] for i in sorted(classes))
+    size = options.storage_size
+
+    def build(train: bool) -> ImageSplit:
+        ids = sorted(k for k in images if is_train[k] == train)
+        paths = [root / "images" / images[k] for k in ids]
+        return ImageSplit(decode_images(paths, size, f"cub200 {'train' if train else 'test'}"),
+                          torch.tensor([labels[k] for k in ids], dtype=torch.int64))
+
+    out = {}
+    for name, flag in (("train", True), ("test", False)):
+        key = {"n": sum(1 for v in is_train.values() if v == flag), "size": size, "root": str(root)}
+        out[name] = load_or_build(cache_path(options.cache_dir, "cub200", name, key), lambda f=flag: build(f))
+    return DatasetBundle("cub200", out["train"], out["test"], class_names)
+
+
+# --- ImageNet-R ------------------------------------------------------------------------------------
+
+IMAGENET_R_HOW = (
+    "Download https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar and unpack it in --data-root, "
+    "giving imagenet-r/<wnid>/*.jpg (200 class folders)."
+)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def imagenet_r_split(files: list[tuple[str, int]], seed: int = IMAGENET_R_SPLIT_SEED) -> tuple[list[int], list[int]]:
+    """Seeded 80/20 split of the file list (sorted by path first, so the split is filesystem-independent)."""
+    order = np.random.default_rng(seed).permutation(len(files))
+    n_test = int(round(len(files) * IMAGENET_R_TEST_FRACTION))
+    return sorted(order[n_test:].tolist()), sorted(order[:n_test].tolist())
+
+
+def load_imagenet_r(options: LoadOptions) -> DatasetBundle:
+    """ImageNet-R (200 classes, ~30k images) with a seeded 80/20 train/test split."""
+    root = _root(options, "imagenet-r") / "imagenet-r"
+    if not root.is_dir():
+        raise _missing("imagenet-r", root, IMAGENET_R_HOW)
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    if not class_dirs:
+        raise _missing("imagenet-r", root / "<wnid>", IMAGENET_R_HOW)
+    files = [
+        (str(path.relative_to(root)), label)
+        for label, folder in enumerate(class_dirs)
+        for path in sorted(folder.iterdir())
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    train_idx, test_idx = imagenet_r_split(files)
+    size = options.storage_size
+
+    def build(index: list[int], name: str) -> ImageSplit:
+        paths = [root / files[i][0] for i in index]
+        labels = torch.tensor([files[i][1] for i in index], dtype=torch.int64)
+        return ImageSplit(decode_images(paths, size, f"imagenet-r {name}"), labels)
+
+    out = {}
+    for name, index in (("train", train_idx), ("test", test_idx)):
+        key = {"n": len(index), "size": size, "root": str(root), "seed": IMAGENET_R_SPLIT_SEED}
+        out[name] = load_or_build(cache_path(options.cache_dir, "imagenet-r", name, key), lambda i=index, n=name: build(i, n))
+    return DatasetBundle("imagenet-r", out["train"], out["test"], tuple(p.name for p in class_dirs))

@@ -1,0 +1,221 @@
+"""Backbone factory: a timm ViT with PEFT LoRA adapters and a fresh classifier head.
+
+One ``LoraViT`` is built per run and shared by every simulated client: the frozen backbone stays put,
+and a client is only a small dictionary of LoRA factors and head tensors copied into the live
+parameters in place (``load_params``). Canonical parameter keys are ``blocks.<i>.<module>.lora_A``,
+``...lora_B``, ``head.weight`` and ``head.bias`` (see methods/base.py).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from livar_bench.errors import BenchError, WeightsError
+from livar_bench.methods.base import Params
+
+# Tiny ViTs for the offline demo and tests: random (seeded) weights, no download.
+TINY_BACKBONES: dict[str, dict] = {
+    "livar_tiny_vit": dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0),
+    "livar_micro_vit": dict(img_size=16, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
+}
+TINY_INIT_SEED = 0
+
+WEIGHTS_HOW = (
+    "Download the weights on a machine with internet access, e.g. "
+    "`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` (cached under "
+    "~/.cache/huggingface) or the model.safetensors file from https://huggingface.co/timm/{name}, "
+    "then pass --weights PATH (or --no-pretrained for a randomly initialised backbone)."
+)
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What the data pipeline needs to know about a backbone."""
+
+    name: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    feature_dim: int
+
+
+def list_backbones(pattern: str = "vit_*") -> list[str]:
+    import timm
+
+    return sorted(TINY_BACKBONES) + timm.list_models(pattern, pretrained=True)
+
+
+def _is_timm_model(name: str) -> bool:
+    import timm
+
+    return timm.is_model(name.split(".")[0]) or timm.is_model(name)
+
+
+def create_backbone(
+    name: str, num_classes: int, *, pretrained: bool = True, weights: str | None = None, image_size: int | None = None
+) -> nn.Module:
+    """A timm VisionTransformer with a fresh ``num_classes`` head.
+
+    Weights: ``weights`` (a local file) wins; else timm's pretrained weights (hub or local HF cache);
+    else random. Tiny backbones use a fixed seeded random initialisation.
+    """
+    import timm
+
+    if name in TINY_BACKBONES:
+        cfg = dict(TINY_BACKBONES[name])
+        if image_size:
+            cfg["img_size"] = image_size
+        from timm.models.vision_transformer import VisionTransformer
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TINY_INIT_SEED)
+            model = VisionTransformer(num_classes=num_classes, **cfg)
+        model.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "input_size": (3, cfg["img_size"], cfg["img_size"])}
+        if weights:
+            _load_state_file(model, weights, name)
+        return model
+    if not _is_timm_model(name):
+        import difflib
+
+        close = difflib.get_close_matches(name, list_backbones("vit_*") + timm.list_models("vit_*"), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise BenchError(f"unknown backbone {name!r}.{hint} See `livar-bench ls backbones`.")
+    kwargs: dict = {"num_classes": num_classes}
+    if image_size:
+        kwargs["img_size"] = image_size
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"weights file {path} does not exist. " + WEIGHTS_HOW.format(name=name))
+        try:
+            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+        except (RuntimeError, ValueError, KeyError, OSError) as err:
+            raise WeightsError(f"could not load weights {path} into {name}: {err}".splitlines()[0]) from None
+    if pretrained:
+        try:
+            return timm.create_model(name, pretrained=True, **kwargs)
+        except Exception as err:  # noqa: BLE001 - the hub client raises many unrelated types when offline
+            raise WeightsError(
+                f"pretrained weights for {name} are not available offline ({type(err).__name__}). "
+                + WEIGHTS_HOW.format(name=name)
+            ) from None
+    return timm.create_model(name, pretrained=False, **kwargs)
+
+
+def _load_state_file(model: nn.Module, weights: str, name: str) -> None:
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except Exception as err:  # noqa: BLE001 - torch/safetensors raise many types for corrupt files
+        raise WeightsError(f"could not read weights file {path}: {type(err).__name__}: {err}".splitlines()[0]) from None
+    missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise WeightsError(f"weights file {path} does not fit {name}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def _canonical(name: str) -> str:
+    """PEFT's ``blocks.0.attn.qkv.lora_A.default.weight`` -> ``blocks.0.attn.qkv.lora_A``."""
+    return re.sub(r"\.(lora_[AB])\.default\.weight$", r".\1", name)
+
+
+class LoraViT(nn.Module):
+    """A frozen ViT with LoRA on the chosen linear layers of every block and a trainable head."""
+
+    def __init__(self, backbone: nn.Module, rank: int, alpha: float, targets: Iterable[str]) -> None:
+        super().__init__()
+        from peft import LoraConfig, inject_adapter_in_model
+
+        targets = tuple(targets)
+        pattern = r".*blocks\.\d+\.(" + "|".join(re.escape(t) for t in targets) + r")"
+        config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=pattern, lora_dropout=0.0, bias="none")
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        self.net = inject_adapter_in_model(config, backbone)
+        self.rank = rank
+        self.scale = alpha / rank
+        self.trainable: dict[str, nn.Parameter] = {}
+        for name, p in self.net.named_parameters():
+            if "lora_" in name or name.startswith("head."):
+                p.requires_grad_(True)
+                self.trainable[_canonical(name)] = p
+            else:
+                p.requires_grad_(False)
+        if not any(".lora_A" in k for k in self.trainable):
+            raise BenchError(f"no LoRA targets matched {targets}; check --lora-targets")
+        self.feature_dim = int(self.net.num_features)
+
+    # --- client swapping ---------------------------------------------------------------------------
+    def get_params(self) -> Params:
+        """Detached copies of the trainable tensors."""
+        return {k: p.detach().clone() for k, p in self.trainable.items()}
+
+    @torch.no_grad()
+    def load_params(self, params: Params) -> None:
+        """Copy ``params`` into the live trainable tensors, in place (no new modules, no reallocation)."""
+        if params.keys() != self.trainable.keys():
+            missing = sorted(set(self.trainable) - set(params))[:3]
+            extra = sorted(set(params) - set(self.trainable))[:3]
+            raise ValueError(f"parameter keys differ from the model's: missing {missing}, extra {extra}")
+        torch._foreach_copy_(list(self.trainable.values()), [params[k] for k in self.trainable])
+
+    def initial_params(self, generator: torch.Generator) -> Params:
+        """Seeded initial trainable tensors: LoRA A Kaiming-uniform (PEFT's default), B zero, head as
+        ``nn.Linear``'s default. Drawn on the CPU so every device starts from the same numbers."""
+        out: Params = {}
+        for key, p in self.trainable.items():
+            if key.endswith(".lora_B"):
+                t = torch.zeros(p.shape)
+            else:  # lora_A [r, in] and head.weight [C, D]: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) = kaiming_uniform(a=sqrt(5))
+                fan_in = p.shape[1] if p.dim() == 2 else self.trainable["head.weight"].shape[1]
+                bound = 1.0 / math.sqrt(fan_in)
+                t = (torch.rand(p.shape, generator=generator) * 2 - 1) * bound
+            out[key] = t.to(device=p.device, dtype=p.dtype)
+        return out
+
+    # --- forward -----------------------------------------------------------------------------------
+    def features(self, x: Tensor) -> Tensor:
+        """Pre-logit features: the CLS token after the final LayerNorm, [B, D]."""
+        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+
+    def classify(self, features: Tensor) -> Tensor:
+        return self.net.head(features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classify(self.features(x))
+
+
+def build_model(
+    backbone: str,
+    num_classes: int,
+    *,
+    rank: int = 16,
+    alpha: float = 16.0,
+    targets: Iterable[str] = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"),
+    pretrained: bool = True,
+    weights: str | None = None,
+    image_size: int | None = None,
+) -> tuple[LoraViT, BackboneInfo]:
+    """Build the shared model and describe its expected inputs."""
+    net = create_backbone(backbone, num_classes, pretrained=pretrained, weights=weights, image_size=image_size)
+    cfg = getattr(net, "pretrained_cfg", {}) or {}
+    size = image_size or int(cfg.get("input_size", (3, 224, 224))[-1])
+    mean = tuple(float(v) for v in cfg.get("mean", (0.5, 0.5, 0.5)))
+    std = tuple(float(v) for v in cfg.get("std", (0.5, 0.5, 0.5)))
+    model = LoraViT(net, rank, alpha, targets)
+    return model, BackboneInfo(backbone, size, mean, std, model.feature_dim)

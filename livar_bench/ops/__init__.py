@@ -1,0 +1,1 @@
+"""Pure tensor maths shared by the methods: no modules, no I/O, no global state."""

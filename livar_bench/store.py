@@ -1,0 +1,156 @@
+"""The results folder: one directory per finished run, written atomically, safe for parallel sweeps.
+
+    <out>/runs/<run_id>/spec.json        the fully resolved RunSpec
+    <out>/runs/<run_id>/env.json         versions, device, git sha, host
+    <out>/runs/<run_id>/partition.json   per-client class counts, sizes, heterogeneity, fingerprint
+    <out>/runs/<run_id>/metrics.csv      tidy rows: one per (round, split, metric)
+    <out>/runs/<run_id>/DONE             completion marker (written last)
+
+A run in progress lives in ``<out>/runs/.partial/<run_id>/`` with a per-round checkpoint, and is moved
+into place with one ``os.replace`` when it completes, so a reader never sees half a run. A lock file
+``<out>/runs/.locks/<run_id>.lock`` (created with O_EXCL) keeps two processes off the same run; a lock
+whose process is gone (same host) is taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunStore:
+    """Access to ``<out>/runs``."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.root = Path(out).expanduser()
+        self.runs = self.root / "runs"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs / run_id
+
+    def partial_dir(self, run_id: str) -> Path:
+        return self.runs / ".partial" / run_id
+
+    def is_done(self, run_id: str) -> bool:
+        return (self.run_dir(run_id) / "DONE").is_file()
+
+    def done_ids(self) -> list[str]:
+        if not self.runs.is_dir():
+            return []
+        return sorted(p.parent.name for p in self.runs.glob("*/DONE"))
+
+    @contextmanager
+    def lock(self, run_id: str) -> Iterator[bool]:
+        """Yield True if this process holds the run's lock, False if another live process does."""
+        locks = self.runs / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        path = locks / f"{run_id}.lock"
+        me = f"{os.getpid()}@{socket.gethostname()}"
+        held = self._try_lock(path, me)
+        try:
+            yield held
+        finally:
+            if held and path.is_file() and path.read_text().strip() == me:
+                path.unlink(missing_ok=True)
+
+    def _try_lock(self, path: Path, me: str) -> bool:
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = path.read_text().strip() if path.is_file() else ""
+                pid, _, host = owner.partition("@")
+                if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+                    path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                return False
+            with os.fdopen(fd, "w") as fh:
+                fh.write(me)
+            return True
+        return False
+
+    def start(self, run_id: str) -> Path:
+        """The partial folder for a run (kept if it exists: it may hold a checkpoint to resume from)."""
+        path = self.partial_dir(run_id)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def commit(self, run_id: str) -> Path:
+        """Mark the partial run complete and move it into place atomically."""
+        partial = self.partial_dir(run_id)
+        (partial / "checkpoint.pt").unlink(missing_ok=True)
+        (partial / "DONE").write_text("ok\n")
+        final = self.run_dir(run_id)
+        if final.exists():  # finished elsewhere meanwhile; keep the first
+            shutil.rmtree(partial)
+            return final
+        os.replace(partial, final)
+        return final
+
+    def metrics(self, run_id: str) -> pd.DataFrame:
+        return pd.read_csv(self.run_dir(run_id) / "metrics.csv")
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Versions, device and git sha recorded with every run."""
+    import peft
+    import timm
+    import torch
+
+    import livar_bench
+
+    info: dict[str, Any] = {
+        "livar_bench": livar_bench.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "peft": peft.__version__,
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "device": device,
+        "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or "cpu",
+        "git_sha": _git_sha(),
+    }
+    return info
+
+
+def _git_sha() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
