@@ -33,3 +33,5 @@ reproduce-table:  ## the paper's protocol sweep, then table, plots and compariso
 	livar-bench table --out $(OUT) --format csv
 	livar-bench plot --out $(OUT)
 	livar-bench compare --out $(OUT)
+	livar-bench sweep --config livar_bench/configs/ablation.yaml --data-root $(DATA_ROOT) --out $(OUT)/ablation
+	livar-bench ablation --out $(OUT)/ablation --format latex

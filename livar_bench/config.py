@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from livar_bench.errors import BenchError
 
 # Fields that do not change what is computed, only where files are or how fast it runs.
-NON_IDENTITY_FIELDS = frozenset({"data_root", "device", "eval_batch_size", "cache_dir", "download"})
+NON_IDENTITY_FIELDS = frozenset({"data_root", "device", "eval_batch_size", "cache_dir", "download", "pack"})
 
 
 class RunSpec(BaseModel):
@@ -42,6 +42,11 @@ class RunSpec(BaseModel):
     num_clients: int = Field(10, ge=1)
     min_client_samples: int = Field(6, ge=1, description="Redraw the partition until every client has this many.")
     participation: float = Field(1.0, gt=0, le=1, description="Fraction of clients sampled per round.")
+    val_fraction: float = Field(
+        0.0, ge=0, lt=1,
+        description="Seeded fraction of each client's training data held out (after partitioning) as a "
+        "validation split, evaluated every round (split=val). 0 = none; used by `livar-bench tune`.",
+    )
     # backbone
     backbone: str = Field("livar_tiny_vit", description="timm model name or a registered tiny backbone.")
     pretrained: bool = Field(True, description="Load pretrained weights (timm hub or --weights).")
@@ -63,11 +68,23 @@ class RunSpec(BaseModel):
     # execution only
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     eval_batch_size: int = Field(256, ge=1)
+    pack: int | None = Field(
+        None, ge=0, description="Clients trained together in one batched step (client/packed.py); "
+        "0/1 = off, unset = auto (off on CPU, min(clients, 10) on CUDA). Same results up to rounding.",
+    )
 
     @field_validator("dataset", "backbone")
     @classmethod
     def _lower(cls, value: str) -> str:
         return value.strip().lower() if "/" not in value else value.strip()
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        from livar_bench.data import resolve_name
+
+        # Fail before any model is built, and give aliases (cifar-100) the canonical name and run id.
+        return resolve_name(value)  # raises BenchError naming the known datasets
 
     @field_validator("method")
     @classmethod
@@ -80,14 +97,18 @@ class RunSpec(BaseModel):
     def run_id(self) -> str:
         """Short hash of every field that can change the result."""
         payload = {k: v for k, v in self.model_dump(mode="json").items() if k not in NON_IDENTITY_FIELDS}
+        if not self.val_fraction:  # keeps the ids of runs made before val_fraction existed
+            payload.pop("val_fraction")
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return digest[:12]
 
     @property
     def partition_id(self) -> str:
-        """Hash of the settings that decide which client holds which sample."""
+        """Hash of the settings that decide which client holds which sample (and trains on which)."""
         keys = ("dataset", "max_train_samples", "partition", "alpha", "num_clients", "min_client_samples", "seed")
         payload = {k: getattr(self, k) for k in keys}
+        if self.val_fraction:  # the validation carve changes each client's training data
+            payload["val_fraction"] = self.val_fraction
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def replace(self, **changes: Any) -> RunSpec:
@@ -103,6 +124,8 @@ def format_validation_error(err: ValidationError) -> str:
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
             msg = "unknown setting"
+        elif "input" in item and not isinstance(item["input"], dict):
+            msg = f"{msg} (got {item['input']!r})"
         lines.append(f"{where}: {msg}")
     return "; ".join(lines)
 

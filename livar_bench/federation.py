@@ -7,12 +7,19 @@ Every random stream is derived from (seed, purpose, round, client), never from g
 - all methods of one (dataset, alpha, seed) see the same partition, initial weights and client data
   order (paired comparisons);
 - a run interrupted after round r resumes from its checkpoint and gives the same numbers.
+
+On CPU two runs of one spec give identical metrics; on GPU atomics in some CUDA kernels make them agree
+only closely (docs/determinism.md says what is and is not reproducible, and how to opt into
+``torch.use_deterministic_algorithms``). The partition is saved once per partition id under
+``<out>/partitions/`` and reused, verified, by later runs (``obtain_partition``).
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,19 +28,31 @@ import numpy as np
 import pandas as pd
 import torch
 
+from livar_bench.client.packed import resolve_pack, train_in_packs
+from livar_bench.client.round1_cache import Round1Cache, Round1Result
 from livar_bench.client.train import LocalSettings, evaluate, local_train
 from livar_bench.config import RunSpec
+from livar_bench.costs import peak_memory, reset_peak_memory, round_costs
 from livar_bench.data import DatasetBundle, LoadOptions, load_dataset
-from livar_bench.data.partition import Partition, dirichlet_partition, heterogeneity, iid_partition
+from livar_bench.data.partition import (
+    Partition,
+    carve_validation,
+    dirichlet_partition,
+    heterogeneity,
+    iid_partition,
+    partition_from_record,
+    partition_record,
+)
 from livar_bench.data.transforms import DeviceTransform
 from livar_bench.errors import BenchError
 from livar_bench.methods import RoundContext, parse_method
-from livar_bench.methods.base import ClientUpdate, Params
+from livar_bench.methods.base import ClientUpdate, Params, Signal
 from livar_bench.models import build_model
 from livar_bench.store import RunStore, environment, write_csv, write_json
 
 # Purposes of the derived random streams (part of the seed derivation; never reorder).
 STREAM_PARTITION, STREAM_INIT, STREAM_CLIENT, STREAM_SERVER, STREAM_SAMPLE = range(5)
+STREAM_VAL = 5  # the per-client validation carve (val_fraction > 0)
 
 Event = Callable[..., None]
 
@@ -71,6 +90,42 @@ def make_partition(spec: RunSpec, labels: np.ndarray) -> Partition:
     if spec.partition == "iid":
         return iid_partition(len(labels), spec.num_clients, rng, spec.min_client_samples)
     return dirichlet_partition(labels, spec.num_clients, spec.alpha, rng, spec.min_client_samples)
+
+
+def obtain_partition(
+    spec: RunSpec, labels: np.ndarray, num_classes: int, partitions_dir: Path | None = None
+) -> tuple[Partition, Partition | None]:
+    """The run's (full partition, validation carve or None), saved once per partition id and reused.
+
+    With ``partitions_dir`` the partition is read from ``<partitions_dir>/<partition_id>.json`` when
+    that file exists (verified against its fingerprint and the current labels, so a changed dataset is
+    refused rather than silently re-paired) and written there atomically otherwise. Every run of a
+    results folder with the same partition id therefore trains on exactly the same client data.
+    """
+    path = partitions_dir / f"{spec.partition_id}.json" if partitions_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise BenchError(f"cannot read partition file {path} ({err}); delete it to redraw the partition") from None
+        return partition_from_record(record, labels, num_classes, where=f"partition file {path}")
+    partition = make_partition(spec, labels)
+    val = None
+    if spec.val_fraction > 0:
+        rngs = [np.random.default_rng(derive_seed(spec.seed, STREAM_VAL, k)) for k in range(spec.num_clients)]
+        _, val = carve_validation(partition, spec.val_fraction, rngs)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = partition_record(partition, labels, num_classes, val)
+        record.update(partition_id=spec.partition_id, settings=_partition_settings(spec))
+        write_json(path, record)  # atomic; concurrent writers write identical content
+    return partition, val
+
+
+def _partition_settings(spec: RunSpec) -> dict[str, Any]:
+    keys = ("dataset", "max_train_samples", "partition", "alpha", "num_clients", "min_client_samples", "seed",
+            "val_fraction")
+    return {k: getattr(spec, k) for k in keys}
 
 
 def partition_summary(spec: RunSpec, partition: Partition, labels: np.ndarray, num_classes: int) -> dict[str, Any]:
@@ -119,10 +174,11 @@ class Setup:
     clients: list
     test: Any
     dtype: torch.dtype | None
+    val: Any = None  # union of the clients' validation carves, or None when val_fraction == 0
 
 
-def setup_run(spec: RunSpec, bundle: DatasetBundle | None = None) -> Setup:
-    """Load data, build the shared model, draw the partition and move client data to the device."""
+def setup_run(spec: RunSpec, bundle: DatasetBundle | None = None, partitions_dir: Path | None = None) -> Setup:
+    """Load data, build the shared model, draw (or reuse) the partition and move client data to the device."""
     device = resolve_device(spec.device)
     if bundle is None:
         options = LoadOptions(spec.data_root, spec.cache_dir, spec.download, storage_size=spec.image_size or 224)
@@ -134,11 +190,17 @@ def setup_run(spec: RunSpec, bundle: DatasetBundle | None = None) -> Setup:
     model.to(device)
     train_tf = DeviceTransform(info.input_size, info.mean, info.std, scale=bundle.crop_scale, eval_crop=bundle.eval_crop)
     labels = bundle.train.labels.numpy()
-    partition = make_partition(spec, labels)
+    partition, val = obtain_partition(spec, labels, bundle.num_classes, partitions_dir)
     train = bundle.train.to(device)
-    clients = [train.subset(torch.from_numpy(ix).to(device)) for ix in partition.client_indices]
+    client_ix = partition.client_indices
+    if val is not None:  # clients train on what the validation carve leaves
+        client_ix = tuple(np.setdiff1d(ix, v) for ix, v in zip(client_ix, val.client_indices, strict=True))
+    clients = [train.subset(torch.from_numpy(ix).to(device)) for ix in client_ix]
+    val_split = None
+    if val is not None:
+        val_split = train.subset(torch.from_numpy(np.sort(np.concatenate(val.client_indices))).to(device))
     return Setup(spec, device, bundle, model, train_tf, train_tf, partition, clients, bundle.test.to(device),
-                 autocast_dtype(spec, device))
+                 autocast_dtype(spec, device), val_split)
 
 
 def _rows(spec: RunSpec, round_: int, split: str, values: dict[str, float]) -> list[dict[str, Any]]:
@@ -148,6 +210,35 @@ def _rows(spec: RunSpec, round_: int, split: str, values: dict[str, float]) -> l
         "partition_id": spec.partition_id,
     }
     return [{**base, "round": round_, "split": split, "metric": k, "value": float(v)} for k, v in values.items()]
+
+
+@contextmanager
+def evaluation_corrections(model: Any, method: Any, global_params: Params, updates: list[ClientUpdate],
+                           ctx: RoundContext) -> Iterator[None]:
+    """Add an aggregator's evaluation-only weight corrections to the frozen base weights, then restore.
+
+    An aggregator may define ``evaluation_deltas(global_params, updates, ctx)`` returning
+    {LoRA module path: dense [out, in] delta} (LIVAR with ``eval_delta=reference`` evaluates
+    W0 + sum_k n_k/N B_k A_k, as its reference code does). The original weights are copied back
+    afterwards, bit for bit, so the correction never leaks into training.
+    """
+    hook = getattr(method.aggregator, "evaluation_deltas", None)
+    deltas = hook(global_params, updates, ctx) if hook is not None else None
+    if not deltas:
+        yield
+        return
+    saved = []
+    with torch.no_grad():
+        for module, delta in deltas.items():
+            weight = model.net.get_submodule(module).base_layer.weight
+            saved.append((weight, weight.detach().clone()))
+            weight.add_(delta.to(device=weight.device, dtype=weight.dtype))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for weight, original in saved:
+                weight.copy_(original)
 
 
 def _sync(device: torch.device) -> None:
@@ -162,8 +253,15 @@ def run_federation(
     on_event: Event | None = None,
     bundle: DatasetBundle | None = None,
     force: bool = False,
+    share_round1: bool = False,
+    round1_signals: frozenset[Signal] | None = None,
 ) -> RunOutcome:
     """Run one federated experiment and store it under ``<out>/runs/<run_id>``.
+
+    With ``share_round1`` (sweeps), round-1 client updates are read from / written to
+    ``<out>/cache/round1`` and shared by every method of the cell with the same client objective;
+    ``round1_signals`` are the signals to collect when computing them (default: the cheap ones plus the
+    method's), e.g. the union of the sweep's methods' requirements (client/round1_cache.py).
 
     A run that is already DONE is skipped (unless ``force``); one whose lock another live process holds
     is skipped too. An interrupted run resumes from its last completed round.
@@ -181,13 +279,20 @@ def run_federation(
             import shutil
 
             shutil.rmtree(store.run_dir(run_id))
-        return _run_locked(spec, store, emit, bundle)
+        try:
+            return _run_locked(spec, store, emit, bundle, (share_round1, round1_signals))
+        except BaseException:
+            store.discard(run_id)  # keeps a partial run that has a checkpoint, so a rerun resumes it
+            raise
 
 
-def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBundle | None) -> RunOutcome:
+def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBundle | None,
+                share: tuple[bool, frozenset[Signal] | None] = (False, None)) -> RunOutcome:
     run_id = spec.run_id
     method = parse_method(spec.method)
-    s = setup_run(spec, bundle)
+    s = setup_run(spec, bundle, partitions_dir=store.root / "partitions")
+    round1 = Round1Cache.for_run(store.root, spec, method, s.device) if share[0] else None
+    reset_peak_memory(s.device)
     partial = store.start(run_id)
     write_json(partial / "spec.json", {"run_id": run_id, **spec.model_dump(mode="json")})
     write_json(partial / "env.json", environment(str(s.device)))
@@ -207,42 +312,68 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     else:
         global_params = {k: v.to(s.device) for k, v in s.model.initial_params(generator(spec.seed, STREAM_INIT)).items()}
         rows += _rows(spec, 0, "test", evaluate(s.model, global_params, s.test, s.eval_tf, spec.eval_batch_size, s.dtype))
+        if s.val is not None:
+            rows += _rows(spec, 0, "val", evaluate(s.model, global_params, s.val, s.eval_tf, spec.eval_batch_size, s.dtype))
 
     emit("start", run_id=run_id, spec=spec, rounds=spec.rounds, clients=spec.num_clients, start_round=start_round)
     for round_ in range(start_round, spec.rounds + 1):
         t0 = time.perf_counter()
         updates: list[ClientUpdate] = []
         losses, images = [], 0
-        for k in sample_clients(spec, round_):
-            result = local_train(
+        todo, requires, hit = sample_clients(spec, round_), method.requires, None
+        if round1 is not None and round_ == 1:  # shared first round: reuse, or train with more signals
+            hit = round1.load(method.requires)
+            todo, requires = ([] if hit else todo), round1.signals_to_collect(method.requires, share[1])
+        pack = resolve_pack(spec.pack, s.device, len(todo))  # clients trained together (client/packed.py)
+        packed = {} if pack <= 1 else train_in_packs(
+            s.model, global_params, {k: s.clients[k] for k in todo}, s.train_tf, method.objective, settings,
+            {k: generator(spec.seed, STREAM_CLIENT, round_, k, device=s.device) for k in todo},
+            s.bundle.num_classes, requires, pack)
+        for k in todo:
+            result = packed[k] if k in packed else local_train(
                 s.model, global_params, s.clients[k], s.train_tf, method.objective, settings,
                 generator(spec.seed, STREAM_CLIENT, round_, k, device=s.device), s.bundle.num_classes,
-                method.requires, client_id=k,
+                requires, client_id=k,
             )
             updates.append(result.update)
             losses.append(result.mean_loss)
             images += result.images
             emit("client", round=round_, client=k, loss=result.mean_loss)
+        if round1 is not None and round_ == 1:
+            view = round1.settle(hit, Round1Result(updates, losses, images, requires), method.requires)
+            updates, losses, images = list(view.updates), list(view.losses), view.images
+            for u, loss in zip(updates, losses, strict=True) if hit else ():
+                emit("client", round=round_, client=u.client_id, loss=loss)
         _sync(s.device)
         t1 = time.perf_counter()
+        comm = round_costs(updates, global_params, method.requires)
         ctx = RoundContext(round=round_, num_rounds=spec.rounds, num_classes=s.bundle.num_classes,
                            lora_scale=s.model.scale, generator=generator(spec.seed, STREAM_SERVER, round_, device=s.device),
                            device=s.device)
         global_params = method.server_step(global_params, updates, ctx)
         _sync(s.device)
         t2 = time.perf_counter()
-        metrics = evaluate(s.model, global_params, s.test, s.eval_tf, spec.eval_batch_size, s.dtype)
+        with evaluation_corrections(s.model, method, global_params, updates, ctx):
+            metrics = evaluate(s.model, global_params, s.test, s.eval_tf, spec.eval_batch_size, s.dtype)
+            if s.val is not None:
+                rows += _rows(spec, round_, "val", evaluate(s.model, global_params, s.val, s.eval_tf, spec.eval_batch_size, s.dtype))
         t3 = time.perf_counter()
         rows += _rows(spec, round_, "test", metrics)
         rows += _rows(spec, round_, "train", {"loss": float(np.mean(losses))})
         rows += _rows(spec, round_, "cost", {
             "train_s": t1 - t0, "aggregate_s": t2 - t1, "eval_s": t3 - t2,
-            "train_images_per_s": images / max(t1 - t0, 1e-9),
+            "train_images_per_s": images / max(t1 - t0, 1e-9), "wall_s": t3 - t0,
+            **comm, **peak_memory(s.device),
         })
         torch.save({"round": round_, "params": global_params, "rows": rows}, checkpoint.with_suffix(".tmp"))
         checkpoint.with_suffix(".tmp").replace(checkpoint)
         emit("round", round=round_, metrics=metrics)
     frame = pd.DataFrame(rows)
+    # Measured heterogeneity beside alpha, so tables can show what a given alpha actually produced.
+    measured = heterogeneity(s.partition.class_counts(labels, s.bundle.num_classes))
+    at = frame.columns.get_loc("alpha") + 1
+    for offset, (name, value) in enumerate(measured.items()):
+        frame.insert(at + offset, name, value)
     write_csv(partial / "metrics.csv", frame)
     final_dir = store.commit(run_id)
     outcome = RunOutcome(run_id, final_dir, _final(frame))

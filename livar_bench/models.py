@@ -91,14 +91,21 @@ def create_backbone(
     if image_size:
         kwargs["img_size"] = image_size
     if weights:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"weights file {path} does not exist. " + WEIGHTS_HOW.format(name=name))
+        path = _weights_path(weights, name)
         try:
             return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
-        except (RuntimeError, ValueError, KeyError, OSError) as err:
-            raise WeightsError(f"could not load weights {path} into {name}: {err}".splitlines()[0]) from None
+        except Exception as err:  # noqa: BLE001 - torch/safetensors/timm raise many types for bad files
+            raise WeightsError(_load_failure(path, name, err)) from None
     if pretrained:
+        cached = _cached_hub_file(name)
+        if cached is not None:  # load from the local HF cache without touching the network
+            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached}, **kwargs)
+        host = _hub_unreachable()
+        if host is not None:  # fail now rather than after the hub client's ~45 s of retries
+            raise WeightsError(
+                f"pretrained weights for {name} are not in the local Hugging Face cache and {host} cannot "
+                "be reached (offline). " + WEIGHTS_HOW.format(name=name)
+            )
         try:
             return timm.create_model(name, pretrained=True, **kwargs)
         except Exception as err:  # noqa: BLE001 - the hub client raises many unrelated types when offline
@@ -109,10 +116,68 @@ def create_backbone(
     return timm.create_model(name, pretrained=False, **kwargs)
 
 
-def _load_state_file(model: nn.Module, weights: str, name: str) -> None:
+def _weights_path(weights: str, name: str) -> Path:
+    """The ``--weights`` path, checked to be an existing file."""
     path = Path(weights).expanduser()
+    if not path.exists():
+        raise WeightsError(f"weights file {path} does not exist. " + WEIGHTS_HOW.format(name=name))
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        raise WeightsError(f"--weights {path} is not a file; pass the .safetensors/.pth file itself")
+    return path
+
+
+def _load_failure(path: Path, name: str, err: Exception) -> str:
+    """One line saying why a weights file could not be used."""
+    detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if len(detail) > 160:
+        detail = detail[:157] + "..."
+    return (f"could not load weights file {path} into {name} ({type(err).__name__}: {detail}); check that it "
+            "is an intact .safetensors or .pth state dict of this backbone")
+
+
+def _cached_hub_file(name: str) -> str | None:
+    """Path of ``name``'s pretrained weights in the local Hugging Face cache, if they are there."""
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    try:
+        cfg = get_pretrained_cfg(name)
+    except (RuntimeError, KeyError, ValueError):
+        return None
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not hub_id:
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(hub_id, filename)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """The hub's host name if it cannot be reached now (or HF_HUB_OFFLINE is set), else None."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    host = url.hostname or "huggingface.co"
+    # Read the variable now: huggingface_hub reads it only once, at import.
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return host
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # a direct connection says nothing when traffic must go through a proxy
+    try:
+        socket.create_connection((host, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return host
+    return None
+
+
+def _load_state_file(model: nn.Module, weights: str, name: str) -> None:
+    path = _weights_path(weights, name)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -123,7 +188,7 @@ def _load_state_file(model: nn.Module, weights: str, name: str) -> None:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
     except Exception as err:  # noqa: BLE001 - torch/safetensors raise many types for corrupt files
-        raise WeightsError(f"could not read weights file {path}: {type(err).__name__}: {err}".splitlines()[0]) from None
+        raise WeightsError(_load_failure(path, name, err)) from None
     missing = [k for k in missing if not k.startswith("head.")]
     if missing or unexpected:
         raise WeightsError(f"weights file {path} does not fit {name}: missing {missing[:3]}, unexpected {unexpected[:3]}")

@@ -5,6 +5,8 @@
     <out>/runs/<run_id>/partition.json   per-client class counts, sizes, heterogeneity, fingerprint
     <out>/runs/<run_id>/metrics.csv      tidy rows: one per (round, split, metric)
     <out>/runs/<run_id>/DONE             completion marker (written last)
+    <out>/partitions/<partition_id>.json per-client indices (and validation carve) of one partition,
+                                         written once, reused and verified by every run that shares it
 
 A run in progress lives in ``<out>/runs/.partial/<run_id>/`` with a per-round checkpoint, and is moved
 into place with one ``os.replace`` when it completes, so a reader never sees half a run. A lock file
@@ -107,6 +109,22 @@ class RunStore:
         path = self.partial_dir(run_id)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def discard(self, run_id: str) -> bool:
+        """Remove a failed run's partial folder unless it holds a checkpoint to resume from.
+
+        Returns True if the folder was removed. A run that failed before its first checkpoint (bad
+        settings, missing data, diverged training) then leaves nothing behind in the results folder.
+        """
+        partial = self.partial_dir(run_id)
+        if not partial.is_dir() or (partial / "checkpoint.pt").is_file():
+            return False
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            partial.parent.rmdir()  # .partial itself, when no other run is in progress
+        except OSError:
+            pass  # not empty: another run's partial folder lives there
+        return True
 
     def commit(self, run_id: str) -> Path:
         """Mark the partial run complete and move it into place atomically."""

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 os.environ.setdefault("LIVAR_BENCH_CACHE", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "livar-bench"))
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: the test models are tiny, and on a shared 2-core machine several threads per process
+# spin against each other (measured ~60x slower local training under load than with one thread).
+torch.set_num_threads(int(os.environ.get("LIVAR_BENCH_TEST_THREADS", "1")))
 
 
 def pytest_collection_modifyitems(config, items):

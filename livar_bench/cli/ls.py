@@ -26,6 +26,8 @@ def ls(what: str = typer.Argument(..., help="datasets, methods or backbones")) -
         from livar_bench.methods import entries
 
         table = Table("name", "kind", "client signals", "hyperparameters", "paper", "summary")
+        for column in table.columns[2:5]:  # signals, settings and links cut short with "…" are useless
+            column.overflow = "fold"
         for e in entries():
             signals = ", ".join(sorted(s.value for s in e.requires)) or "-"
             hp = ", ".join(f"{k}={v}" for k, v in e.defaults().items()) or "-"

@@ -46,10 +46,13 @@ def run(
     dataset: Optional[str] = typer.Option(None, help="Dataset (livar-bench ls datasets). Default: digits."),
     method: Optional[str] = typer.Option(None, help="Method spec, e.g. livar, livar+ccvr, ties[density=0.3]."),
     param: Optional[list[str]] = typer.Option(None, help="Method hyperparameter METHOD.KEY=VALUE (repeatable)."),
+    livar_rule: Optional[Path] = typer.Option(None, help="LIVAR rule JSON (from `livar-bench explain`); sets livar.rule."),
     alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration (> 0)."),
     iid: bool = typer.Option(False, "--iid", help="IID partition instead of Dirichlet."),
     clients: Optional[int] = typer.Option(None, help="Number of clients."),
     participation: Optional[float] = typer.Option(None, help="Fraction of clients per round."),
+    min_client_samples: Optional[int] = typer.Option(
+        None, help="Redraw the partition until every client has this many samples (default 6)."),
     rounds: Optional[int] = typer.Option(None, help="Communication rounds."),
     epochs: Optional[int] = typer.Option(None, help="Local epochs per round."),
     batch_size: Optional[int] = typer.Option(None, help="Local batch size."),
@@ -81,7 +84,8 @@ def run(
     from livar_bench.federation import run_federation
 
     values = spec_values(
-        config, dataset=dataset, alpha=alpha, num_clients=clients, participation=participation, rounds=rounds,
+        config, dataset=dataset, alpha=alpha, num_clients=clients, participation=participation,
+        min_client_samples=min_client_samples, rounds=rounds,
         local_epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, backbone=backbone,
         weights=str(weights) if weights else None, pretrained=pretrained, lora_rank=lora_rank, lora_alpha=lora_alpha,
         image_size=image_size, data_root=str(data_root) if data_root else None, download=download,
@@ -90,6 +94,10 @@ def run(
     if iid:
         values["partition"] = "iid"
     values["method"] = apply_params(method or values.get("method", "fedavg"), param)
+    if livar_rule is not None:
+        from livar_bench.cli.explain import apply_livar_rule
+
+        values["method"] = apply_livar_rule(values["method"], livar_rule)
     spec = make_spec(values)
     with RunProgress() as progress:
         outcome = run_federation(spec, out, on_event=progress, force=force)

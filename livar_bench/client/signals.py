@@ -46,7 +46,7 @@ class PathIntegralSignal:
 
     def result(self) -> dict[str, Tensor]:
         """Factor key -> 0-dim signal tensor (still on the device)."""
-        return dict(zip(self.keys, self.total.unbind(0)))
+        return dict(zip(self.keys, self.total.unbind(0), strict=True))
 
 
 def class_statistics(

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from livar_bench.data.base import ImageSplit
+from livar_bench.errors import DataNotFoundError
 
 CACHE_VERSION = 1
 
@@ -48,9 +49,14 @@ def decode_images(paths: Sequence[Path], size: int, description: str = "decoding
     from livar_bench.progress import track
 
     def one(path: Path) -> np.ndarray:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-            return np.asarray(rgb, dtype=np.uint8)
+        try:
+            with Image.open(path) as img:
+                rgb = img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+                return np.asarray(rgb, dtype=np.uint8)
+        except (OSError, ValueError) as err:  # missing, truncated or not an image (UnidentifiedImageError)
+            raise DataNotFoundError(
+                f"cannot read image {path} ({type(err).__name__}); re-extract the dataset archive"
+            ) from None
 
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     workers = min(8, (os.cpu_count() or 1) * 2)

@@ -15,6 +15,7 @@ the device.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -30,16 +31,24 @@ IMAGENET_R_SPLIT_SEED = 0  # fixed: every run and method sees the same 80/20 spl
 IMAGENET_R_TEST_FRACTION = 0.2
 
 
-def _root(options: LoadOptions, dataset: str) -> Path:
+def _root(options: LoadOptions, dataset: str, how: str, create: bool = False) -> Path:
+    """The data root, or a ``DataNotFoundError`` that says how to obtain ``dataset``.
+
+    With ``create`` (a dataset that --download can fetch) a missing root folder is made instead.
+    """
     if not options.data_root:
-        raise DataNotFoundError(
-            f"dataset {dataset!r} needs --data-root pointing at the folder that holds its files; "
-            f"see `livar-bench ls datasets` for the expected layout and download links"
-        )
+        raise DataNotFoundError(f"dataset {dataset!r} needs --data-root pointing at the folder that holds its files. {how}")
     root = Path(options.data_root).expanduser()
+    if create and not root.exists():
+        root.mkdir(parents=True, exist_ok=True)
     if not root.is_dir():
-        raise DataNotFoundError(f"--data-root {root} is not a folder")
+        raise DataNotFoundError(f"{dataset}: --data-root {root} is not a folder. {how}")
     return root
+
+
+def _list_digest(items: list) -> str:
+    """Hash of a file list, part of a cache key so that a changed list never reuses stale tensors."""
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
 
 
 def _missing(dataset: str, path: Path, how: str) -> DataNotFoundError:
@@ -55,18 +64,28 @@ CIFAR100_HOW = (
 
 
 def _read_cifar_pickle(path: Path) -> dict:
-    with path.open("rb") as fh:
-        return pickle.load(fh, encoding="latin1")
+    try:
+        with path.open("rb") as fh:
+            data = pickle.load(fh, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as err:
+        raise BenchError(f"cifar100: {path} is not a readable CIFAR-100 pickle ({type(err).__name__}); "
+                         f"download and unpack it again. {CIFAR100_HOW}") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"cifar100: {path} is not in the CIFAR-100 python format; download and unpack it again")
+    return data
 
 
 def load_cifar100(options: LoadOptions) -> DatasetBundle:
     """CIFAR-100 (50,000 train / 10,000 test, 32x32) from the official python pickle files."""
-    root = _root(options, "cifar100")
+    root = _root(options, "cifar100", CIFAR100_HOW, create=options.download)
     folder = root / "cifar-100-python"
     if not folder.is_dir() and options.download:
         from torchvision.datasets import CIFAR100
 
-        CIFAR100(str(root), train=True, download=True)
+        try:
+            CIFAR100(str(root), train=True, download=True)
+        except (OSError, RuntimeError) as err:  # URLError is an OSError; a bad checksum a RuntimeError
+            raise DataNotFoundError(f"cifar100: download failed ({type(err).__name__}: {err}). {CIFAR100_HOW}") from None
     for name in ("train", "test", "meta"):
         if not (folder / name).is_file():
             raise _missing("cifar100", folder / name, CIFAR100_HOW)
@@ -76,8 +95,11 @@ def load_cifar100(options: LoadOptions) -> DatasetBundle:
         try:
             images = np.asarray(raw["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             labels = np.asarray(raw["fine_labels"], dtype=np.int64)
-        except (KeyError, ValueError) as err:
+        except (KeyError, ValueError, TypeError) as err:
             raise BenchError(f"cifar100: {folder / name} is not in the CIFAR-100 python format ({err})") from None
+        if len(labels) != len(images) or (len(labels) and (labels.min() < 0 or labels.max() >= 100)):
+            raise BenchError(f"cifar100: {folder / name} has {len(images)} images but {len(labels)} labels, or labels "
+                             "outside 0..99; download and unpack it again")
         return ImageSplit(torch.from_numpy(images.copy()), torch.from_numpy(labels))
 
     meta = _read_cifar_pickle(folder / "meta")
@@ -96,7 +118,7 @@ EUROSAT_HOW = (
 
 def load_eurosat(options: LoadOptions) -> DatasetBundle:
     """EuroSAT RGB (10 classes, 64x64) with the CoOp split: train 13,500 / test 8,100 (val unused)."""
-    root = _root(options, "eurosat") / "eurosat"
+    root = _root(options, "eurosat", EUROSAT_HOW) / "eurosat"
     images_dir = root / "2750"
     split_file = root / "split_zhou_EuroSAT.json"
     if not images_dir.is_dir():
@@ -121,7 +143,7 @@ def load_eurosat(options: LoadOptions) -> DatasetBundle:
 
     out = {}
     for name in ("train", "test"):
-        key = {"files": len(entries[name]), "first": entries[name][0][0] if entries[name] else "", "size": 64}
+        key = {"files": len(entries[name]), "list": _list_digest(entries[name]), "size": 64, "root": str(images_dir)}
         out[name] = load_or_build(cache_path(options.cache_dir, "eurosat", name, key), lambda n=name: build(n))
     return DatasetBundle("eurosat", out["train"], out["test"], class_names)
 
@@ -145,15 +167,21 @@ def _read_table(path: Path) -> dict[int, str]:
 
 def load_cub200(options: LoadOptions) -> DatasetBundle:
     """CUB-200-2011 with the official train/test split (5,994 / 5,794)."""
-    root = _root(options, "cub200") / "CUB_200_2011"
+    root = _root(options, "cub200", CUB_HOW) / "CUB_200_2011"
     needed = ["images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt"]
     for name in needed:
         if not (root / name).is_file():
             raise _missing("cub200", root / name, CUB_HOW)
-    images = _read_table(root / "images.txt")
-    labels = {k: int(v) - 1 for k, v in _read_table(root / "image_class_labels.txt").items()}
-    is_train = {k: v == "1" for k, v in _read_table(root / "train_test_split.txt").items()}
-    classes = _read_table(root / "classes.txt")
+    try:
+        images = _read_table(root / "images.txt")
+        labels = {k: int(v) - 1 for k, v in _read_table(root / "image_class_labels.txt").items()}
+        is_train = {k: v == "1" for k, v in _read_table(root / "train_test_split.txt").items()}
+        classes = _read_table(root / "classes.txt")
+        missing = [k for k in images if k not in labels or k not in is_train]
+    except ValueError as err:
+        raise BenchError(f"cub200: a metadata file in {root} is malformed ({err}); re-extract the archive") from None
+    if missing:
+        raise BenchError(f"cub200: image ids {missing[:3]} lack a label or split entry in {root}; re-extract the archive")
     class_names = tuple(classes[i] for i in sorted(classes))
     size = options.storage_size
 
@@ -165,7 +193,9 @@ def load_cub200(options: LoadOptions) -> DatasetBundle:
 
     out = {}
     for name, flag in (("train", True), ("test", False)):
-        key = {"n": sum(1 for v in is_train.values() if v == flag), "size": size, "root": str(root)}
+        ids = sorted(k for k in images if is_train.get(k) == flag)
+        key = {"n": len(ids), "list": _list_digest([[images[k], labels[k]] for k in ids]), "size": size,
+               "root": str(root)}
         out[name] = load_or_build(cache_path(options.cache_dir, "cub200", name, key), lambda f=flag: build(f))
     return DatasetBundle("cub200", out["train"], out["test"], class_names)
 
@@ -188,7 +218,7 @@ def imagenet_r_split(files: list[tuple[str, int]], seed: int = IMAGENET_R_SPLIT_
 
 def load_imagenet_r(options: LoadOptions) -> DatasetBundle:
     """ImageNet-R (200 classes, ~30k images) with a seeded 80/20 train/test split."""
-    root = _root(options, "imagenet-r") / "imagenet-r"
+    root = _root(options, "imagenet-r", IMAGENET_R_HOW) / "imagenet-r"
     if not root.is_dir():
         raise _missing("imagenet-r", root, IMAGENET_R_HOW)
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
@@ -210,6 +240,7 @@ def load_imagenet_r(options: LoadOptions) -> DatasetBundle:
 
     out = {}
     for name, index in (("train", train_idx), ("test", test_idx)):
-        key = {"n": len(index), "size": size, "root": str(root), "seed": IMAGENET_R_SPLIT_SEED}
+        key = {"n": len(index), "list": _list_digest([files[i] for i in index]), "size": size, "root": str(root),
+               "seed": IMAGENET_R_SPLIT_SEED}
         out[name] = load_or_build(cache_path(options.cache_dir, "imagenet-r", name, key), lambda i=index, n=name: build(i, n))
     return DatasetBundle("imagenet-r", out["train"], out["test"], tuple(p.name for p in class_dirs))

@@ -8,12 +8,20 @@ normalisation. Randomness comes only from the ``torch.Generator`` passed in.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+@functools.lru_cache(maxsize=64)
+def _channel_constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A [1, 3, 1, 1] constant, built once per device: ``torch.tensor(list, device=cuda)`` copies from
+    pageable host memory, which blocks the host until the stream is idle, once per step otherwise."""
+    return torch.tensor(values, dtype=dtype).view(1, 3, 1, 1).to(device)
 
 
 @dataclass(frozen=True)
@@ -28,8 +36,8 @@ class DeviceTransform:
     eval_crop: float = 0.875
 
     def _normalise(self, x: Tensor) -> Tensor:
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        mean = _channel_constant(self.mean, x.device, x.dtype)
+        std = _channel_constant(self.std, x.device, x.dtype)
         return (x - mean) / std
 
     def train(self, images: Tensor, generator: torch.Generator) -> Tensor:

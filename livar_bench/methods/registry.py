@@ -73,7 +73,7 @@ def get_entry(name: str) -> Entry:
     raise BenchError(f"unknown method {name!r}.{hint} Known: {', '.join(sorted(_REGISTRY))} (livar-bench ls methods)")
 
 
-_PART = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(?:\[(?P<args>[^\]]*)\])?$")
+_PART = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(?:\[(?P<args>[^\]]*)\])?$", re.IGNORECASE)
 
 
 def split_spec(spec: str) -> list[tuple[str, dict[str, str]]]:
@@ -81,7 +81,8 @@ def split_spec(spec: str) -> list[tuple[str, dict[str, str]]]:
     if not spec or not spec.strip():
         raise BenchError("empty method spec; give e.g. --method livar or --method livar+ccvr")
     parts = []
-    for raw in spec.strip().lower().split("+"):
+    # Names and keys are case-insensitive; values keep their case (a LIVAR rule file path may need it).
+    for raw in spec.strip().split("+"):
         match = _PART.match(raw.strip())
         if match is None:
             raise BenchError(f"cannot parse method spec {spec!r} at {raw!r}; expected name or name[key=value,...]")
@@ -90,8 +91,8 @@ def split_spec(spec: str) -> list[tuple[str, dict[str, str]]]:
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
                 raise BenchError(f"method spec {spec!r}: expected key=value, got {item!r}")
-            args[key.strip()] = value.strip()
-        parts.append((match["name"], args))
+            args[key.strip().lower()] = value.strip()
+        parts.append((match["name"].lower(), args))
     return parts
 
 

@@ -1,0 +1,71 @@
+"""``livar-bench compare``: our mean ± std next to published numbers from a CSV the user supplies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from livar_bench.cli import app
+from livar_bench.cli.ui import console
+
+DEFAULT_PUBLISHED = Path("results/paper/published.csv")
+
+
+def build_comparison(out: Path, published: Path | None = None, metrics: tuple[str, ...] = ("acc",)) -> tuple:
+    """Returns (comparison frame, message about the published numbers, path written)."""
+    from livar_bench import reporting as rp
+
+    tidy = rp.collect(out)
+    ours = rp.ours_summary({m: rp.final_values(tidy, m) for m in metrics})
+    candidates = [published] if published else [Path(out) / "paper" / "published.csv", DEFAULT_PUBLISHED]
+    source = next((p for p in candidates if p is not None and p.is_file()), None)
+    if published is not None and source is None:
+        rp.load_published(published)  # raises the not-found error with the expected columns
+    if source is None:
+        note = (f"no published numbers: no file at {DEFAULT_PUBLISHED} (pass --published FILE with columns "
+                f"{','.join(rp.PUBLISHED_COLUMNS)}); showing ours only")
+        table = rp.compare_frame(ours, rp.pd.DataFrame(columns=list(rp.PUBLISHED_COLUMNS)).astype({"alpha": float, "value": float}))
+    else:
+        pub = rp.load_published(source)
+        if pub.empty:
+            note = (f"no published numbers: {source} holds only its header (the paper's tables could not be "
+                    f"obtained; add rows with their source to compare); showing ours only")
+        else:
+            matched = pub.merge(ours, on=["method", "dataset", "metric"], how="inner")
+            note = f"{len(pub)} published numbers from {source}, {len(matched)} matched to our runs by method/dataset"
+        table = rp.compare_frame(ours, pub)
+    path = Path(out) / "tables" / "compare.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return table, note, path
+
+
+@app.command()
+def compare(
+    out: Path = typer.Option(Path("results"), help="Results folder holding runs/."),
+    published: Optional[Path] = typer.Option(
+        None, help="CSV of published numbers (method,dataset,alpha,metric,value,source; accuracy in percent). "
+                   "Default: OUT/paper/published.csv, then results/paper/published.csv."),
+) -> None:
+    """Compare our results (mean ± std over seeds) with published numbers.
+
+    Example: livar-bench compare --out results/ --published my_numbers.csv
+    """
+    from rich.table import Table
+
+    from livar_bench import reporting as rp
+
+    frame, note, path = build_comparison(out, published)
+    console.print(note, highlight=False)
+    view = Table("method", "dataset", "alpha", "metric", "ours (mean ± std, n)", "published", "diff", "source")
+    for row in frame.itertuples(index=False):
+        pub = "–" if rp.pd.isna(row.published) else f"{row.published:.2f}"
+        diff = "–" if rp.pd.isna(row.diff) else f"{row.diff:+.2f}"
+        view.add_row(row.method, row.dataset, f"{row.alpha:g}", row.metric, rp.format_pm(row.mean, row.std, row.n),
+                     pub, diff, "" if rp.pd.isna(row.source) else str(row.source))
+    from rich.console import Console
+
+    Console().print(view)
+    console.print(f"wrote {path}", highlight=False)

@@ -1,0 +1,186 @@
+"""``livar-bench sweep``: every combination of datasets x methods x alphas x seeds, resumable."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from livar_bench.cli import app
+from livar_bench.cli.ui import console
+from livar_bench.errors import BenchError
+
+
+def _eta(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class SweepProgress:
+    """Event handler for executors: one rich display (runs, current run's rounds and clients, ETA) on a
+    terminal; one plain log line per run and per round otherwise."""
+
+    def __init__(self, live: bool | None = None) -> None:
+        self.live = sys.stderr.isatty() if live is None else live
+        self.progress: Any = None
+        self.runs_task = self.rounds_task = self.clients_task = None
+        self.total = self.finished = 0
+        self.trained_seconds: list[float] = []
+        self.run_started = 0.0
+        self.label = ""
+
+    def __enter__(self) -> SweepProgress:
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TextColumn("{task.fields[eta]}"), console=console,
+                                     transient=True)
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def eta(self) -> str:
+        """Remaining time from the mean duration of the runs trained so far."""
+        if not self.trained_seconds:
+            return "ETA --"
+        left = self.total - self.finished
+        return f"ETA {_eta(left * sum(self.trained_seconds) / len(self.trained_seconds))}"
+
+    def log(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.log(text, highlight=False)
+        else:
+            console.print(text, highlight=False)
+
+    def __call__(self, event: str, **info: Any) -> None:
+        p = self.progress
+        if event == "sweep_start":
+            self.total, self.finished = info["total"], info["done"]
+            if p is not None:
+                self.runs_task = p.add_task("runs", total=self.total, completed=self.finished, eta=self.eta())
+            self.log(f"sweep: {self.total} runs, {self.finished} already done")
+        elif event == "run_start":
+            spec = info["spec"]
+            self.run_started = time.perf_counter()
+            self.label = f"[{info['index'] + 1}/{info['total']}] {spec.method} {spec.dataset} α={spec.alpha:g} seed {spec.seed}"
+            if p is None:
+                self.log(f"{self.label}: start (run {spec.run_id})")
+        elif event == "start" and p is not None:
+            for task in (self.rounds_task, self.clients_task):
+                if task is not None:
+                    p.remove_task(task)
+            self.rounds_task = p.add_task(f"  {self.label} rounds", total=info["rounds"],
+                                          completed=info["start_round"] - 1, eta="")
+            self.clients_task = p.add_task("    clients", total=info["clients"], eta="")
+        elif event == "client" and p is not None and self.clients_task is not None:
+            p.advance(self.clients_task)
+        elif event == "round":
+            m = info["metrics"]
+            if p is not None and self.rounds_task is not None:
+                p.advance(self.rounds_task)
+                p.reset(self.clients_task)
+            else:
+                self.log(f"{self.label}: round {info['round']} acc {m.get('acc', float('nan')):.4f}")
+        elif event == "resume":
+            self.log(f"{self.label}: resuming after round {info['round']}")
+        elif event == "locked":
+            self.log(f"{self.label}: another process is running it; skipped")
+        elif event == "run_end":
+            outcome = info["outcome"]
+            if not outcome.skipped:
+                self.finished += 1
+                self.trained_seconds.append(time.perf_counter() - self.run_started)
+                acc = outcome.final.get("acc")
+                self.log(f"{self.label}: done, acc {acc:.4f} ({self.eta()})" if acc is not None else f"{self.label}: done")
+            if p is not None:
+                p.update(self.runs_task, completed=self.finished, eta=self.eta())
+        elif event == "run_failed":
+            self.log(f"{self.label}: FAILED: {info['error']}")
+
+
+@app.command()
+def sweep(
+    config: Optional[Path] = typer.Option(None, help="Sweep YAML (grid: lists, base: run settings); options override it."),
+    datasets: Optional[str] = typer.Option(None, help="Comma-separated datasets, e.g. cifar100,imagenet-r."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated method specs, e.g. livar,ccvr,livar+ccvr."),
+    alphas: Optional[str] = typer.Option(None, help="Comma-separated Dirichlet alphas, e.g. 0.05,0.1,0.2."),
+    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds, e.g. 0,1,2."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone for every run (timm name or livar_tiny_vit)."),
+    clients: Optional[int] = typer.Option(None, help="Number of clients."),
+    rounds: Optional[int] = typer.Option(None, help="Communication rounds."),
+    epochs: Optional[int] = typer.Option(None, help="Local epochs per round."),
+    batch_size: Optional[int] = typer.Option(None, help="Local batch size."),
+    lr: Optional[float] = typer.Option(None, help="AdamW learning rate."),
+    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay."),
+    lora_rank: Optional[int] = typer.Option(None, help="LoRA rank r."),
+    lora_alpha: Optional[float] = typer.Option(None, help="LoRA alpha (update scaled by alpha/r)."),
+    iid: bool = typer.Option(False, "--iid", help="IID partition instead of Dirichlet (alphas then unused)."),
+    weights: Optional[Path] = typer.Option(None, help="Local backbone weights file (offline use)."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Load pretrained weights."),
+    data_root: Optional[Path] = typer.Option(None, help="Folder holding the real datasets."),
+    download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Download when possible."),
+    max_train_samples: Optional[int] = typer.Option(None, help="Seeded training subsample (quick runs)."),
+    max_test_samples: Optional[int] = typer.Option(None, help="Seeded test subsample (quick runs)."),
+    precision: Optional[str] = typer.Option(None, help="auto (bf16 on CUDA), bf16 or fp32."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+    executor: str = typer.Option("local", help="local (one run after another) or ray (one run per GPU/CPU slot)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start Ray locally)."),
+    out: Path = typer.Option(Path("results"), help="Results folder (runs go to OUT/runs/<run_id>)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and exit."),
+) -> None:
+    """Run a grid of experiments; finished runs are skipped and interrupted ones resume.
+
+    Example: livar-bench sweep --datasets digits --methods fedavg,livar --alphas 0.1,0.5 --seeds 0,1 --out results/
+    """
+    from livar_bench import sweep as sw
+
+    base = dict(
+        backbone=backbone, num_clients=clients, rounds=rounds, local_epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, lora_rank=lora_rank, lora_alpha=lora_alpha,
+        weights=str(weights) if weights else None, pretrained=pretrained,
+        data_root=str(data_root) if data_root else None, download=download, max_train_samples=max_train_samples,
+        max_test_samples=max_test_samples, precision=precision, device=device, partition="iid" if iid else None,
+    )
+    grid = dict(datasets=sw.split_list(datasets), methods=sw.split_list(methods),
+                alphas=sw.parse_numbers(alphas, float, "alphas"), seeds=sw.parse_numbers(seeds, int, "seeds"))
+    spec = sw.load_sweep(config) if config else sw.SweepConfig()
+    spec = sw.with_overrides(spec, grid, base)
+    if not spec.grid.methods and "method" not in spec.base:
+        raise BenchError("no methods given; pass --methods (e.g. --methods fedavg,livar) or --config FILE")
+    runs = sw.expand(spec)
+    console.print(sw.sweep_summary(runs), highlight=False)
+    if dry_run:
+        for r in runs:
+            typer.echo(f"{r.run_id}  {r.method}  {r.dataset}  alpha={r.alpha:g}  seed={r.seed}")
+        return
+    result = run_sweep(spec, runs, out, executor, ray_address)
+    if result.failures:
+        raise BenchError(f"{len(result.failures)} run(s) failed ({result.failures[0][1]}); fix and rerun the same "
+                         f"command: finished runs are kept")
+
+
+def run_sweep(config: Any, runs: list, out: Path, executor: str = "local", ray_address: str | None = None) -> Any:
+    """Check data, record the sweep, run it with progress, and print a one-line summary."""
+    from livar_bench import sweep as sw
+    from livar_bench.executors import get_executor
+
+    sw.check_data(runs)  # every dataset before any training: a missing one fails at once
+    runner = get_executor(executor, **({"address": ray_address} if executor == "ray" else {}))
+    sw.write_manifest(config, runs, out)
+    with SweepProgress() as progress:
+        result = runner.run(runs, out, on_event=progress)
+    console.print(
+        f"sweep finished in {result.seconds:.0f}s: {result.trained} trained, "
+        f"{len(result.outcomes) - result.trained} already done, {len(result.failures)} failed"
+        + (f", {len(result.locked)} left to another process" if result.locked else ""),
+        highlight=False,
+    )
+    return result

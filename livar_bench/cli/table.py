@@ -1,0 +1,83 @@
+"""``livar-bench table``: pivot finished runs into mean ± std tables (LaTeX, CSV, Markdown)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from livar_bench.cli import app
+from livar_bench.cli.ui import console
+from livar_bench.errors import BenchError
+
+FORMATS = {"latex": ".tex", "csv": ".csv", "markdown": ".md"}
+
+
+def build_table(out: Path, fmt: str = "markdown", metric: str = "acc", split: str = "test",
+                rows: str = "method", cols: str = "dataset,alpha", order: str | None = None,
+                labels: list[str] | None = None) -> tuple[str, Path]:
+    """Write the tidy results and one table; returns (table text, path written)."""
+    from livar_bench import reporting as rp
+    from livar_bench.sweep import split_list
+
+    if fmt not in FORMATS:
+        raise BenchError(f"unknown --format {fmt!r}; choose latex, csv or markdown")
+    tidy = rp.collect(out)
+    rp.write_tidy(tidy, out)
+    row_keys, col_keys = split_list(rows) or [], split_list(cols) or []
+    style = rp.Style(
+        method_order=tuple(split_list(order)) if order else rp.DEFAULT_METHOD_ORDER,
+        labels={**rp.DEFAULT_LABELS, **rp.parse_labels(labels)},
+    )
+    finals = rp.final_values(tidy, metric, split)
+    settings = rp.run_settings(out, finals["run_id"].unique().tolist())
+    pivot = rp.make_pivot(finals, row_keys, col_keys, metric, style, settings)
+    if fmt == "latex":
+        text = rp.to_latex(pivot, style, label=f"tab:{metric}")
+    elif fmt == "markdown":
+        text = rp.to_markdown(pivot, style)
+    else:
+        text = rp.to_csv_frame(pivot).to_csv(index=False)
+    stem = f"{metric}_{'-'.join(row_keys)}_by_{'-'.join(col_keys)}"
+    path = Path(out) / "tables" / f"{stem}{FORMATS[fmt]}"
+    path.write_text(text)
+    return text, path
+
+
+@app.command()
+def table(
+    out: Path = typer.Option(Path("results"), help="Results folder holding runs/."),
+    format: str = typer.Option("markdown", "--format", help="latex (booktabs), csv or markdown."),
+    metric: str = typer.Option("acc", help="Metric after the last round (acc = top-1 test accuracy)."),
+    split: str = typer.Option("test", help="Split the metric is read from (test, train, cost)."),
+    rows: str = typer.Option("method", help="Comma-separated keys for table rows."),
+    cols: str = typer.Option("dataset,alpha", help="Comma-separated keys for table columns."),
+    order: Optional[str] = typer.Option(None, help="Method order, e.g. fedavg,ccvr,livar (others follow)."),
+    label: Optional[list[str]] = typer.Option(None, help="Display name NAME=TEXT (repeatable), e.g. livar='LIVAR (ours)'."),
+    vs: Optional[str] = typer.Option(None, help="Also print paired differences of every method against this baseline."),
+) -> None:
+    """Tabulate finished runs: mean ± std over seeds, n shown, best per column in bold.
+
+    Example: livar-bench table --out results/ --format latex --rows method --cols dataset,alpha
+    """
+    text, path = build_table(out, format, metric, split, rows, cols, order, label)
+    typer.echo(text, nl=False)
+    console.print(f"wrote {path} and {Path(out) / 'tables' / 'tidy.csv'}", highlight=False)
+    if vs:
+        _paired(out, vs, metric, split)
+
+
+def _paired(out: Path, baseline: str, metric: str, split: str) -> None:
+    """Paired differences against ``baseline`` (livar_bench.analysis, when installed in this version)."""
+    import importlib.util
+
+    from livar_bench import reporting as rp
+
+    if importlib.util.find_spec("livar_bench.analysis") is None:
+        raise BenchError("--vs needs livar_bench.analysis, which this version does not include")
+    from livar_bench.analysis import paired_differences
+
+    finals = rp.final_values(rp.collect(out), metric, split)
+    result = paired_differences(finals, baseline)
+    typer.echo(result.to_string(index=False) if hasattr(result, "to_string") else str(result))

@@ -1,0 +1,133 @@
+"""``livar-bench tune``: pick a method's hyperparameters on a validation split carved from client data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from livar_bench.cli import app
+from livar_bench.errors import BenchError
+
+
+class _TuneLog:
+    """One line per tuning run; per-round test numbers are deliberately not shown while tuning."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, event: str, **info: Any) -> None:
+        from livar_bench.cli.ui import console
+
+        if event == "tune_run":
+            self.count += 1
+            console.print(f"[{self.count}/{info['total']}] {info['spec']} seed={info['seed']}", highlight=False)
+        elif event == "locked":
+            console.print(f"run {info['run_id']} is being run by another process", highlight=False)
+
+
+@app.command()
+def tune(
+    method: str = typer.Option(..., help="Method spec to tune, e.g. ties or livar+ccvr."),
+    grid: list[str] = typer.Option(..., help="KEY=V1,V2,... (repeatable); KEY may be COMPONENT.KEY, e.g. ccvr.epochs."),
+    seeds: str = typer.Option("0", help="Comma-separated seeds; scores are averaged over them."),
+    val_fraction: float | None = typer.Option(None, help="Share of each client's training data held out (default 0.1)."),
+    dataset: str | None = typer.Option(None, help="Dataset (livar-bench ls datasets). Default: digits."),
+    alpha: float | None = typer.Option(None, help="Dirichlet concentration (> 0)."),
+    iid: bool = typer.Option(False, "--iid", help="IID partition instead of Dirichlet."),
+    clients: int | None = typer.Option(None, help="Number of clients."),
+    rounds: int | None = typer.Option(None, help="Communication rounds."),
+    epochs: int | None = typer.Option(None, help="Local epochs per round."),
+    batch_size: int | None = typer.Option(None, help="Local batch size."),
+    lr: float | None = typer.Option(None, help="AdamW learning rate."),
+    weight_decay: float | None = typer.Option(None, help="AdamW weight decay."),
+    backbone: str | None = typer.Option(None, help="timm ViT name or livar_tiny_vit (offline)."),
+    weights: Path | None = typer.Option(None, help="Local backbone weights file (offline use)."),
+    pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained", help="Load pretrained weights."),
+    lora_rank: int | None = typer.Option(None, help="LoRA rank r."),
+    lora_alpha: float | None = typer.Option(None, help="LoRA alpha (update scaled by alpha/r)."),
+    data_root: Path | None = typer.Option(None, help="Folder holding the real datasets."),
+    max_train_samples: int | None = typer.Option(None, help="Seeded training subsample (quick runs)."),
+    max_test_samples: int | None = typer.Option(None, help="Seeded test subsample (quick runs)."),
+    precision: str | None = typer.Option(None, help="auto (bf16 on CUDA), bf16 or fp32."),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+    config: Path | None = typer.Option(None, help="YAML file of run settings; options override it."),
+    out: Path = typer.Option(Path("results"), help="Results folder; tuning goes to OUT/tuning/."),
+) -> None:
+    """Grid-search a method's hyperparameters by last-round validation accuracy; print the chosen spec.
+
+    Example: livar-bench tune --method ties --grid density=0.2,0.3,0.5 --grid lam=0.4,1.0 --dataset digits
+    """
+    from livar_bench.cli.run import spec_values
+    from livar_bench.cli.ui import console
+    from livar_bench.config import make_spec
+    from livar_bench.sweep import parse_numbers
+    from livar_bench.tune import tune as run_tune
+
+    values = spec_values(
+        config, dataset=dataset, alpha=alpha, num_clients=clients, rounds=rounds, local_epochs=epochs,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay, backbone=backbone,
+        weights=str(weights) if weights else None, pretrained=pretrained, lora_rank=lora_rank, lora_alpha=lora_alpha,
+        data_root=str(data_root) if data_root else None, max_train_samples=max_train_samples,
+        max_test_samples=max_test_samples, precision=precision, device=device, val_fraction=val_fraction,
+    )
+    if iid:
+        values["partition"] = "iid"
+    values["method"] = method
+    base = make_spec(values)
+    seed_list = parse_numbers(seeds, int, "seeds") or []
+    if not seed_list:
+        raise BenchError("--seeds is empty; give e.g. --seeds 0,1")
+    result = run_tune(base, method, grid, seed_list, out, on_event=_TuneLog())
+    for c in result.candidates:
+        mark = "*" if c is result.chosen else " "
+        console.print(f"{mark} {c.spec:40s} val acc {c.mean:.4f}", highlight=False)
+    console.print(f"recorded in {result.path}; run the chosen spec on the test protocol:", highlight=False)
+    typer.echo(result.chosen.spec)
+
+
+@app.command()
+def ablation(
+    out: Path = typer.Option(Path("results/ablation"), help="Results folder of the ablation sweep (holds runs/)."),
+    format: str = typer.Option("markdown", "--format", help="markdown, latex or csv."),
+    variant: list[str] | None = typer.Option(None, help="LABEL=METHOD_SPEC (repeatable); default: the LIVAR "
+                                             "head/LoRA ablation of configs/ablation.yaml."),
+    metric: str = typer.Option("acc", help="Metric (last round unless --round)."),
+    round: str = typer.Option("last", help="last, best (round chosen on the validation split) or a number."),
+) -> None:
+    """Ablation table: one row per variant, one column per (dataset, alpha), mean ± std over seeds.
+
+    Example: livar-bench sweep --config livar_bench/configs/ablation.yaml --out results/ablation &&
+    livar-bench ablation --out results/ablation --format latex
+    """
+    from livar_bench.analysis import ABLATION_VARIANTS, ablation_table, render_table
+    from livar_bench.cli.ui import console
+    from livar_bench.methods import canonical_spec
+    from livar_bench.reporting import collect
+
+    frame = collect(out)
+    if variant:
+        variants = {}
+        for item in variant:
+            label, sep, spec = item.partition("=")
+            if not sep or not label.strip() or not spec.strip():
+                raise BenchError(f"--variant {item!r}: expected LABEL=METHOD_SPEC, e.g. 'head only=livar[lora=false]'")
+            variants[label.strip()] = canonical_spec(spec.strip())
+    else:
+        present = set(frame["method"])
+        variants = {k: v for k, v in ABLATION_VARIANTS.items() if v in present}
+        if not variants:
+            raise BenchError(f"no ablation runs under {out}; run `livar-bench sweep --config "
+                             f"livar_bench/configs/ablation.yaml --out {out}` first")
+        missing = [v for v in ABLATION_VARIANTS.values() if v not in present]
+        if missing:
+            console.print(f"note: no runs yet of {', '.join(missing)}", highlight=False)
+    table = ablation_table(frame, variants, metric=metric, round=int(round) if round.isdigit() else round)
+    text = render_table(table, format)
+    suffix = {"markdown": ".md", "latex": ".tex", "csv": ".csv"}[format]
+    path = Path(out) / "tables" / f"ablation_{metric}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    typer.echo(text, nl=False)
+    console.print(f"wrote {path}", highlight=False)

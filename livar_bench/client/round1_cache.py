@@ -1,0 +1,121 @@
+"""Shared first round: round-1 client updates computed once per cell and reused by every method.
+
+In a sweep, all methods of one cell (dataset, partition, backbone, LoRA, local settings, seed) start
+round 1 from the same seeded global model, and every method whose clients train with the same local
+objective (all but FedProx) gets exactly the same round-1 client updates. They only differ in which
+signals the server asks for, and collecting a signal never changes training (signals are read, never
+fed back). So round 1 is trained once, with the union of the signals, saved under
+``<out>/cache/round1/<key>.pt``, and every later method reads it and drops the signals it did not ask
+for: its updates are then bit-identical to recomputed ones (same tensors, saved and loaded exactly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from livar_bench.client.packed import resolve_pack
+from livar_bench.config import NON_IDENTITY_FIELDS, RunSpec
+from livar_bench.methods.base import ClientUpdate, Method, Signal
+
+CACHE_VERSION = 1
+# Spec fields that do not change round-1 client training (the method's server side, the run length).
+NOT_IN_ROUND1 = frozenset({"method", "rounds"})
+# Collected on a cache miss unless the caller says otherwise: cheap, and what LIVAR and CCVR's means need.
+DEFAULT_SIGNALS = frozenset({Signal.LORA_SIGNAL, Signal.CLASS_STATS})
+
+
+@dataclass(frozen=True)
+class Round1Result:
+    """The round-1 client work of one cell: updates (with ``signals`` collected), losses and images."""
+
+    updates: list[ClientUpdate]
+    losses: list[float]
+    images: int
+    signals: frozenset[Signal]
+
+    def restricted(self, requires: Collection[Signal]) -> Round1Result:
+        """The same result with only the signals in ``requires``, as a run asking for them produces."""
+        requires = frozenset(requires)
+        return dataclasses.replace(self, updates=[_restrict(u, requires) for u in self.updates], signals=requires)
+
+
+def _restrict(update: ClientUpdate, requires: frozenset[Signal]) -> ClientUpdate:
+    stats = None
+    if Signal.CLASS_STATS in requires or Signal.CLASS_COV in requires:
+        stats = update.class_stats
+        if stats is not None and Signal.CLASS_COV not in requires:
+            stats = dataclasses.replace(stats, cov=None)
+    signals = update.lora_signals if Signal.LORA_SIGNAL in requires else None
+    return dataclasses.replace(update, class_stats=stats, lora_signals=signals)
+
+
+def round1_key(spec: RunSpec, method: Method, device: torch.device) -> str:
+    """Hash of everything that decides round-1 client updates (the objective and device included)."""
+    skip = NON_IDENTITY_FIELDS | NOT_IN_ROUND1
+    payload = {k: v for k, v in spec.model_dump(mode="json").items() if k not in skip}
+    # The device type is part of the key: CPU and CUDA kernels do not give the same bits.
+    # Packing changes rounding only, but a reused result must be bit-identical to a recomputed one.
+    payload.update(objective=method.objective_key, device=device.type, version=CACHE_VERSION,
+                   pack=resolve_pack(spec.pack, device, spec.num_clients))
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Round1Cache:
+    """One cell's round-1 file: ``load`` what is there, ``save`` what was trained (atomically)."""
+
+    def __init__(self, root: str | Path, key: str, device: torch.device) -> None:
+        self.path = Path(root) / "cache" / "round1" / f"{key}.pt"
+        self.device = device
+
+    @classmethod
+    def for_run(cls, root: str | Path, spec: RunSpec, method: Method, device: torch.device) -> Round1Cache:
+        return cls(root, round1_key(spec, method, device), device)
+
+    def load(self, requires: Collection[Signal]) -> Round1Result | None:
+        """The cached result restricted to ``requires``, or None when absent or short of a signal."""
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location=self.device, weights_only=False)  # our own file
+            signals = frozenset(Signal(v) for v in state["signals"])
+            result = Round1Result(state["updates"], state["losses"], state["images"], signals)
+        except (OSError, RuntimeError, KeyError, EOFError, ValueError):
+            return None  # a damaged cache file only costs a recomputation
+        if not frozenset(requires) <= result.signals:
+            return None
+        return result.restricted(requires)
+
+    def signals_to_collect(self, requires: Collection[Signal], extra: Collection[Signal] | None = None) -> frozenset[Signal]:
+        """What a miss should collect: what is asked for, ``extra`` (default: the cheap signals) and
+        whatever an existing file already holds, so that the rewritten file serves its earlier readers."""
+        held: frozenset[Signal] = frozenset()
+        if self.path.is_file():
+            try:
+                state = torch.load(self.path, map_location="cpu", weights_only=False)
+                held = frozenset(Signal(v) for v in state["signals"])
+            except (OSError, RuntimeError, KeyError, EOFError, ValueError):
+                held = frozenset()
+        return frozenset(requires) | frozenset(DEFAULT_SIGNALS if extra is None else extra) | held
+
+    def save(self, result: Round1Result) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        state = {"updates": result.updates, "losses": result.losses, "images": result.images,
+                 "signals": sorted(s.value for s in result.signals)}
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)  # concurrent writers of one cell write equivalent content
+
+    def settle(self, hit: Round1Result | None, trained: Round1Result, requires: Collection[Signal]) -> Round1Result:
+        """After the round-1 loop: save what was trained on a miss; the run's view either way."""
+        if hit is not None:
+            return hit
+        self.save(trained)
+        return trained.restricted(requires)

@@ -1,0 +1,100 @@
+"""Communication and memory costs of a federated run.
+
+Bytes are counted from what a ``ClientUpdate`` actually carries for the signals the method requires
+(``Method.requires``), at the tensors' own dtypes (what a real deployment would serialise, before any
+compression):
+
+- upload, every method: the trainable tensors (LoRA factors + head), the sample count (one int64) and
+  the per-class sample counts ([C] int64; FedAvg needs the count, class-aware methods the histogram).
+- ``Signal.CLASS_STATS`` (LIVAR's variance-weighted head): per-class count and correct-count ([C] int64
+  each), mean, variance and correct-sample variance ([C, D] each). LIVAR reduces the variances to one
+  scalar per class on the server, but the update carries the full [C, D] tensors, and that is counted.
+- ``Signal.CLASS_COV`` (CCVR): the class statistics above plus the [C, D, D] covariances.
+- ``Signal.LORA_SIGNAL`` (LIVAR's path integrals): one scalar per LoRA factor.
+- download: the global trainable tensors the server broadcasts at the start of a round.
+
+Counting reads only shapes and dtypes (``numel`` and ``element_size``), so it never synchronises a
+device. Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA and the process's peak resident set
+size on CPU (``resource.getrusage``); the two are different quantities and get different metric names.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Collection, Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+from livar_bench.methods.base import ClassStats, ClientUpdate, Signal
+
+INT64_BYTES = 8
+
+
+def tensor_bytes(tensors: Iterable[Tensor | None]) -> int:
+    """Total bytes of the given tensors at their dtypes (``None`` entries count zero)."""
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def params_bytes(params: Mapping[str, Tensor]) -> int:
+    """Bytes of a trainable-parameter dictionary (what a download or the params part of an upload weighs)."""
+    return tensor_bytes(params.values())
+
+
+def class_stats_bytes(stats: ClassStats | None, with_cov: bool) -> int:
+    """Bytes of the class statistics a client sends; covariances only when ``with_cov``."""
+    if stats is None:
+        return 0
+    sent = [stats.count, stats.count_correct, stats.mean, stats.var, stats.var_correct]
+    if with_cov:
+        sent.append(stats.cov)
+    return tensor_bytes(sent)
+
+
+def upload_breakdown(update: ClientUpdate, requires: Collection[Signal]) -> dict[str, int]:
+    """Bytes of one client's upload, by part: params, meta, class_stats, lora_signals."""
+    needs_stats = Signal.CLASS_STATS in requires or Signal.CLASS_COV in requires
+    signals = update.lora_signals if Signal.LORA_SIGNAL in requires else None
+    return {
+        "params": params_bytes(update.params),
+        "meta": INT64_BYTES + tensor_bytes([update.class_counts]),
+        "class_stats": class_stats_bytes(update.class_stats, Signal.CLASS_COV in requires) if needs_stats else 0,
+        "lora_signals": tensor_bytes(signals.values()) if signals else 0,
+    }
+
+
+def upload_bytes(update: ClientUpdate, requires: Collection[Signal]) -> int:
+    """Total bytes one client uploads in a round."""
+    return sum(upload_breakdown(update, requires).values())
+
+
+def round_costs(updates: Iterable[ClientUpdate], global_params: Mapping[str, Tensor],
+                requires: Collection[Signal]) -> dict[str, float]:
+    """Per-client-per-round communication of one round (means over the round's clients)."""
+    parts = [upload_breakdown(u, requires) for u in updates]
+    n = max(len(parts), 1)
+    signal_bytes = sum(p["class_stats"] + p["lora_signals"] for p in parts)
+    return {
+        "upload_bytes_per_client": sum(sum(p.values()) for p in parts) / n,
+        "upload_signal_bytes_per_client": signal_bytes / n,
+        "download_bytes_per_client": float(params_bytes(global_params)),
+    }
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a fresh CUDA peak-memory window (no-op on CPU: the process RSS peak cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """``{"peak_cuda_mem_bytes": ...}`` on CUDA, else ``{"peak_host_rss_bytes": ...}`` (process-wide peak)."""
+    if device.type == "cuda":
+        return {"peak_cuda_mem_bytes": float(torch.cuda.max_memory_allocated(device))}
+    try:
+        import resource
+    except ImportError:  # Windows has no resource module; report nothing rather than a wrong number
+        return {}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports kibibytes, macOS bytes.
+    return {"peak_host_rss_bytes": float(peak if sys.platform == "darwin" else peak * 1024)}

@@ -1,0 +1,190 @@
+"""Executors: run a list of RunSpecs, locally in sequence or as Ray tasks (one per GPU or CPU slot).
+
+Both rely on ``run_federation`` for the bookkeeping that makes sweeps safe to repeat: runs already DONE
+are skipped, interrupted runs resume from their last round, and a per-run lock keeps two processes
+(two sweeps on one folder, or two Ray workers) off the same run.
+
+Events sent to ``on_event`` (all keyword arguments):
+
+    sweep_start  total, done            before the first run; ``done`` = runs already finished
+    run_start    index, total, spec     before each run that is not yet done
+    <run events> round, client, ...     forwarded from run_federation (local executor only)
+    run_end      index, total, outcome  after each run (``outcome.skipped`` when done before or locked)
+    run_failed   index, total, spec, error   a run stopped with a user-facing error (e.g. diverged)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from livar_bench.config import RunSpec
+from livar_bench.errors import BenchError
+from livar_bench.federation import RunOutcome, run_federation
+from livar_bench.store import RunStore
+
+Event = Callable[..., None]
+
+
+def _quiet(*args: Any, **kwargs: Any) -> None:
+    """Default event handler: ignore everything."""
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What a sweep did: outcomes of the runs that finished and the runs that failed."""
+
+    outcomes: tuple[RunOutcome, ...]
+    failures: tuple[tuple[str, str], ...]  # (run_id, message)
+    seconds: float
+
+    @property
+    def trained(self) -> int:
+        """Runs that trained at least one round in this call."""
+        return sum(1 for o in self.outcomes if not o.skipped)
+
+    @property
+    def locked(self) -> list[str]:
+        """Runs skipped because another process held their lock (not finished by this call)."""
+        return [o.run_id for o in self.outcomes if o.skipped and not o.final]
+
+
+class Executor(Protocol):
+    """Runs RunSpecs into a results folder."""
+
+    def run(self, specs: list[RunSpec], out: str | Path, on_event: Event | None = None) -> SweepResult: ...
+
+
+def _bundle_key(spec: RunSpec) -> tuple:
+    return (spec.dataset, spec.data_root, spec.cache_dir, spec.download, spec.image_size or 224,
+            spec.max_train_samples, spec.max_test_samples)
+
+
+@dataclass(frozen=True)
+class LocalExecutor:
+    """Runs one spec after another in this process, reusing the loaded dataset between runs.
+
+    Attributes:
+        keep_going: on a run's ``BenchError`` (e.g. divergence) record it and continue with the next run.
+    """
+
+    keep_going: bool = True
+
+    def run(self, specs: list[RunSpec], out: str | Path, on_event: Event | None = None) -> SweepResult:
+        emit = on_event or _quiet
+        store = RunStore(out)
+        start = time.perf_counter()
+        emit("sweep_start", total=len(specs), done=sum(store.is_done(s.run_id) for s in specs))
+        outcomes: list[RunOutcome] = []
+        failures: list[tuple[str, str]] = []
+        cached: tuple[tuple, Any] | None = None  # one dataset in memory at a time (specs come grouped)
+        for index, spec in enumerate(specs):
+            if store.is_done(spec.run_id):
+                outcome = run_federation(spec, out)  # returns at once, reading the stored metrics
+                outcomes.append(outcome)
+                emit("run_end", index=index, total=len(specs), outcome=outcome)
+                continue
+            emit("run_start", index=index, total=len(specs), spec=spec)
+            try:
+                key = _bundle_key(spec)
+                if cached is None or cached[0] != key:
+                    cached = (key, _load_bundle(spec))
+                outcome = run_federation(spec, out, on_event=emit, bundle=cached[1])
+            except BenchError as err:
+                if not self.keep_going:
+                    raise
+                failures.append((spec.run_id, str(err)))
+                emit("run_failed", index=index, total=len(specs), spec=spec, error=str(err))
+                continue
+            outcomes.append(outcome)
+            emit("run_end", index=index, total=len(specs), outcome=outcome)
+        return SweepResult(tuple(outcomes), tuple(failures), time.perf_counter() - start)
+
+
+def _load_bundle(spec: RunSpec) -> Any:
+    from livar_bench.data import LoadOptions, load_dataset
+
+    options = LoadOptions(spec.data_root, spec.cache_dir, spec.download, storage_size=spec.image_size or 224)
+    return load_dataset(spec.dataset, options, spec.max_train_samples, spec.max_test_samples)
+
+
+RAY_HOW = "the Ray executor needs Ray: pip install 'livar-bench[ray]' (or use --executor local)"
+
+
+def _ray_task(spec_json: dict[str, Any], out: str) -> tuple[RunOutcome | None, str | None]:
+    """Body of one Ray task: run a spec, turning user errors into a message instead of a crash."""
+    import torch
+
+    from livar_bench.config import make_spec
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)  # one CPU slot per task: threads beyond it would oversubscribe the host
+    try:
+        return run_federation(make_spec(spec_json), out), None
+    except BenchError as err:
+        return None, str(err)
+
+
+@dataclass(frozen=True)
+class RayExecutor:
+    """One Ray task per run: ``num_gpus=1`` per task when CUDA is available, else one CPU slot.
+
+    Attributes:
+        address: Ray cluster address (None starts a local Ray instance).
+        cpus_per_run: CPU slots a CPU-only run takes.
+    """
+
+    address: str | None = None
+    cpus_per_run: int = 1
+
+    def run(self, specs: list[RunSpec], out: str | Path, on_event: Event | None = None) -> SweepResult:
+        try:
+            import ray
+        except ImportError:
+            raise BenchError(RAY_HOW) from None
+        import torch
+
+        emit = on_event or _quiet
+        store = RunStore(out)
+        start = time.perf_counter()
+        emit("sweep_start", total=len(specs), done=sum(store.is_done(s.run_id) for s in specs))
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+        gpus = 1 if torch.cuda.is_available() else 0
+        remote = ray.remote(num_gpus=gpus, num_cpus=0 if gpus else self.cpus_per_run)(_ray_task)
+        pending = {}
+        for index, spec in enumerate(specs):
+            if not store.is_done(spec.run_id):
+                emit("run_start", index=index, total=len(specs), spec=spec)
+            # specs travel as JSON-safe dicts so workers rebuild (and revalidate) them
+            pending[remote.remote(spec.model_dump(mode="json"), str(Path(out).resolve()))] = (index, spec)
+        outcomes: list[RunOutcome] = []
+        failures: list[tuple[str, str]] = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            index, spec = pending.pop(ready[0])
+            outcome, error = ray.get(ready[0])
+            if outcome is None:
+                failures.append((spec.run_id, error or "unknown error"))
+                emit("run_failed", index=index, total=len(specs), spec=spec, error=error)
+                continue
+            outcomes.append(outcome)
+            emit("run_end", index=index, total=len(specs), outcome=outcome)
+        outcomes.sort(key=lambda o: [s.run_id for s in specs].index(o.run_id))
+        return SweepResult(tuple(outcomes), tuple(failures), time.perf_counter() - start)
+
+
+def get_executor(name: str, **options: Any) -> Executor:
+    """``local`` or ``ray``; Ray is imported only when its executor runs."""
+    if name == "local":
+        return LocalExecutor(**options)
+    if name == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise BenchError(RAY_HOW)
+        return RayExecutor(**options)
+    raise BenchError(f"unknown executor {name!r}; use --executor local or --executor ray")

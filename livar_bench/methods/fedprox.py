@@ -1,0 +1,45 @@
+"""FedProx (Li et al., 2020, arXiv 1812.06127).
+
+FedProx changes the client, not the server: each client minimises its loss plus
+mu/2 * ||w - w_global||^2 over its trainable tensors (``client.objectives.Proximal``), and the server
+takes the sample-weighted mean exactly as FedAvg does. With ``mu = 0`` it is FedAvg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from livar_bench.methods.base import ClientUpdate, Params, RoundContext, Signal
+from livar_bench.methods.fedavg import FedAvg
+
+if TYPE_CHECKING:
+    from livar_bench.client.objectives import Proximal
+
+# The LIVAR reference code has no FedProx; 0.01 is one of the values of the FedProx paper's grid
+# (mu in {0.001, 0.01, 0.1, 1}) and a common default for fine-tuning, where a large mu stalls training.
+DEFAULT_MU = 0.01
+
+
+@dataclass(frozen=True)
+class FedProx:
+    """FedAvg on the server; cross-entropy + proximal term ``mu`` on the clients."""
+
+    mu: float = DEFAULT_MU
+    requires: ClassVar[frozenset[Signal]] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.mu >= 0:
+            raise ValueError(f"mu must be >= 0, got {self.mu}")
+
+    def local_objective(self) -> Proximal:
+        """The client loss this method trains with (the registry wires it into the Method)."""
+        # Imported here: client.objectives imports methods.base, so a module-level import would make
+        # ``import livar_bench.client.objectives`` circular through this package's __init__.
+        from livar_bench.client.objectives import Proximal
+
+        return Proximal(self.mu)
+
+    def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
+        return FedAvg()(global_params, updates, ctx)

@@ -1,0 +1,488 @@
+"""Run records -> tidy DataFrame -> pivots (mean ± std over seeds, n shown) -> CSV / Parquet / LaTeX /
+Markdown, plots, and the comparison with published numbers.
+
+    collect(out)            tidy rows of every finished run (one per run, round, split, metric)
+    final_values(tidy)      one value per run: the metric after the last round (default: test acc)
+    summarize(finals)       mean, std (ddof=1) and n seeds per table cell
+    render(summary, ...)    LaTeX (booktabs) or Markdown text, best entry per column in bold
+
+Pooling rules: a table cell pools runs that differ only in their seed. Two runs in one cell with the
+same seed, or methods of one (dataset, alpha, seed) drawn on different partitions (``partition_id``),
+are refused with a message naming the settings that differ.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from livar_bench.config import NON_IDENTITY_FIELDS
+from livar_bench.errors import BenchError
+from livar_bench.store import RunStore
+
+DEFAULT_METRIC = "acc"
+METRIC_TITLES = {
+    "acc": "Top-1 test accuracy (%) after the last round",
+    "loss": "Test loss after the last round",
+}
+LOWER_IS_BETTER = frozenset({"loss", "train_s", "aggregate_s", "eval_s"})
+PERCENT_METRICS = frozenset({"acc"})  # stored as fractions, shown (and published) in percent
+# baselines first, ours last: the order a paper table usually takes
+DEFAULT_METHOD_ORDER = ("fedavg", "fedprox", "task_arithmetic", "ties", "ccvr", "livar", "livar+ccvr")
+DEFAULT_LABELS = {
+    "fedavg": "FedAvg", "fedprox": "FedProx", "task_arithmetic": "Task arithmetic", "ties": "TIES",
+    "ccvr": "CCVR", "livar": "LIVAR", "livar+ccvr": "LIVAR + CCVR",
+    "cifar100": "CIFAR-100", "imagenet-r": "ImageNet-R", "eurosat": "EuroSAT", "cub200": "CUB-200",
+    "digits": "Digits", "synthetic": "Synthetic",
+}
+DATASET_ORDER = ("cifar100", "imagenet-r", "eurosat", "cub200", "digits", "synthetic")
+KEY_TITLES = {"method": "Method", "dataset": "Dataset", "alpha": "α", "num_clients": "Clients",
+              "backbone": "Backbone", "seed": "Seed"}
+PUBLISHED_COLUMNS = ("method", "dataset", "alpha", "metric", "value", "source")
+
+
+# --- collecting -----------------------------------------------------------------------------------
+
+def collect(out: str | Path) -> pd.DataFrame:
+    """Tidy rows of every finished run under ``<out>/runs`` (runs in progress are not read)."""
+    store = RunStore(out)
+    ids = store.done_ids()
+    if not ids:
+        raise BenchError(f"no finished runs under {store.runs}; run `livar-bench sweep --out {out}` first")
+    frame = pd.concat([store.metrics(i) for i in ids], ignore_index=True)
+    frame["run_id"] = frame["run_id"].astype(str)
+    frame["partition_id"] = frame["partition_id"].astype(str)
+    return frame
+
+
+def run_settings(out: str | Path, run_ids: Sequence[str]) -> pd.DataFrame:
+    """The stored RunSpec of each run, one row per run (index: run_id)."""
+    store = RunStore(out)
+    rows = [json.loads((store.run_dir(r) / "spec.json").read_text()) for r in run_ids]
+    return pd.DataFrame(rows).set_index("run_id")
+
+
+def write_tidy(frame: pd.DataFrame, out: str | Path) -> list[Path]:
+    """Write ``<out>/tables/tidy.csv`` (and ``tidy.parquet`` when pyarrow is installed)."""
+    folder = Path(out) / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / "tidy.csv"]
+    frame.to_csv(written[0], index=False)
+    try:
+        frame.to_parquet(folder / "tidy.parquet", index=False)
+        written.append(folder / "tidy.parquet")
+    except ImportError:
+        pass  # parquet is optional (pip install 'livar-bench[parquet]'); the CSV holds the same rows
+    return written
+
+
+# --- final values and pooling checks ---------------------------------------------------------------
+
+def final_values(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, split: str = "test") -> pd.DataFrame:
+    """One row per run: ``metric`` on ``split`` at the run's last round (column ``value``)."""
+    rows = frame[(frame["metric"] == metric) & (frame["split"] == split)]
+    if rows.empty:
+        known = sorted(set(frame.loc[frame["split"] == split, "metric"]))
+        raise BenchError(f"no {split} metric {metric!r} in the results; available: {', '.join(known) or 'none'}")
+    last = rows.groupby("run_id")["round"].transform("max")
+    return rows[rows["round"] == last].reset_index(drop=True)
+
+
+def _differing(settings: pd.DataFrame | None, run_ids: Sequence[str]) -> str:
+    if settings is None:
+        return "unknown settings"
+    sub = settings.loc[[r for r in run_ids if r in settings.index]]
+    ignore = set(NON_IDENTITY_FIELDS) | {"seed"}
+    cols = [c for c in sub.columns if c not in ignore and sub[c].astype(str).nunique() > 1]
+    return ", ".join(cols) or "no stored setting"
+
+
+def check_pooling(finals: pd.DataFrame, keys: Sequence[str], settings: pd.DataFrame | None = None) -> None:
+    """Refuse cells that would pool runs other than seeds of one experiment.
+
+    Raises:
+        BenchError: two runs share a cell and a seed, or methods of one (dataset, alpha, seed) were run on
+            different partitions.
+    """
+    cell = [*keys, "seed"]
+    counts = finals.groupby(cell, dropna=False)["run_id"].nunique()
+    if (counts > 1).any():
+        where = counts[counts > 1].index[0]
+        ids = finals.set_index(cell).loc[[where], "run_id"].unique().tolist()
+        raise BenchError(
+            f"{len(ids)} runs fall into one table cell with the same seed ({dict(zip(cell, where))}); they differ "
+            f"in {_differing(settings, ids)}. Put such runs in separate --out folders or add the setting to --rows/--cols"
+        )
+    part_keys = [k for k in ("dataset", "alpha", "seed", "partition", "num_clients") if k in finals.columns]
+    parts = finals.groupby(part_keys, dropna=False)["partition_id"].nunique()
+    if (parts > 1).any():
+        where = parts[parts > 1].index[0]
+        sub = finals.set_index(part_keys).loc[[where]]
+        ids = sub.drop_duplicates("partition_id")["run_id"].tolist()
+        raise BenchError(
+            f"runs of {dict(zip(part_keys, where))} were drawn on different partitions (partition_id "
+            f"{', '.join(sorted(sub['partition_id'].unique()))}; differing settings: {_differing(settings, ids)}); "
+            f"pooling them would compare methods on different data. Use separate --out folders"
+        )
+
+
+def summarize(finals: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Mean, sample std (ddof=1; NaN for one seed) and number of seeds per cell, one row per cell."""
+    grouped = finals.groupby(list(keys), dropna=False)["value"]
+    out = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    out["seeds"] = grouped.apply(lambda v: ",".join(map(str, sorted(finals.loc[v.index, "seed"])))).values
+    return out
+
+
+# --- ordering and labels ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Style:
+    """How keys are ordered and named in a rendered table.
+
+    Attributes:
+        method_order: methods in this order first, the rest alphabetically after.
+        labels: display names for methods and datasets (unknown values are shown as they are).
+    """
+
+    method_order: tuple[str, ...] = DEFAULT_METHOD_ORDER
+    labels: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_LABELS))
+
+    def sort_key(self, key: str, value: object) -> tuple:
+        if key == "method":
+            order = self.method_order
+        elif key == "dataset":
+            order = DATASET_ORDER
+        else:
+            return (0, value if isinstance(value, (int, float)) else str(value))
+        text = str(value)
+        return (order.index(text), "") if text in order else (len(order), text)
+
+    def label(self, key: str, value: object) -> str:
+        if key == "alpha":
+            return f"α={value:g}" if isinstance(value, (int, float)) else f"α={value}"
+        if key == "num_clients":
+            return f"K={value}"
+        return self.labels.get(str(value), str(value))
+
+
+def parse_labels(items: Sequence[str] | None) -> dict[str, str]:
+    """``["livar=LIVAR (ours)", ...]`` -> mapping, with a clear error for malformed items."""
+    labels: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BenchError(f"--label {item!r}: expected NAME=DISPLAY NAME, e.g. --label livar='LIVAR (ours)'")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+# --- the pivot -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pivot:
+    """A mean ± std table: ``mean``/``std``/``n`` frames share one row and column MultiIndex."""
+
+    mean: pd.DataFrame
+    std: pd.DataFrame
+    n: pd.DataFrame
+    rows: tuple[str, ...]
+    cols: tuple[str, ...]
+    metric: str
+    scale: float
+
+    def best(self) -> pd.DataFrame:
+        """Boolean frame: True where a cell has the best mean of its column (at display precision)."""
+        shown = (self.mean * self.scale).round(2)
+        target = shown.min() if self.metric in LOWER_IS_BETTER else shown.max()
+        return shown.eq(target, axis=1) & shown.notna()
+
+    def seeds_note(self) -> tuple[str, bool]:
+        """("n = 3 seeds", True) when every cell has the same n; otherwise per-cell n is shown."""
+        values = sorted({int(v) for v in self.n.to_numpy().ravel() if not math.isnan(v)})
+        if len(values) == 1:
+            return f"mean ± std over n = {values[0]} seed{'s' if values[0] != 1 else ''}", True
+        return "mean ± std over n seeds (n given per cell)", False
+
+
+def make_pivot(
+    finals: pd.DataFrame, rows: Sequence[str], cols: Sequence[str], metric: str = DEFAULT_METRIC,
+    style: Style | None = None, settings: pd.DataFrame | None = None,
+) -> Pivot:
+    """Pool seeds into cells (after the pooling checks) and lay them out as rows x cols."""
+    style = style or Style()
+    rows, cols = tuple(rows), tuple(cols)
+    for key in (*rows, *cols):
+        if key not in finals.columns:
+            raise BenchError(f"cannot group by {key!r}; choose from method, dataset, alpha, num_clients, backbone")
+    if set(rows) & set(cols):
+        raise BenchError(f"{', '.join(set(rows) & set(cols))} is both in --rows and --cols")
+    check_pooling(finals, (*rows, *cols), settings)
+    summary = summarize(finals, (*rows, *cols))
+
+    def table(column: str) -> pd.DataFrame:
+        wide = summary.pivot_table(index=list(rows), columns=list(cols), values=column, aggfunc="first", dropna=False)
+        wide = _sort_axis(wide, rows, style, axis=0)
+        return _sort_axis(wide, cols, style, axis=1)
+
+    scale = 100.0 if metric in PERCENT_METRICS else 1.0
+    mean = table("mean")
+    return Pivot(mean, table("std").reindex_like(mean), table("n").reindex_like(mean), rows, cols, metric, scale)
+
+
+def _sort_axis(frame: pd.DataFrame, keys: Sequence[str], style: Style, axis: int) -> pd.DataFrame:
+    index = frame.index if axis == 0 else frame.columns
+    tuples = [t if isinstance(t, tuple) else (t,) for t in index]
+    order = sorted(range(len(tuples)), key=lambda i: [style.sort_key(k, v) for k, v in zip(keys, tuples[i])])
+    return frame.iloc[order] if axis == 0 else frame.iloc[:, order]
+
+
+def _cell(mean: float, std: float, n: float, scale: float, show_n: bool, pm: str) -> str:
+    if math.isnan(mean):
+        return "–"
+    text = f"{mean * scale:.2f}"
+    if not math.isnan(std):
+        text += f" {pm} {std * scale:.2f}"
+    if show_n:
+        text += f" (n={int(n)})"
+    return text
+
+
+def _caption(pivot: Pivot) -> str:
+    title = METRIC_TITLES.get(pivot.metric, f"{pivot.metric} after the last round")
+    return f"{title}; {pivot.seeds_note()[0]}."
+
+
+def _tuples(index: pd.Index) -> list[tuple]:
+    return [t if isinstance(t, tuple) else (t,) for t in index]
+
+
+def to_markdown(pivot: Pivot, style: Style | None = None) -> str:
+    """A GitHub-flavoured Markdown table (caption line above it), best per column in bold."""
+    style = style or Style()
+    best = pivot.best()
+    _, uniform = pivot.seeds_note()
+    head = [" / ".join(KEY_TITLES.get(k, k) for k in pivot.rows)]
+    head += [" ".join(style.label(k, v) for k, v in zip(pivot.cols, t)) for t in _tuples(pivot.mean.columns)]
+    lines = [f"_{_caption(pivot)}_", "", "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for i, row in enumerate(_tuples(pivot.mean.index)):
+        cells = [" / ".join(style.label(k, v) for k, v in zip(pivot.rows, row))]
+        for j in range(pivot.mean.shape[1]):
+            text = _cell(pivot.mean.iat[i, j], pivot.std.iat[i, j], pivot.n.iat[i, j], pivot.scale, not uniform, "±")
+            cells.append(f"**{text}**" if best.iat[i, j] else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX special characters; α becomes $\\alpha$."""
+    escaped = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+    return escaped.replace("±", r"$\pm$").replace("α", r"$\alpha$").replace("–", "--")
+
+
+def to_latex(pivot: Pivot, style: Style | None = None, label: str = "tab:results") -> str:
+    """A booktabs ``table`` (needs \\usepackage{booktabs}); grouped column headers, best per column bold."""
+    style = style or Style()
+    best = pivot.best()
+    _, uniform = pivot.seeds_note()
+    ncols = pivot.mean.shape[1]
+    nrow_keys = len(pivot.rows)
+    cols = _tuples(pivot.mean.columns)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(_caption(pivot))}}}",
+             rf"\label{{{label}}}", rf"\begin{{tabular}}{{{'l' * nrow_keys}{'c' * ncols}}}", r"\toprule"]
+    for level in range(len(pivot.cols)):
+        # consecutive columns sharing the same prefix up to this level form one spanning header
+        spans: list[tuple[str, int]] = []
+        last_level = level == len(pivot.cols) - 1
+        for j, t in enumerate(cols):
+            if j and not last_level and cols[j - 1][: level + 1] == t[: level + 1]:
+                spans[-1] = (spans[-1][0], spans[-1][1] + 1)
+            else:
+                spans.append((latex_escape(style.label(pivot.cols[level], t[level])), 1))
+        first = [latex_escape(" / ".join(KEY_TITLES.get(k, k) for k in pivot.rows))] if level == len(pivot.cols) - 1 \
+            else [""]
+        first += [""] * (nrow_keys - 1)
+        cells = [f"\\multicolumn{{{s}}}{{c}}{{{t}}}" if s > 1 else t for t, s in spans]
+        lines.append(" & ".join(first + cells) + r" \\")
+        if level < len(pivot.cols) - 1:
+            start, rules = nrow_keys + 1, []
+            for _, s in spans:
+                rules.append(f"\\cmidrule(lr){{{start}-{start + s - 1}}}")
+                start += s
+            lines.append(" ".join(rules))
+    lines.append(r"\midrule")
+    for i, row in enumerate(_tuples(pivot.mean.index)):
+        cells = [latex_escape(style.label(k, v)) for k, v in zip(pivot.rows, row)]
+        for j in range(ncols):
+            text = latex_escape(_cell(pivot.mean.iat[i, j], pivot.std.iat[i, j], pivot.n.iat[i, j], pivot.scale,
+                                      not uniform, "±"))
+            cells.append(rf"\textbf{{{text}}}" if best.iat[i, j] else text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv_frame(pivot: Pivot) -> pd.DataFrame:
+    """The pivot as a long numeric frame: keys, mean, std, n (in the displayed unit)."""
+    mean = pivot.mean.stack(list(range(len(pivot.cols))), future_stack=True).rename("mean")
+    std = pivot.std.stack(list(range(len(pivot.cols))), future_stack=True).rename("std")
+    n = pivot.n.stack(list(range(len(pivot.cols))), future_stack=True).rename("n")
+    frame = pd.concat([mean * pivot.scale, std * pivot.scale, n], axis=1).reset_index()
+    frame.insert(len(pivot.rows) + len(pivot.cols), "metric", pivot.metric)
+    frame["unit"] = "percent" if pivot.scale == 100.0 else "raw"
+    return frame.dropna(subset=["mean"]).reset_index(drop=True)
+
+
+# --- plots -----------------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> list[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix in (".png", ".pdf"):
+        fig.savefig(path.with_suffix(suffix), bbox_inches="tight", dpi=150)
+        written.append(path.with_suffix(suffix))
+    return written
+
+
+def plot_curves(tidy: pd.DataFrame, folder: Path, metric: str = DEFAULT_METRIC, style: Style | None = None) -> list[Path]:
+    """Per dataset: ``metric`` per round per method (mean over seeds, band = ± std), one panel per alpha."""
+    plt, style = _pyplot(), style or Style()
+    rows = tidy[(tidy["split"] == "test") & (tidy["metric"] == metric)]
+    scale = 100.0 if metric in PERCENT_METRICS else 1.0
+    written = []
+    for dataset in sorted(rows["dataset"].unique(), key=lambda d: style.sort_key("dataset", d)):
+        sub = rows[rows["dataset"] == dataset]
+        alphas = sorted(sub["alpha"].unique())
+        fig, axes = plt.subplots(1, len(alphas), figsize=(4 * len(alphas), 3.2), squeeze=False, sharey=True)
+        for ax, alpha in zip(axes[0], alphas):
+            part = sub[sub["alpha"] == alpha]
+            for method in sorted(part["method"].unique(), key=lambda m: style.sort_key("method", m)):
+                stats = part[part["method"] == method].groupby("round")["value"].agg(["mean", "std"])
+                x, y, s = stats.index.to_numpy(), stats["mean"].to_numpy() * scale, stats["std"].fillna(0).to_numpy() * scale
+                ax.plot(x, y, marker="o", ms=3, label=style.label("method", method))
+                ax.fill_between(x, y - s, y + s, alpha=0.15)
+            ax.set_title(f"{style.label('dataset', dataset)}, {style.label('alpha', alpha)}")
+            ax.set_xlabel("round")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel(f"test {metric}{' (%)' if scale == 100 else ''}")
+        axes[0][-1].legend(fontsize=8)
+        written += _save(fig, folder / f"curves_{metric}_{dataset}")
+        plt.close(fig)
+    return written
+
+
+def plot_final_vs_alpha(finals: pd.DataFrame, folder: Path, metric: str = DEFAULT_METRIC,
+                        style: Style | None = None) -> list[Path]:
+    """Final ``metric`` against alpha (log axis), one panel per dataset, one line per method, error bars = std."""
+    plt, style = _pyplot(), style or Style()
+    scale = 100.0 if metric in PERCENT_METRICS else 1.0
+    datasets = sorted(finals["dataset"].unique(), key=lambda d: style.sort_key("dataset", d))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        sub = finals[finals["dataset"] == dataset]
+        for method in sorted(sub["method"].unique(), key=lambda m: style.sort_key("method", m)):
+            stats = sub[sub["method"] == method].groupby("alpha")["value"].agg(["mean", "std"])
+            ax.errorbar(stats.index, stats["mean"] * scale, yerr=stats["std"].fillna(0) * scale, marker="o", ms=3,
+                        capsize=3, label=style.label("method", method))
+        ax.set_xscale("log")
+        ax.set_title(style.label("dataset", dataset))
+        ax.set_xlabel("Dirichlet α (smaller = more heterogeneous)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"final test {metric}{' (%)' if scale == 100 else ''}")
+    axes[0][-1].legend(fontsize=8)
+    written = _save(fig, folder / f"final_{metric}_vs_alpha")
+    plt.close(fig)
+    return written
+
+
+# --- published numbers -----------------------------------------------------------------------------
+
+def load_published(path: str | Path) -> pd.DataFrame:
+    """Read and validate a published-numbers CSV (columns method,dataset,alpha,metric,value,source).
+
+    Accuracy values are in percent, as papers print them. The frame may be empty (header only).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise BenchError(f"published numbers file not found: {p}; pass --published FILE with columns "
+                         f"{','.join(PUBLISHED_COLUMNS)}")
+    try:
+        frame = pd.read_csv(p, dtype={"method": str, "dataset": str, "metric": str, "source": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise BenchError(f"{p} is not a readable CSV ({err}); expected columns {','.join(PUBLISHED_COLUMNS)}") from None
+    missing = [c for c in PUBLISHED_COLUMNS if c not in frame.columns]
+    extra = [c for c in frame.columns if c not in PUBLISHED_COLUMNS]
+    if missing or extra:
+        raise BenchError(f"{p}: columns must be exactly {','.join(PUBLISHED_COLUMNS)}"
+                         f"{'; missing ' + ','.join(missing) if missing else ''}"
+                         f"{'; unexpected ' + ','.join(extra) if extra else ''}")
+    for column in ("alpha", "value"):
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        bad = frame.index[numbers.isna()].tolist()
+        if bad:
+            raise BenchError(f"{p}: {column} must be a number on every row; line {bad[0] + 2} has "
+                             f"{frame[column].iloc[bad[0]]!r}")
+        frame[column] = numbers.astype(float)
+    blank = frame.index[frame["source"].fillna("").str.strip() == ""].tolist()
+    if blank:
+        raise BenchError(f"{p}: line {blank[0] + 2} has no source; say where each number comes from (e.g. 'Table 1')")
+    acc = frame[frame["metric"].isin(PERCENT_METRICS)]
+    if ((acc["value"] < 0) | (acc["value"] > 100)).any():
+        raise BenchError(f"{p}: accuracy values must be in percent (0-100)")
+    for column in ("method", "dataset", "metric"):
+        frame[column] = frame[column].str.strip().str.lower()
+    return frame
+
+
+def compare_frame(ours: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+    """Ours (mean, std, n per method/dataset/alpha/metric, in displayed units) beside published values.
+
+    Rows present on either side are kept; ``diff`` = ours - published where both exist.
+    """
+    keys = ["method", "dataset", "alpha", "metric"]
+    left = ours.assign(alpha=ours["alpha"].round(6))
+    right = published.assign(alpha=published["alpha"].round(6)).rename(columns={"value": "published"})
+    merged = left.merge(right, on=keys, how="outer")
+    merged["diff"] = merged["mean"] - merged["published"]
+    return merged[[*keys, "mean", "std", "n", "published", "diff", "source"]].sort_values(keys).reset_index(drop=True)
+
+
+def ours_summary(finals_by_metric: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Mean/std/n per (method, dataset, alpha, metric) in displayed units (percent for accuracy)."""
+    parts = []
+    for metric, finals in finals_by_metric.items():
+        check_pooling(finals, ("method", "dataset", "alpha"))
+        summary = summarize(finals, ("method", "dataset", "alpha"))
+        scale = 100.0 if metric in PERCENT_METRICS else 1.0
+        summary[["mean", "std"]] = summary[["mean", "std"]] * scale
+        parts.append(summary.assign(metric=metric))
+    return pd.concat(parts, ignore_index=True)
+
+
+def format_pm(mean: float, std: float, n: float) -> str:
+    """``85.31 ± 0.42 (n=3)`` (or ``–`` when missing)."""
+    if mean is None or (isinstance(mean, float) and np.isnan(mean)):
+        return "–"
+    text = f"{mean:.2f}"
+    if not np.isnan(std):
+        text += f" ± {std:.2f}"
+    return text + f" (n={int(n)})"

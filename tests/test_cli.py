@@ -1,0 +1,176 @@
+"""The command line: a smoke run, listings, and every kind of bad input ending in exit code 2 and one line.
+
+Commands run in-process through the real console entry point (``livar_bench.cli.main``, which turns a
+``BenchError`` into exit code 2); one test runs the installed ``livar-bench`` script in a subprocess to
+check the same end to end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from livar_bench.cli import main
+
+QUICK = ["--dataset", "digits", "--backbone", "livar_micro_vit", "--epochs", "1", "--max-train-samples", "120",
+         "--max-test-samples", "60", "--lora-rank", "2", "--lora-alpha", "2", "--device", "cpu", "--batch-size", "32"]
+
+
+def invoke(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    """Run ``livar-bench ARGS`` through the console entry point; (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["livar-bench", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _run_folders(out: Path) -> list[Path]:
+    runs = out / "runs"
+    if not runs.is_dir():
+        return []
+    partial = runs / ".partial"
+    found = [p for p in runs.iterdir() if not p.name.startswith(".")]
+    return found + (list(partial.iterdir()) if partial.is_dir() else [])
+
+
+def assert_user_error(code: int, err: str, out_dir: Path, *needles: str) -> str:
+    assert code == 2, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    assert _run_folders(out_dir) == []  # nothing half-written
+    return errors[0]
+
+
+def test_run_smoke_then_skip(tmp_path, monkeypatch, capsys):
+    args = ["run", "--dataset", "digits", "--method", "fedavg", "--alpha", "0.5", "--seed", "0", "--clients", "4",
+            "--rounds", "2", *QUICK[2:], "--out", str(tmp_path)]
+    code, out, err = invoke(args, monkeypatch, capsys)
+    assert code == 0, err
+    assert "fedavg on digits: final test acc" in out
+    done = list((tmp_path / "runs").glob("*/DONE"))
+    assert len(done) == 1
+    run_dir = done[0].parent
+    assert {"spec.json", "env.json", "partition.json", "metrics.csv", "DONE"} <= {p.name for p in run_dir.iterdir()}
+    assert "round 2: acc" in err  # plain progress lines when stderr is not a terminal
+
+    code, out, err = invoke(args, monkeypatch, capsys)
+    assert code == 0 and "already done" in err and run_dir.name in out
+
+
+@pytest.mark.parametrize("what,needle", [("datasets", "cifar100"), ("methods", "fedavg"), ("backbones", "livar_tiny_vit")])
+def test_ls(what, needle, monkeypatch, capsys):
+    code, out, err = invoke(["ls", what], monkeypatch, capsys)
+    assert code == 0, err
+    assert needle in out
+
+
+def test_ls_datasets_says_how_to_get_them(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "400")  # one table row per line, nothing elided
+    code, out, _ = invoke(["ls", "datasets"], monkeypatch, capsys)
+    assert code == 0
+    for name in ("digits", "synthetic", "cifar100", "imagenet-r", "eurosat", "cub200"):
+        assert name in out
+    assert "cifar-100-python.tar.gz" in out
+
+
+def test_ls_unknown_is_a_user_error(tmp_path, monkeypatch, capsys):
+    code, _, err = invoke(["ls", "gadgets"], monkeypatch, capsys)
+    assert_user_error(code, err, tmp_path, "datasets, methods or backbones")
+
+
+@pytest.mark.parametrize("extra,needles", [
+    (["--dataset", "cifar10"], ["unknown dataset", "livar-bench ls datasets"]),
+    (["--method", "fedavgg"], ["unknown method", "fedavg"]),
+    (["--backbone", "vit_nosuch_model"], ["unknown backbone", "livar-bench ls backbones"]),
+    (["--alpha", "0"], ["alpha", "greater than 0"]),
+    (["--alpha", "-1"], ["alpha"]),
+    (["--clients", "200", "--max-train-samples", "50"], ["fewer --clients"]),
+    (["--lr", "1e30"], ["not finite", "lower --lr"]),
+    (["--dataset", "cifar100", "--data-root", "/nonexistent"], ["/nonexistent", "cifar-100-python.tar.gz"]),
+    (["--device", "tpu"], ["device"]),
+])
+def test_bad_input_exits_2_with_one_line(extra, needles, tmp_path, monkeypatch, capsys):
+    if extra == ["--device", "tpu"] and torch.cuda.is_available():
+        pytest.skip("device message differs where CUDA exists")
+    args = ["run", *QUICK, "--clients", "3", "--rounds", "1", *extra, "--out", str(tmp_path)]
+    code, _, err = invoke(args, monkeypatch, capsys)
+    assert_user_error(code, err, tmp_path, *needles)
+
+
+def _test_vit_file(tmp_path: Path, corrupt: bool = False) -> Path:
+    import timm
+    from safetensors.torch import save_file
+
+    path = tmp_path / "test_vit.safetensors"
+    if corrupt:
+        path.write_bytes(b"\x00" * 64)
+        return path
+    model = timm.create_model("test_vit", pretrained=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("case,needles", [
+    ("missing", ["does not exist", "--weights"]),
+    ("corrupt", ["could not load weights file"]),
+    ("directory", ["is not a file"]),
+])
+def test_bad_weights_exit_2(case, needles, tmp_path, monkeypatch, capsys):
+    if case == "missing":
+        path = tmp_path / "nowhere.safetensors"
+    elif case == "corrupt":
+        path = _test_vit_file(tmp_path, corrupt=True)
+    else:
+        path = tmp_path / "a_folder"
+        path.mkdir()
+    out = tmp_path / "out"
+    args = ["run", *QUICK, "--backbone", "test_vit", "--image-size", "32", "--weights", str(path), "--clients", "3",
+            "--rounds", "1", "--out", str(out)]
+    code, _, err = invoke(args, monkeypatch, capsys)
+    assert_user_error(code, err, out, str(path), *needles)
+
+
+def test_weights_file_for_timm_backbone_runs(tmp_path, monkeypatch, capsys):
+    path = _test_vit_file(tmp_path)
+    out = tmp_path / "out"
+    args = ["run", *QUICK, "--backbone", "test_vit", "--image-size", "32", "--weights", str(path), "--clients", "3",
+            "--rounds", "1", "--out", str(out)]
+    code, stdout, err = invoke(args, monkeypatch, capsys)
+    assert code == 0, err
+    assert "final test acc" in stdout and len(list((out / "runs").glob("*/DONE"))) == 1
+
+
+def test_pretrained_timm_backbone_offline_says_how_to_get_weights(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ["run", *QUICK, "--backbone", "test_vit", "--clients", "3", "--rounds", "1", "--out", str(tmp_path)]
+    code, _, err = invoke(args, monkeypatch, capsys)
+    assert_user_error(code, err, tmp_path, "test_vit", "--weights", "--no-pretrained")
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch costs seconds; main() is covered in-process above
+@pytest.mark.skipif(shutil.which("livar-bench") is None, reason="console script not installed")
+def test_installed_script_user_error_end_to_end(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        ["livar-bench", "run", "--dataset", "cifar100", "--data-root", "/nonexistent", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    assert "cifar-100-python.tar.gz" in lines[0] and "/nonexistent" in lines[0]
+    assert _run_folders(tmp_path) == []

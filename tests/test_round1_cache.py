@@ -1,0 +1,94 @@
+"""Shared first round: reused round-1 client updates give bit-identical runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pandas as pd
+import pytest
+import torch
+
+from livar_bench.client.objectives import Proximal
+from livar_bench.client.round1_cache import Round1Cache, round1_key
+from livar_bench.config import make_spec
+from livar_bench.federation import run_federation
+from livar_bench.methods import ClientUpdate, CrossEntropy, FedAvg, Method, Params, RoundContext, Signal
+from livar_bench.methods import registry as reg
+
+SIGNAL_METHOD = "test_signal_weighted"
+
+
+@dataclass(frozen=True)
+class SignalWeighted:
+    """Test aggregator whose result depends on every cheap signal: clients weighted by their summed
+    path-integral signal times their mean class variance (any change in a signal changes the output)."""
+
+    requires: ClassVar[frozenset[Signal]] = frozenset({Signal.LORA_SIGNAL, Signal.CLASS_STATS})
+
+    def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
+        raw = torch.stack([sum(u.lora_signals.values()) * u.class_stats.var.mean() for u in updates])
+        w = raw / raw.sum()
+        return {k: sum(wi * u.params[k] for wi, u in zip(w, updates, strict=True)) for k in global_params}
+
+
+@pytest.fixture
+def signal_method():
+    """Register the test aggregator for the duration of one test only."""
+    if SIGNAL_METHOD not in reg._REGISTRY:
+        reg.register(SIGNAL_METHOD, kind="method", paper="test", summary="test only")(SignalWeighted)
+    yield SIGNAL_METHOD
+    reg._REGISTRY.pop(SIGNAL_METHOD, None)
+
+
+def _metrics(outcome) -> pd.DataFrame:
+    frame = pd.read_csv(outcome.run_dir / "metrics.csv")
+    return frame[frame["split"].isin(["test", "train"])][["round", "split", "metric", "value"]].reset_index(drop=True)
+
+
+def test_reused_round1_is_bit_identical(tmp_path, tiny_spec_values, signal_method):
+    base = make_spec(tiny_spec_values)
+    shared_out, plain_out = tmp_path / "shared", tmp_path / "plain"
+    # fedavg asks for no signal; with sharing it still collects the cheap ones for later methods.
+    run_federation(base, shared_out, share_round1=True)
+    files = list((shared_out / "cache" / "round1").glob("*.pt"))
+    assert len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+    spec = base.replace(method=signal_method)
+    reused = run_federation(spec, shared_out, share_round1=True)
+    assert files[0].stat().st_mtime_ns == stamp  # read, not rewritten: round 1 was not retrained
+    fresh = run_federation(spec, plain_out)
+    pd.testing.assert_frame_equal(_metrics(reused), _metrics(fresh), check_exact=True)
+    # and fedavg itself is unchanged by collecting signals it does not need
+    fedavg_plain = run_federation(base, plain_out)
+    fedavg_shared = run_federation(base, shared_out)  # already done: reads the stored metrics
+    pd.testing.assert_frame_equal(_metrics(fedavg_shared), _metrics(fedavg_plain), check_exact=True)
+
+
+def test_key_depends_on_client_side_only(tiny_spec_values):
+    spec = make_spec(tiny_spec_values)
+    cpu = torch.device("cpu")
+    ce = Method("fedavg", CrossEntropy(), FedAvg())
+    prox = Method("fedprox", Proximal(0.1), FedAvg())
+    key = round1_key(spec, ce, cpu)
+    assert round1_key(spec.replace(rounds=7), ce, cpu) == key  # run length: irrelevant to round 1
+    assert round1_key(spec.replace(device="cpu", eval_batch_size=3), ce, cpu) == key
+    assert round1_key(spec, prox, cpu) != key  # a different client objective trains differently
+    assert round1_key(spec.replace(lr=1e-3), ce, cpu) != key
+    assert round1_key(spec.replace(seed=1), ce, cpu) != key
+    assert round1_key(spec, ce, torch.device("meta")) != key
+
+
+def test_load_requires_every_asked_signal(tmp_path, tiny_spec_values):
+    spec = make_spec(tiny_spec_values)
+    run_federation(spec, tmp_path, share_round1=True, round1_signals=frozenset({Signal.LORA_SIGNAL}))
+    method = Method("fedavg", CrossEntropy(), FedAvg())
+    cache = Round1Cache.for_run(tmp_path, spec, method, torch.device("cpu"))
+    hit = cache.load({Signal.LORA_SIGNAL})
+    assert hit is not None and all(u.lora_signals is not None and u.class_stats is None for u in hit.updates)
+    none = cache.load(set())
+    assert none is not None and all(u.lora_signals is None for u in none.updates)
+    assert cache.load({Signal.CLASS_COV}) is None  # not collected: the run must train round 1 itself
+    # a miss collects what it needs plus what the file already held, so it keeps serving earlier readers
+    assert cache.signals_to_collect({Signal.CLASS_COV}, extra=()) == {Signal.CLASS_COV, Signal.LORA_SIGNAL}
