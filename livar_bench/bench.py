@@ -17,6 +17,12 @@ fine-tuning: backward needs the activation gradients (about one forward's worth 
 weight gradients only of the small LoRA factors and the head. Achieved TFLOP/s = training FLOPs per
 image x images/s (end to end, augmentation and optimiser included), reported as a percentage of an
 assumed peak (default 989 TFLOP/s: H100 SXM dense bf16).
+
+Attention: timm's ``Attention`` calls ``F.scaled_dot_product_attention`` when its ``fused_attn`` flag is
+set (timm's default; ``TIMM_FUSED_ATTN=0`` turns it off), which picks the flash / memory-efficient
+kernels on CUDA; PEFT only wraps the qkv/proj linears, so the flag survives LoRA injection. The bench
+reports it (``fused_attention``). FLOPs are counted with the flag off, as explicit matmuls, because
+FlopCounterMode has no formula for the CPU SDPA kernel (the FLOPs are the same either way).
 """
 
 from __future__ import annotations
@@ -211,16 +217,6 @@ def run_optimised(model: LoraViT, start: Params, work: Workload, tf: DeviceTrans
             out.append(local_train(model, start, data, tf, method.objective, local, gen, settings.num_classes,
                                    requires, client_id=k).update)
         return out
-
-    # Warm-up (kernel selection, allocator, torch.compile): one short client and one eval batch.
-    warm = ImageSplit(clients[0].images[: 2 * settings.batch_size], clients[0].labels[: 2 * settings.batch_size])
-    gen = torch.Generator(device=device).manual_seed(0)
-    local_train(model, start, warm, tf, method.objective, local, gen, settings.num_classes, requires)
-    if pack > 1:
-        train_in_packs(model, start, dict.fromkeys(range(pack), warm), tf, method.objective, local,
-                       {k: torch.Generator(device=device).manual_seed(k) for k in range(pack)},
-                       settings.num_classes, requires, pack)
-    evaluate(model, start, ImageSplit(test.images[:8], test.labels[:8]), tf, settings.eval_batch_size, dtype)
 
     times = PhaseTimes()
     with PhaseTimer(device) as t:
@@ -425,7 +421,9 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
     compiled = torch.compile(model.features) if settings.compile else None
     pack = resolve_pack(settings.pack, device, settings.clients)
     runs: dict[str, list[PhaseTimes]] = {"optimised": [], "packed": [], "reference": []}
-    for _ in range(settings.repeats):  # interleaved, so that load from other processes hits every path alike
+    # Round 0 is a discarded warm-up of every path (kernel selection for each new shape, allocator, lazy
+    # compilation); the timed rounds are interleaved, so that load from other processes hits every path alike.
+    for _ in range(settings.repeats + 1):
         if compiled is not None:
             model.features = compiled  # an instance attribute shadows the method
         runs["optimised"].append(run_optimised(model, start, work, tf, settings, device, dtype))
@@ -435,7 +433,7 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
             runs["packed"].append(run_optimised(model, start, work, tf, settings, device, dtype, pack))
         if settings.reference:
             runs["reference"].append(run_reference(model, start, work, tf, settings, device))
-    optimised, packed, reference = (median_times(runs[k]) for k in ("optimised", "packed", "reference"))
+    optimised, packed, reference = (median_times(runs[k][1:]) for k in ("optimised", "packed", "reference"))
     achieved = train_flops * optimised.train_images_per_s / 1e12
     result: dict[str, Any] = {
         "settings": asdict(settings),

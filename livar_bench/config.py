@@ -99,6 +99,11 @@ class RunSpec(BaseModel):
         payload = {k: v for k, v in self.model_dump(mode="json").items() if k not in NON_IDENTITY_FIELDS}
         if not self.val_fraction:  # keeps the ids of runs made before val_fraction existed
             payload.pop("val_fraction")
+        from livar_bench.methods.registry import content_digests
+
+        digests = content_digests(self.method)
+        if digests:  # contents of files the method reads (a LIVAR rule), not just their paths
+            payload["method_files"] = digests
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return digest[:12]
 

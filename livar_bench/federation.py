@@ -275,6 +275,8 @@ def run_federation(
         if not held:
             emit("locked", run_id=run_id)
             return RunOutcome(run_id, store.run_dir(run_id), {}, skipped=True)
+        if store.is_done(run_id) and not force:  # another process finished it between our check and the lock
+            return RunOutcome(run_id, store.run_dir(run_id), _final(store.metrics(run_id)), skipped=True)
         if force and store.run_dir(run_id).exists():
             import shutil
 
@@ -385,4 +387,4 @@ def _final(frame: pd.DataFrame) -> dict[str, float]:
     """Last-round test metrics of a run."""
     test = frame[frame["split"] == "test"]
     last = test[test["round"] == test["round"].max()]
-    return dict(zip(last["metric"], last["value"]))
+    return dict(zip(last["metric"], last["value"], strict=True))

@@ -116,7 +116,7 @@ def check_pooling(finals: pd.DataFrame, keys: Sequence[str], settings: pd.DataFr
         where = counts[counts > 1].index[0]
         ids = finals.set_index(cell).loc[[where], "run_id"].unique().tolist()
         raise BenchError(
-            f"{len(ids)} runs fall into one table cell with the same seed ({dict(zip(cell, where))}); they differ "
+            f"{len(ids)} runs fall into one table cell with the same seed ({dict(zip(cell, where, strict=True))}); they differ "
             f"in {_differing(settings, ids)}. Put such runs in separate --out folders or add the setting to --rows/--cols"
         )
     part_keys = [k for k in ("dataset", "alpha", "seed", "partition", "num_clients") if k in finals.columns]
@@ -126,7 +126,7 @@ def check_pooling(finals: pd.DataFrame, keys: Sequence[str], settings: pd.DataFr
         sub = finals.set_index(part_keys).loc[[where]]
         ids = sub.drop_duplicates("partition_id")["run_id"].tolist()
         raise BenchError(
-            f"runs of {dict(zip(part_keys, where))} were drawn on different partitions (partition_id "
+            f"runs of {dict(zip(part_keys, where, strict=True))} were drawn on different partitions (partition_id "
             f"{', '.join(sorted(sub['partition_id'].unique()))}; differing settings: {_differing(settings, ids)}); "
             f"pooling them would compare methods on different data. Use separate --out folders"
         )
@@ -196,6 +196,7 @@ class Pivot:
     cols: tuple[str, ...]
     metric: str
     scale: float
+    style: Style = field(default_factory=Style)
 
     def best(self) -> pd.DataFrame:
         """Boolean frame: True where a cell has the best mean of its column (at display precision)."""
@@ -232,14 +233,15 @@ def make_pivot(
         return _sort_axis(wide, cols, style, axis=1)
 
     scale = 100.0 if metric in PERCENT_METRICS else 1.0
-    mean = table("mean")
-    return Pivot(mean, table("std").reindex_like(mean), table("n").reindex_like(mean), rows, cols, metric, scale)
+    mean = table("mean").dropna(how="all", axis=0).dropna(how="all", axis=1)  # combinations never run
+    return Pivot(mean, table("std").reindex_like(mean), table("n").reindex_like(mean), rows, cols, metric, scale,
+                 style)
 
 
 def _sort_axis(frame: pd.DataFrame, keys: Sequence[str], style: Style, axis: int) -> pd.DataFrame:
     index = frame.index if axis == 0 else frame.columns
     tuples = [t if isinstance(t, tuple) else (t,) for t in index]
-    order = sorted(range(len(tuples)), key=lambda i: [style.sort_key(k, v) for k, v in zip(keys, tuples[i])])
+    order = sorted(range(len(tuples)), key=lambda i: [style.sort_key(k, v) for k, v in zip(keys, tuples[i], strict=True)])
     return frame.iloc[order] if axis == 0 else frame.iloc[:, order]
 
 
@@ -265,14 +267,14 @@ def _tuples(index: pd.Index) -> list[tuple]:
 
 def to_markdown(pivot: Pivot, style: Style | None = None) -> str:
     """A GitHub-flavoured Markdown table (caption line above it), best per column in bold."""
-    style = style or Style()
+    style = style or pivot.style
     best = pivot.best()
     _, uniform = pivot.seeds_note()
     head = [" / ".join(KEY_TITLES.get(k, k) for k in pivot.rows)]
-    head += [" ".join(style.label(k, v) for k, v in zip(pivot.cols, t)) for t in _tuples(pivot.mean.columns)]
+    head += [" ".join(style.label(k, v) for k, v in zip(pivot.cols, t, strict=True)) for t in _tuples(pivot.mean.columns)]
     lines = [f"_{_caption(pivot)}_", "", "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for i, row in enumerate(_tuples(pivot.mean.index)):
-        cells = [" / ".join(style.label(k, v) for k, v in zip(pivot.rows, row))]
+        cells = [" / ".join(style.label(k, v) for k, v in zip(pivot.rows, row, strict=True))]
         for j in range(pivot.mean.shape[1]):
             text = _cell(pivot.mean.iat[i, j], pivot.std.iat[i, j], pivot.n.iat[i, j], pivot.scale, not uniform, "±")
             cells.append(f"**{text}**" if best.iat[i, j] else text)
@@ -292,7 +294,7 @@ def latex_escape(text: str) -> str:
 
 def to_latex(pivot: Pivot, style: Style | None = None, label: str = "tab:results") -> str:
     """A booktabs ``table`` (needs \\usepackage{booktabs}); grouped column headers, best per column bold."""
-    style = style or Style()
+    style = style or pivot.style
     best = pivot.best()
     _, uniform = pivot.seeds_note()
     ncols = pivot.mean.shape[1]
@@ -322,7 +324,7 @@ def to_latex(pivot: Pivot, style: Style | None = None, label: str = "tab:results
             lines.append(" ".join(rules))
     lines.append(r"\midrule")
     for i, row in enumerate(_tuples(pivot.mean.index)):
-        cells = [latex_escape(style.label(k, v)) for k, v in zip(pivot.rows, row)]
+        cells = [latex_escape(style.label(k, v)) for k, v in zip(pivot.rows, row, strict=True)]
         for j in range(ncols):
             text = latex_escape(_cell(pivot.mean.iat[i, j], pivot.std.iat[i, j], pivot.n.iat[i, j], pivot.scale,
                                       not uniform, "±"))
@@ -373,7 +375,7 @@ def plot_curves(tidy: pd.DataFrame, folder: Path, metric: str = DEFAULT_METRIC, 
         sub = rows[rows["dataset"] == dataset]
         alphas = sorted(sub["alpha"].unique())
         fig, axes = plt.subplots(1, len(alphas), figsize=(4 * len(alphas), 3.2), squeeze=False, sharey=True)
-        for ax, alpha in zip(axes[0], alphas):
+        for ax, alpha in zip(axes[0], alphas, strict=True):
             part = sub[sub["alpha"] == alpha]
             for method in sorted(part["method"].unique(), key=lambda m: style.sort_key("method", m)):
                 stats = part[part["method"] == method].groupby("round")["value"].agg(["mean", "std"])
@@ -397,7 +399,7 @@ def plot_final_vs_alpha(finals: pd.DataFrame, folder: Path, metric: str = DEFAUL
     scale = 100.0 if metric in PERCENT_METRICS else 1.0
     datasets = sorted(finals["dataset"].unique(), key=lambda d: style.sort_key("dataset", d))
     fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.2), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
+    for ax, dataset in zip(axes[0], datasets, strict=True):
         sub = finals[finals["dataset"] == dataset]
         for method in sorted(sub["method"].unique(), key=lambda m: style.sort_key("method", m)):
             stats = sub[sub["method"] == method].groupby("alpha")["value"].agg(["mean", "std"])

@@ -136,7 +136,7 @@ def expand(config: SweepConfig) -> list[RunSpec]:
     names = list(axes)
     specs: dict[str, RunSpec] = {}
     for combo in itertools.product(*(axes[n] for n in names)):
-        values = {**config.base, **{AXES[n]: v for n, v in zip(names, combo)}}
+        values = {**config.base, **{AXES[n]: v for n, v in zip(names, combo, strict=True)}}
         spec = make_spec(values)
         specs.setdefault(spec.run_id, spec)
     return list(specs.values())

@@ -47,17 +47,23 @@ def _metrics(outcome) -> pd.DataFrame:
     return frame[frame["split"].isin(["test", "train"])][["round", "split", "metric", "value"]].reset_index(drop=True)
 
 
-def test_reused_round1_is_bit_identical(tmp_path, tiny_spec_values, signal_method):
+@pytest.mark.parametrize("second", ["livar", "ccvr", SIGNAL_METHOD])
+def test_reused_round1_is_bit_identical(tmp_path, tiny_spec_values, signal_method, second):
     base = make_spec(tiny_spec_values)
     shared_out, plain_out = tmp_path / "shared", tmp_path / "plain"
     # fedavg asks for no signal; with sharing it still collects the cheap ones for later methods.
     run_federation(base, shared_out, share_round1=True)
     files = list((shared_out / "cache" / "round1").glob("*.pt"))
     assert len(files) == 1
-    stamp = files[0].stat().st_mtime_ns
-    spec = base.replace(method=signal_method)
+    stat = files[0].stat()
+    stamp = (stat.st_ino, stat.st_mtime_ns)  # os.replace gives a rewritten file a new inode
+    spec = base.replace(method=second)
     reused = run_federation(spec, shared_out, share_round1=True)
-    assert files[0].stat().st_mtime_ns == stamp  # read, not rewritten: round 1 was not retrained
+    if second == "ccvr":  # needs covariances, which the file lacked: trained again, file rewritten
+        assert (files[0].stat().st_ino, files[0].stat().st_mtime_ns) != stamp
+        assert Signal.CLASS_COV in torch.load(files[0], weights_only=False)["signals"]
+    else:  # read, not rewritten: round 1 was not retrained
+        assert (files[0].stat().st_ino, files[0].stat().st_mtime_ns) == stamp
     fresh = run_federation(spec, plain_out)
     pd.testing.assert_frame_equal(_metrics(reused), _metrics(fresh), check_exact=True)
     # and fedavg itself is unchanged by collecting signals it does not need

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -26,16 +25,18 @@ def build_comparison(out: Path, published: Path | None = None, metrics: tuple[st
     if source is None:
         note = (f"no published numbers: no file at {DEFAULT_PUBLISHED} (pass --published FILE with columns "
                 f"{','.join(rp.PUBLISHED_COLUMNS)}); showing ours only")
-        table = rp.compare_frame(ours, rp.pd.DataFrame(columns=list(rp.PUBLISHED_COLUMNS)).astype({"alpha": float, "value": float}))
+        empty = rp.pd.DataFrame(columns=list(rp.PUBLISHED_COLUMNS)).astype({"alpha": float, "value": float})
+        table = rp.compare_frame(ours, empty)
     else:
         pub = rp.load_published(source)
+        table = rp.compare_frame(ours, pub)
         if pub.empty:
             note = (f"no published numbers: {source} holds only its header (the paper's tables could not be "
                     f"obtained; add rows with their source to compare); showing ours only")
         else:
-            matched = pub.merge(ours, on=["method", "dataset", "metric"], how="inner")
-            note = f"{len(pub)} published numbers from {source}, {len(matched)} matched to our runs by method/dataset"
-        table = rp.compare_frame(ours, pub)
+            matched = int((table["mean"].notna() & table["published"].notna()).sum())
+            note = (f"{len(pub)} published numbers from {source}, {matched} matched to our runs by "
+                    f"method, dataset, alpha and metric")
     path = Path(out) / "tables" / "compare.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
@@ -45,7 +46,7 @@ def build_comparison(out: Path, published: Path | None = None, metrics: tuple[st
 @app.command()
 def compare(
     out: Path = typer.Option(Path("results"), help="Results folder holding runs/."),
-    published: Optional[Path] = typer.Option(
+    published: Path | None = typer.Option(
         None, help="CSV of published numbers (method,dataset,alpha,metric,value,source; accuracy in percent). "
                    "Default: OUT/paper/published.csv, then results/paper/published.csv."),
 ) -> None:
@@ -58,7 +59,7 @@ def compare(
     from livar_bench import reporting as rp
 
     frame, note, path = build_comparison(out, published)
-    console.print(note, highlight=False)
+    console.print(note, highlight=False, soft_wrap=True)
     view = Table("method", "dataset", "alpha", "metric", "ours (mean ± std, n)", "published", "diff", "source")
     for row in frame.itertuples(index=False):
         pub = "–" if rp.pd.isna(row.published) else f"{row.published:.2f}"
@@ -68,4 +69,4 @@ def compare(
     from rich.console import Console
 
     Console().print(view)
-    console.print(f"wrote {path}", highlight=False)
+    console.print(f"wrote {path}", highlight=False, soft_wrap=True)

@@ -30,19 +30,19 @@ def demo(
     start = time.perf_counter()
     spec = sw.load_sweep(config)
     runs = sw.expand(spec)
-    console.print(f"demo: {sw.sweep_summary(runs)}", highlight=False)
+    console.print(f"demo: {sw.sweep_summary(runs)}", highlight=False, soft_wrap=True)
     result = run_sweep(spec, runs, out)
     if result.failures:
-        console.print(f"{len(result.failures)} run(s) failed; the table shows the rest", highlight=False)
+        console.print(f"{len(result.failures)} run(s) failed; the table shows the rest", highlight=False, soft_wrap=True)
     markdown, _ = build_table(out, "markdown")
     for fmt in ("latex", "csv"):
         build_table(out, fmt)
     figures = build_plots(out)
     _, note, _ = build_comparison(out)
     typer.echo(markdown)
-    console.print(note, highlight=False)
+    console.print(note, highlight=False, soft_wrap=True)
     console.print(f"tables in {out / 'tables'}, {len(figures)} figure files in {out / 'figures'}; "
-                  f"demo took {time.perf_counter() - start:.0f}s", highlight=False)
+                  f"demo took {time.perf_counter() - start:.0f}s", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

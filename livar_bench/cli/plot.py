@@ -31,4 +31,4 @@ def plot(
     Example: livar-bench plot --out results/
     """
     written = build_plots(out, metric)
-    console.print(f"wrote {len(written)} files to {Path(out) / 'figures'}", highlight=False)
+    console.print(f"wrote {len(written)} files to {Path(out) / 'figures'}", highlight=False, soft_wrap=True)

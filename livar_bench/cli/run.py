@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -43,35 +43,35 @@ def spec_values(config: Path | None, **options: Any) -> dict[str, Any]:
 
 @app.command()
 def run(
-    dataset: Optional[str] = typer.Option(None, help="Dataset (livar-bench ls datasets). Default: digits."),
-    method: Optional[str] = typer.Option(None, help="Method spec, e.g. livar, livar+ccvr, ties[density=0.3]."),
-    param: Optional[list[str]] = typer.Option(None, help="Method hyperparameter METHOD.KEY=VALUE (repeatable)."),
-    livar_rule: Optional[Path] = typer.Option(None, help="LIVAR rule JSON (from `livar-bench explain`); sets livar.rule."),
-    alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration (> 0)."),
+    dataset: str | None = typer.Option(None, help="Dataset (livar-bench ls datasets). Default: digits."),
+    method: str | None = typer.Option(None, help="Method spec, e.g. livar, livar+ccvr, ties[density=0.3]."),
+    param: list[str] | None = typer.Option(None, help="Method hyperparameter METHOD.KEY=VALUE (repeatable)."),
+    livar_rule: Path | None = typer.Option(None, help="LIVAR rule JSON (from `livar-bench explain`); sets livar.rule."),
+    alpha: float | None = typer.Option(None, help="Dirichlet concentration (> 0)."),
     iid: bool = typer.Option(False, "--iid", help="IID partition instead of Dirichlet."),
-    clients: Optional[int] = typer.Option(None, help="Number of clients."),
-    participation: Optional[float] = typer.Option(None, help="Fraction of clients per round."),
-    min_client_samples: Optional[int] = typer.Option(
+    clients: int | None = typer.Option(None, help="Number of clients."),
+    participation: float | None = typer.Option(None, help="Fraction of clients per round."),
+    min_client_samples: int | None = typer.Option(
         None, help="Redraw the partition until every client has this many samples (default 6)."),
-    rounds: Optional[int] = typer.Option(None, help="Communication rounds."),
-    epochs: Optional[int] = typer.Option(None, help="Local epochs per round."),
-    batch_size: Optional[int] = typer.Option(None, help="Local batch size."),
-    lr: Optional[float] = typer.Option(None, help="AdamW learning rate."),
-    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay."),
-    seed: Optional[int] = typer.Option(None, help="Seed for partition, init, data order and server."),
-    backbone: Optional[str] = typer.Option(None, help="timm ViT name or livar_tiny_vit (offline)."),
-    weights: Optional[Path] = typer.Option(None, help="Local backbone weights file (offline use)."),
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Load pretrained weights."),
-    lora_rank: Optional[int] = typer.Option(None, help="LoRA rank r."),
-    lora_alpha: Optional[float] = typer.Option(None, help="LoRA alpha (update scaled by alpha/r)."),
-    image_size: Optional[int] = typer.Option(None, help="Input size (default: the backbone's)."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder holding the real datasets."),
-    download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Download when possible."),
-    max_train_samples: Optional[int] = typer.Option(None, help="Seeded training subsample (quick runs)."),
-    max_test_samples: Optional[int] = typer.Option(None, help="Seeded test subsample (quick runs)."),
-    precision: Optional[str] = typer.Option(None, help="auto (bf16 on CUDA), bf16 or fp32."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
-    config: Optional[Path] = typer.Option(None, help="YAML file of run settings; options override it."),
+    rounds: int | None = typer.Option(None, help="Communication rounds."),
+    epochs: int | None = typer.Option(None, help="Local epochs per round."),
+    batch_size: int | None = typer.Option(None, help="Local batch size."),
+    lr: float | None = typer.Option(None, help="AdamW learning rate."),
+    weight_decay: float | None = typer.Option(None, help="AdamW weight decay."),
+    seed: int | None = typer.Option(None, help="Seed for partition, init, data order and server."),
+    backbone: str | None = typer.Option(None, help="timm ViT name or livar_tiny_vit (offline)."),
+    weights: Path | None = typer.Option(None, help="Local backbone weights file (offline use)."),
+    pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained", help="Load pretrained weights."),
+    lora_rank: int | None = typer.Option(None, help="LoRA rank r."),
+    lora_alpha: float | None = typer.Option(None, help="LoRA alpha (update scaled by alpha/r)."),
+    image_size: int | None = typer.Option(None, help="Input size (default: the backbone's)."),
+    data_root: Path | None = typer.Option(None, help="Folder holding the real datasets."),
+    download: bool | None = typer.Option(None, "--download/--no-download", help="Download when possible."),
+    max_train_samples: int | None = typer.Option(None, help="Seeded training subsample (quick runs)."),
+    max_test_samples: int | None = typer.Option(None, help="Seeded test subsample (quick runs)."),
+    precision: str | None = typer.Option(None, help="auto (bf16 on CUDA), bf16 or fp32."),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+    config: Path | None = typer.Option(None, help="YAML file of run settings; options override it."),
     out: Path = typer.Option(Path("results"), help="Results folder (runs go to OUT/runs/<run_id>)."),
     force: bool = typer.Option(False, help="Rerun even if this run is already done."),
 ) -> None:

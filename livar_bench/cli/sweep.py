@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -56,9 +56,9 @@ class SweepProgress:
 
     def log(self, text: str) -> None:
         if self.progress is not None:
-            self.progress.console.log(text, highlight=False)
+            self.progress.console.log(text, highlight=False, soft_wrap=True)
         else:
-            console.print(text, highlight=False)
+            console.print(text, highlight=False, soft_wrap=True)
 
     def __call__(self, event: str, **info: Any) -> None:
         p = self.progress
@@ -108,31 +108,31 @@ class SweepProgress:
 
 @app.command()
 def sweep(
-    config: Optional[Path] = typer.Option(None, help="Sweep YAML (grid: lists, base: run settings); options override it."),
-    datasets: Optional[str] = typer.Option(None, help="Comma-separated datasets, e.g. cifar100,imagenet-r."),
-    methods: Optional[str] = typer.Option(None, help="Comma-separated method specs, e.g. livar,ccvr,livar+ccvr."),
-    alphas: Optional[str] = typer.Option(None, help="Comma-separated Dirichlet alphas, e.g. 0.05,0.1,0.2."),
-    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds, e.g. 0,1,2."),
-    backbone: Optional[str] = typer.Option(None, help="Backbone for every run (timm name or livar_tiny_vit)."),
-    clients: Optional[int] = typer.Option(None, help="Number of clients."),
-    rounds: Optional[int] = typer.Option(None, help="Communication rounds."),
-    epochs: Optional[int] = typer.Option(None, help="Local epochs per round."),
-    batch_size: Optional[int] = typer.Option(None, help="Local batch size."),
-    lr: Optional[float] = typer.Option(None, help="AdamW learning rate."),
-    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay."),
-    lora_rank: Optional[int] = typer.Option(None, help="LoRA rank r."),
-    lora_alpha: Optional[float] = typer.Option(None, help="LoRA alpha (update scaled by alpha/r)."),
+    config: Path | None = typer.Option(None, help="Sweep YAML (grid: lists, base: run settings); options override it."),
+    datasets: str | None = typer.Option(None, help="Comma-separated datasets, e.g. cifar100,imagenet-r."),
+    methods: str | None = typer.Option(None, help="Comma-separated method specs, e.g. livar,ccvr,livar+ccvr."),
+    alphas: str | None = typer.Option(None, help="Comma-separated Dirichlet alphas, e.g. 0.05,0.1,0.2."),
+    seeds: str | None = typer.Option(None, help="Comma-separated seeds, e.g. 0,1,2."),
+    backbone: str | None = typer.Option(None, help="Backbone for every run (timm name or livar_tiny_vit)."),
+    clients: int | None = typer.Option(None, help="Number of clients."),
+    rounds: int | None = typer.Option(None, help="Communication rounds."),
+    epochs: int | None = typer.Option(None, help="Local epochs per round."),
+    batch_size: int | None = typer.Option(None, help="Local batch size."),
+    lr: float | None = typer.Option(None, help="AdamW learning rate."),
+    weight_decay: float | None = typer.Option(None, help="AdamW weight decay."),
+    lora_rank: int | None = typer.Option(None, help="LoRA rank r."),
+    lora_alpha: float | None = typer.Option(None, help="LoRA alpha (update scaled by alpha/r)."),
     iid: bool = typer.Option(False, "--iid", help="IID partition instead of Dirichlet (alphas then unused)."),
-    weights: Optional[Path] = typer.Option(None, help="Local backbone weights file (offline use)."),
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="Load pretrained weights."),
-    data_root: Optional[Path] = typer.Option(None, help="Folder holding the real datasets."),
-    download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Download when possible."),
-    max_train_samples: Optional[int] = typer.Option(None, help="Seeded training subsample (quick runs)."),
-    max_test_samples: Optional[int] = typer.Option(None, help="Seeded test subsample (quick runs)."),
-    precision: Optional[str] = typer.Option(None, help="auto (bf16 on CUDA), bf16 or fp32."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+    weights: Path | None = typer.Option(None, help="Local backbone weights file (offline use)."),
+    pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained", help="Load pretrained weights."),
+    data_root: Path | None = typer.Option(None, help="Folder holding the real datasets."),
+    download: bool | None = typer.Option(None, "--download/--no-download", help="Download when possible."),
+    max_train_samples: int | None = typer.Option(None, help="Seeded training subsample (quick runs)."),
+    max_test_samples: int | None = typer.Option(None, help="Seeded test subsample (quick runs)."),
+    precision: str | None = typer.Option(None, help="auto (bf16 on CUDA), bf16 or fp32."),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
     executor: str = typer.Option("local", help="local (one run after another) or ray (one run per GPU/CPU slot)."),
-    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start Ray locally)."),
+    ray_address: str | None = typer.Option(None, help="Ray cluster address (default: start Ray locally)."),
     out: Path = typer.Option(Path("results"), help="Results folder (runs go to OUT/runs/<run_id>)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and exit."),
 ) -> None:
@@ -156,7 +156,7 @@ def sweep(
     if not spec.grid.methods and "method" not in spec.base:
         raise BenchError("no methods given; pass --methods (e.g. --methods fedavg,livar) or --config FILE")
     runs = sw.expand(spec)
-    console.print(sw.sweep_summary(runs), highlight=False)
+    console.print(sw.sweep_summary(runs), highlight=False, soft_wrap=True)
     if dry_run:
         for r in runs:
             typer.echo(f"{r.run_id}  {r.method}  {r.dataset}  alpha={r.alpha:g}  seed={r.seed}")
@@ -181,6 +181,6 @@ def run_sweep(config: Any, runs: list, out: Path, executor: str = "local", ray_a
         f"sweep finished in {result.seconds:.0f}s: {result.trained} trained, "
         f"{len(result.outcomes) - result.trained} already done, {len(result.failures)} failed"
         + (f", {len(result.locked)} left to another process" if result.locked else ""),
-        highlight=False,
+        highlight=False, soft_wrap=True,
     )
     return result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -53,9 +52,9 @@ def table(
     split: str = typer.Option("test", help="Split the metric is read from (test, train, cost)."),
     rows: str = typer.Option("method", help="Comma-separated keys for table rows."),
     cols: str = typer.Option("dataset,alpha", help="Comma-separated keys for table columns."),
-    order: Optional[str] = typer.Option(None, help="Method order, e.g. fedavg,ccvr,livar (others follow)."),
-    label: Optional[list[str]] = typer.Option(None, help="Display name NAME=TEXT (repeatable), e.g. livar='LIVAR (ours)'."),
-    vs: Optional[str] = typer.Option(None, help="Also print paired differences of every method against this baseline."),
+    order: str | None = typer.Option(None, help="Method order, e.g. fedavg,ccvr,livar (others follow)."),
+    label: list[str] | None = typer.Option(None, help="Display name NAME=TEXT (repeatable), e.g. livar='LIVAR (ours)'."),
+    vs: str | None = typer.Option(None, help="Also print paired differences of every method against this baseline."),
 ) -> None:
     """Tabulate finished runs: mean ± std over seeds, n shown, best per column in bold.
 
@@ -63,21 +62,23 @@ def table(
     """
     text, path = build_table(out, format, metric, split, rows, cols, order, label)
     typer.echo(text, nl=False)
-    console.print(f"wrote {path} and {Path(out) / 'tables' / 'tidy.csv'}", highlight=False)
+    console.print(f"wrote {path} and {Path(out) / 'tables' / 'tidy.csv'}", highlight=False, soft_wrap=True)
     if vs:
         _paired(out, vs, metric, split)
 
 
 def _paired(out: Path, baseline: str, metric: str, split: str) -> None:
-    """Paired differences against ``baseline`` (livar_bench.analysis, when installed in this version)."""
-    import importlib.util
-
+    """Paired differences (method - baseline, same partition and seed) from livar_bench.analysis."""
     from livar_bench import reporting as rp
-
-    if importlib.util.find_spec("livar_bench.analysis") is None:
-        raise BenchError("--vs needs livar_bench.analysis, which this version does not include")
     from livar_bench.analysis import paired_differences
 
-    finals = rp.final_values(rp.collect(out), metric, split)
-    result = paired_differences(finals, baseline)
-    typer.echo(result.to_string(index=False) if hasattr(result, "to_string") else str(result))
+    tidy = rp.collect(out)
+    settings = rp.run_settings(out, tidy["run_id"].unique().tolist())
+    result = paired_differences(tidy, baseline, metric=metric, split=split, settings=settings)
+    console.print(f"paired differences vs {baseline} ({result.attrs.get('reported', metric)}; "
+                  f"mean over seeds with a 95% t-interval):", highlight=False, soft_wrap=True)
+    shown = result.copy()
+    for column in ("mean_diff", "ci_low", "ci_high", "method_mean", "baseline_mean"):
+        if column in shown.columns:
+            shown[column] = shown[column] * (100.0 if metric in rp.PERCENT_METRICS else 1.0)
+    typer.echo(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))

@@ -64,6 +64,16 @@ class Livar:
         # after the first round of training. Derived from ``rule``, so not a hidden hyperparameter.
         object.__setattr__(self, "_rule", load_rule(self.rule))
 
+    def content_digest(self) -> str | None:
+        """Hash of the rule's numbers, so that editing a rule file in place changes the run id."""
+        if self.rule == "paper":
+            return None
+        import hashlib
+        import json
+
+        payload = {k: v for k, v in self.weighting_rule.to_json().items() if k != "provenance"}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
     @property
     def weighting_rule(self) -> LivarRule:
         """The LoRA weighting rule in use (the paper's or one loaded from ``rule``)."""

@@ -216,3 +216,18 @@ def _render(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def content_digests(spec: str) -> dict[str, str]:
+    """Digests of files a spec's components read (e.g. a LIVAR rule file), keyed by component name.
+
+    Part of the run id: a run that reads an edited file is a different experiment, even under the
+    same path.
+    """
+    out = {}
+    for name, args in split_spec(spec):
+        _, component = build_component(name, args)
+        digest = getattr(component, "content_digest", lambda: None)()
+        if digest:
+            out[name] = digest
+    return out

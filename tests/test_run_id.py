@@ -1,0 +1,33 @@
+"""Run ids: same experiment -> same id; anything that changes results -> a different id."""
+
+from __future__ import annotations
+
+import json
+
+from livar_bench.config import make_spec
+from livar_bench.methods.livar_rule import PAPER_RULE
+
+
+def test_defaults_spelled_out_give_the_same_id():
+    assert make_spec({"method": "livar"}).run_id == make_spec({"method": "livar[head_subset=correct]"}).run_id
+
+
+def test_execution_only_fields_do_not_change_the_id():
+    base = make_spec({"method": "fedavg"})
+    assert base.run_id == make_spec({"method": "fedavg", "device": "cpu", "eval_batch_size": 7}).run_id
+    assert base.run_id != make_spec({"method": "fedavg", "lr": 1e-3}).run_id
+
+
+def test_editing_a_rule_file_in_place_changes_the_id(tmp_path):
+    path = tmp_path / "rule.json"
+    PAPER_RULE.save(path)
+    before = make_spec({"method": f"livar[rule={path}]"}).run_id
+    data = json.loads(path.read_text())
+    data["base"] = 0.1
+    path.write_text(json.dumps(data))
+    after = make_spec({"method": f"livar[rule={path}]"}).run_id
+    assert before != after
+    # provenance is documentation, not part of the experiment
+    data["provenance"] = {"note": "edited"}
+    path.write_text(json.dumps(data))
+    assert make_spec({"method": f"livar[rule={path}]"}).run_id == after
