@@ -28,9 +28,11 @@ quality:  ## lint
 	$(PYTHON) -m ruff check livar_bench tests
 
 reproduce-table:  ## the paper's protocol sweep, then table, plots and comparison (needs DATA_ROOT and weights)
+	@echo "datasets are read from DATA_ROOT=$(DATA_ROOT) (override: make reproduce-table DATA_ROOT=/path/to/data)"
 	livar-bench sweep --config livar_bench/configs/paper.yaml --data-root $(DATA_ROOT) --out $(OUT)
 	livar-bench table --out $(OUT) --format latex
 	livar-bench table --out $(OUT) --format csv
+	livar-bench table --out $(OUT) --format markdown
 	livar-bench plot --out $(OUT)
 	livar-bench compare --out $(OUT)
 	livar-bench sweep --config livar_bench/configs/ablation.yaml --data-root $(DATA_ROOT) --out $(OUT)/ablation

@@ -99,6 +99,8 @@ class RunSpec(BaseModel):
         payload = {k: v for k, v in self.model_dump(mode="json").items() if k not in NON_IDENTITY_FIELDS}
         if not self.val_fraction:  # keeps the ids of runs made before val_fraction existed
             payload.pop("val_fraction")
+        if self.partition == "iid":  # alpha has no effect on an IID partition
+            payload.pop("alpha")
         from livar_bench.methods.registry import content_digests
 
         digests = content_digests(self.method)
@@ -111,7 +113,7 @@ class RunSpec(BaseModel):
     def partition_id(self) -> str:
         """Hash of the settings that decide which client holds which sample (and trains on which)."""
         keys = ("dataset", "max_train_samples", "partition", "alpha", "num_clients", "min_client_samples", "seed")
-        payload = {k: getattr(self, k) for k in keys}
+        payload = {k: getattr(self, k) for k in keys if not (k == "alpha" and self.partition == "iid")}
         if self.val_fraction:  # the validation carve changes each client's training data
             payload["val_fraction"] = self.val_fraction
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from livar_bench.config import RunSpec
-from livar_bench.errors import BenchError
+from livar_bench.errors import BenchError, DataNotFoundError, WeightsError
 from livar_bench.federation import RunOutcome, run_federation
 from livar_bench.store import RunStore
 
@@ -68,14 +68,17 @@ class LocalExecutor:
     """Runs one spec after another in this process, reusing the loaded dataset between runs.
 
     Attributes:
-        keep_going: on a run's ``BenchError`` (e.g. divergence) record it and continue with the next run.
+        keep_going: on a run's ``BenchError`` (e.g. divergence) record it and continue with the next run;
+            missing data or weights stop the sweep at once.
     """
 
     keep_going: bool = True
+    share_round1: bool = True
 
     def run(self, specs: list[RunSpec], out: str | Path, on_event: Event | None = None) -> SweepResult:
         emit = on_event or _quiet
         store = RunStore(out)
+        signals = sweep_signals(specs)
         start = time.perf_counter()
         emit("sweep_start", total=len(specs), done=sum(store.is_done(s.run_id) for s in specs))
         outcomes: list[RunOutcome] = []
@@ -92,16 +95,28 @@ class LocalExecutor:
                 key = _bundle_key(spec)
                 if cached is None or cached[0] != key:
                     cached = (key, _load_bundle(spec))
-                outcome = run_federation(spec, out, on_event=emit, bundle=cached[1])
+                outcome = run_federation(spec, out, on_event=emit, bundle=cached[1],
+                                         share_round1=self.share_round1, round1_signals=signals)
             except BenchError as err:
-                if not self.keep_going:
-                    raise
+                if not self.keep_going or isinstance(err, (DataNotFoundError, WeightsError)):
+                    raise  # missing data or weights fail every later run the same way: stop now
                 failures.append((spec.run_id, str(err)))
                 emit("run_failed", index=index, total=len(specs), spec=spec, error=str(err))
                 continue
             outcomes.append(outcome)
             emit("run_end", index=index, total=len(specs), outcome=outcome)
         return SweepResult(tuple(outcomes), tuple(failures), time.perf_counter() - start)
+
+
+def sweep_signals(specs: list[RunSpec]) -> frozenset:
+    """Union of the client signals the sweep's methods need: what a shared round 1 collects, so that
+    every method of a cell can reuse it (client/round1_cache.py)."""
+    from livar_bench.methods import parse_method
+
+    needed: set = set()
+    for spec in specs:
+        needed |= parse_method(spec.method).requires
+    return frozenset(needed)
 
 
 def _load_bundle(spec: RunSpec) -> Any:
@@ -114,7 +129,7 @@ def _load_bundle(spec: RunSpec) -> Any:
 RAY_HOW = "the Ray executor needs Ray: pip install 'livar-bench[ray]' (or use --executor local)"
 
 
-def _ray_task(spec_json: dict[str, Any], out: str) -> tuple[RunOutcome | None, str | None]:
+def _ray_task(spec_json: dict[str, Any], out: str, signals: list[str]) -> tuple[RunOutcome | None, str | None]:
     """Body of one Ray task: run a spec, turning user errors into a message instead of a crash."""
     import torch
 
@@ -123,7 +138,10 @@ def _ray_task(spec_json: dict[str, Any], out: str) -> tuple[RunOutcome | None, s
     if not torch.cuda.is_available():
         torch.set_num_threads(1)  # one CPU slot per task: threads beyond it would oversubscribe the host
     try:
-        return run_federation(make_spec(spec_json), out), None
+        from livar_bench.methods import Signal
+
+        shared = frozenset(Signal(v) for v in signals)
+        return run_federation(make_spec(spec_json), out, share_round1=True, round1_signals=shared), None
     except BenchError as err:
         return None, str(err)
 
@@ -154,13 +172,16 @@ class RayExecutor:
         if not ray.is_initialized():
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
         gpus = 1 if torch.cuda.is_available() else 0
+        signals = sorted(s.value for s in sweep_signals(specs))
         remote = ray.remote(num_gpus=gpus, num_cpus=0 if gpus else self.cpus_per_run)(_ray_task)
         pending = {}
         for index, spec in enumerate(specs):
             if not store.is_done(spec.run_id):
                 emit("run_start", index=index, total=len(specs), spec=spec)
             # specs travel as JSON-safe dicts so workers rebuild (and revalidate) them
-            pending[remote.remote(spec.model_dump(mode="json"), str(Path(out).resolve()))] = (index, spec)
+            # round 1 is shared through <out>/cache/round1 (atomic writes; concurrent runs of a cell may
+            # both compute it, with identical results)
+            pending[remote.remote(spec.model_dump(mode="json"), str(Path(out).resolve()), signals)] = (index, spec)
         outcomes: list[RunOutcome] = []
         failures: list[tuple[str, str]] = []
         while pending:

@@ -277,19 +277,17 @@ def run_federation(
             return RunOutcome(run_id, store.run_dir(run_id), {}, skipped=True)
         if store.is_done(run_id) and not force:  # another process finished it between our check and the lock
             return RunOutcome(run_id, store.run_dir(run_id), _final(store.metrics(run_id)), skipped=True)
-        if force and store.run_dir(run_id).exists():
-            import shutil
-
-            shutil.rmtree(store.run_dir(run_id))
+        if force:  # start afresh, but keep the finished run until the new one replaces it at commit
+            store.discard(run_id, keep_checkpoint=False)
         try:
-            return _run_locked(spec, store, emit, bundle, (share_round1, round1_signals))
+            return _run_locked(spec, store, emit, bundle, (share_round1, round1_signals), replace=force)
         except BaseException:
             store.discard(run_id)  # keeps a partial run that has a checkpoint, so a rerun resumes it
             raise
 
 
 def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBundle | None,
-                share: tuple[bool, frozenset[Signal] | None] = (False, None)) -> RunOutcome:
+                share: tuple[bool, frozenset[Signal] | None] = (False, None), replace: bool = False) -> RunOutcome:
     run_id = spec.run_id
     method = parse_method(spec.method)
     s = setup_run(spec, bundle, partitions_dir=store.root / "partitions")
@@ -377,7 +375,7 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     for offset, (name, value) in enumerate(measured.items()):
         frame.insert(at + offset, name, value)
     write_csv(partial / "metrics.csv", frame)
-    final_dir = store.commit(run_id)
+    final_dir = store.commit(run_id, replace=replace)
     outcome = RunOutcome(run_id, final_dir, _final(frame))
     emit("done", run_id=run_id, final=outcome.final)
     return outcome

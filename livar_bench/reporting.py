@@ -55,10 +55,10 @@ def collect(out: str | Path) -> pd.DataFrame:
     ids = store.done_ids()
     if not ids:
         raise BenchError(f"no finished runs under {store.runs}; run `livar-bench sweep --out {out}` first")
-    frame = pd.concat([store.metrics(i) for i in ids], ignore_index=True)
-    frame["run_id"] = frame["run_id"].astype(str)
-    frame["partition_id"] = frame["partition_id"].astype(str)
-    return frame
+    # ids are hex strings; read as text so an all-digit id keeps its leading zeros
+    ids_as_text = {"run_id": str, "partition_id": str}
+    return pd.concat([pd.read_csv(store.run_dir(i) / "metrics.csv", dtype=ids_as_text) for i in ids],
+                     ignore_index=True)
 
 
 def run_settings(out: str | Path, run_ids: Sequence[str]) -> pd.DataFrame:

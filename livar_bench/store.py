@@ -110,14 +110,15 @@ class RunStore:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def discard(self, run_id: str) -> bool:
+    def discard(self, run_id: str, keep_checkpoint: bool = True) -> bool:
         """Remove a failed run's partial folder unless it holds a checkpoint to resume from.
 
         Returns True if the folder was removed. A run that failed before its first checkpoint (bad
         settings, missing data, diverged training) then leaves nothing behind in the results folder.
+        ``keep_checkpoint=False`` removes it regardless (a forced rerun starts from round 0).
         """
         partial = self.partial_dir(run_id)
-        if not partial.is_dir() or (partial / "checkpoint.pt").is_file():
+        if not partial.is_dir() or (keep_checkpoint and (partial / "checkpoint.pt").is_file()):
             return False
         shutil.rmtree(partial, ignore_errors=True)
         try:
@@ -126,14 +127,24 @@ class RunStore:
             pass  # not empty: another run's partial folder lives there
         return True
 
-    def commit(self, run_id: str) -> Path:
-        """Mark the partial run complete and move it into place atomically."""
+    def commit(self, run_id: str, replace: bool = False) -> Path:
+        """Mark the partial run complete and move it into place atomically.
+
+        With ``replace`` (a forced rerun) an existing finished run is swapped out only now, so a forced
+        rerun that fails leaves the old result in place.
+        """
         partial = self.partial_dir(run_id)
         (partial / "checkpoint.pt").unlink(missing_ok=True)
         (partial / "DONE").write_text("ok\n")
         final = self.run_dir(run_id)
-        if final.exists():  # finished elsewhere meanwhile; keep the first
-            shutil.rmtree(partial)
+        if final.exists():
+            if not replace:  # finished elsewhere meanwhile; keep the first
+                shutil.rmtree(partial)
+                return final
+            old = self.runs / ".partial" / f"{run_id}.old{os.getpid()}"
+            os.replace(final, old)
+            os.replace(partial, final)
+            shutil.rmtree(old, ignore_errors=True)
             return final
         os.replace(partial, final)
         return final

@@ -281,3 +281,19 @@ def test_table_vs_baseline_prints_paired_differences(swept):
     assert result.exit_code == 0, result.output
     assert "paired differences vs fedavg" in result.output
     assert "livar" in result.output.split("paired differences")[1]
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_sweep_progress_handles_every_event(tmp_path, live, capsys):
+    from livar_bench.cli.sweep import SweepProgress
+
+    specs = sw.expand(sw.parse_sweep({"grid": {"methods": ["fedavg"], "seeds": [0, 1]},
+                                      "base": {**MICRO, "dataset": "synthetic", "rounds": 1}}))
+    LocalExecutor().run(specs[:1], tmp_path)  # one done before: the display counts it as done
+    with SweepProgress(live=live) as progress:
+        LocalExecutor().run(specs, tmp_path, on_event=progress)
+        assert progress.finished == 2 and progress.eta() == "ETA 0m00s"
+    err = capsys.readouterr().err
+    assert "sweep: 2 runs, 1 already done" in err
+    if not live:
+        assert "[2/2] fedavg synthetic α=0.5 seed 1: round 1 acc" in err and "done, acc" in err

@@ -148,3 +148,21 @@ def test_more_clients_than_samples_fails_before_writing(tmp_path, tiny_spec_valu
     assert _no_run_folders(tmp_path)
     assert not (tmp_path / "runs" / ".partial" / spec.run_id).exists()
 
+
+
+def test_failed_forced_rerun_keeps_the_finished_result(tmp_path, tiny_spec_values):
+    spec = make_spec(tiny_spec_values)
+    first = run_federation(spec, tmp_path)
+    before = (first.run_dir / "metrics.csv").read_text()
+
+    def boom(event, **info):
+        if event == "client":
+            raise DivergedError("injected failure")
+
+    with pytest.raises(DivergedError):
+        run_federation(spec, tmp_path, force=True, on_event=boom)
+    assert (first.run_dir / "DONE").is_file()
+    assert (first.run_dir / "metrics.csv").read_text() == before
+    again = run_federation(spec, tmp_path, force=True)
+    assert not again.skipped and (again.run_dir / "DONE").is_file()
+    assert not any((tmp_path / "runs" / ".partial").glob(f"{spec.run_id}*"))

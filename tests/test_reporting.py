@@ -176,3 +176,38 @@ def test_compare_puts_ours_next_to_published(tmp_path):
     assert row["mean"] == pytest.approx(70.0) and row["published"] == 65.5 and row["diff"] == pytest.approx(4.5)
     assert len(table) == 4  # every one of ours is listed, matched or not
     assert rp.format_pm(70.0, 1.234, 2) == "70.00 ± 1.23 (n=2)"
+
+
+def test_collect_keeps_all_digit_ids_as_text(tmp_path):
+    for run_id in ("000000000001", "012345678901"):
+        folder = tmp_path / "runs" / run_id
+        folder.mkdir(parents=True)
+        frame = pd.DataFrame(tidy_rows("fedavg", "d", 0.1, int(run_id[-1]), [0.1, 0.5], run_id=run_id,
+                                       partition_id="000000000042"))
+        frame.to_csv(folder / "metrics.csv", index=False)
+        (folder / "spec.json").write_text(f'{{"run_id": "{run_id}", "lr": 0.1}}')
+        (folder / "DONE").write_text("ok\n")
+    (tmp_path / "runs" / ".partial" / "ffffffffffff").mkdir(parents=True)  # in progress: never read
+    tidy = rp.collect(tmp_path)
+    assert sorted(tidy["run_id"].unique()) == ["000000000001", "012345678901"]
+    assert set(tidy["partition_id"]) == {"000000000042"}
+    assert list(rp.run_settings(tmp_path, ["012345678901"]).index) == ["012345678901"]
+    with pytest.raises(BenchError, match="no finished runs"):
+        rp.collect(tmp_path / "empty")
+
+
+def test_latex_compiles_when_pdflatex_is_installed(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
+    frame = pd.concat([hand_frame(), pd.DataFrame(tidy_rows("livar+ccvr", "digits", 0.1, 0, [0.2, 0.9]))])
+    pivot = rp.make_pivot(rp.final_values(frame), ["method"], ["dataset", "alpha"], style=rp.Style(
+        labels={**rp.DEFAULT_LABELS, "livar": "LIVAR_ours & 100% #1"}))
+    doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + rp.to_latex(pivot) + "\\end{document}\n"
+    (tmp_path / "t.tex").write_text(doc)
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "t.pdf").stat().st_size > 1000

@@ -98,3 +98,18 @@ def test_load_requires_every_asked_signal(tmp_path, tiny_spec_values):
     assert cache.load({Signal.CLASS_COV}) is None  # not collected: the run must train round 1 itself
     # a miss collects what it needs plus what the file already held, so it keeps serving earlier readers
     assert cache.signals_to_collect({Signal.CLASS_COV}, extra=()) == {Signal.CLASS_COV, Signal.LORA_SIGNAL}
+
+
+def test_local_sweep_shares_round1_and_matches_unshared_runs(tmp_path, tiny_spec_values):
+    from livar_bench.executors import LocalExecutor
+
+    specs = [make_spec({**tiny_spec_values, "method": m}) for m in ("fedavg", "livar", "livar+ccvr")]
+    events: list[str] = []
+    LocalExecutor().run(specs, tmp_path / "sweep", on_event=lambda kind, **_: events.append(kind))
+    cache = list((tmp_path / "sweep" / "cache" / "round1").glob("*.pt"))
+    assert len(cache) == 1  # one cell, one objective: round 1 trained once for all three methods
+    plain = LocalExecutor(share_round1=False).run(specs, tmp_path / "plain")
+    assert not (tmp_path / "plain" / "cache").exists()
+    for outcome in plain.outcomes:
+        shared = tmp_path / "sweep" / "runs" / outcome.run_id
+        pd.testing.assert_frame_equal(_metrics(outcome), _metrics(type(outcome)(outcome.run_id, shared, {})))

@@ -31,3 +31,10 @@ def test_editing_a_rule_file_in_place_changes_the_id(tmp_path):
     data["provenance"] = {"note": "edited"}
     path.write_text(json.dumps(data))
     assert make_spec({"method": f"livar[rule={path}]"}).run_id == after
+
+
+def test_alpha_does_not_split_iid_runs():
+    a = make_spec({"partition": "iid", "alpha": 0.1})
+    b = make_spec({"partition": "iid", "alpha": 1.0})
+    assert a.run_id == b.run_id and a.partition_id == b.partition_id
+    assert make_spec({"alpha": 0.1}).run_id != make_spec({"alpha": 1.0}).run_id

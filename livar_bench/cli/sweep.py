@@ -56,7 +56,7 @@ class SweepProgress:
 
     def log(self, text: str) -> None:
         if self.progress is not None:
-            self.progress.console.log(text, highlight=False, soft_wrap=True)
+            self.progress.console.log(text, highlight=False)
         else:
             console.print(text, highlight=False, soft_wrap=True)
 
