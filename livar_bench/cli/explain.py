@@ -18,35 +18,35 @@ from pathlib import Path
 import typer
 
 from livar_bench.cli import app
-from livar_bench.cli.run import spec_values
+from livar_bench.cli import options as o
 
 
 @app.command()
 def explain(
-    dataset: str | None = typer.Option(None, help="Dataset (livar-bench ls datasets). Default: digits."),
-    alpha: float | None = typer.Option(None, help="Dirichlet concentration (> 0)."),
-    iid: bool = typer.Option(False, "--iid", help="IID partition instead of Dirichlet."),
-    clients: int | None = typer.Option(None, help="Number of clients."),
-    participation: float | None = typer.Option(None, help="Fraction of clients per round."),
+    dataset: o.Dataset = None,
+    alpha: o.Alpha = None,
+    iid: o.Iid = False,
+    clients: o.Clients = None,
+    participation: o.Participation = None,
     rounds: int | None = typer.Option(None, help="FedAvg rounds to collect samples from (default 1)."),
-    epochs: int | None = typer.Option(None, help="Local epochs per round."),
-    batch_size: int | None = typer.Option(None, help="Local batch size."),
-    lr: float | None = typer.Option(None, help="AdamW learning rate."),
-    weight_decay: float | None = typer.Option(None, help="AdamW weight decay."),
+    epochs: o.Epochs = None,
+    batch_size: o.BatchSize = None,
+    lr: o.Lr = None,
+    weight_decay: o.WeightDecay = None,
     seed: int | None = typer.Option(None, help="Seed for partition, init, data order, held-out split and probes."),
-    backbone: str | None = typer.Option(None, help="timm ViT name or livar_tiny_vit (offline)."),
-    weights: Path | None = typer.Option(None, help="Local backbone weights file (offline use)."),
-    pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained", help="Load pretrained weights."),
-    lora_rank: int | None = typer.Option(None, help="LoRA rank r."),
-    lora_alpha: float | None = typer.Option(None, help="LoRA alpha (update scaled by alpha/r)."),
-    image_size: int | None = typer.Option(None, help="Input size (default: the backbone's)."),
-    data_root: Path | None = typer.Option(None, help="Folder holding the real datasets."),
-    download: bool | None = typer.Option(None, "--download/--no-download", help="Download when possible."),
-    max_train_samples: int | None = typer.Option(None, help="Seeded training subsample (quick runs)."),
-    max_test_samples: int | None = typer.Option(None, help="Seeded test subsample (quick runs)."),
-    precision: str | None = typer.Option(None, help="auto (bf16 on CUDA), bf16 or fp32."),
-    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
-    config: Path | None = typer.Option(None, help="YAML file of run settings; options override it."),
+    backbone: o.Backbone = None,
+    weights: o.Weights = None,
+    pretrained: o.Pretrained = None,
+    lora_rank: o.LoraRank = None,
+    lora_alpha: o.LoraAlpha = None,
+    image_size: o.ImageSize = None,
+    data_root: o.DataRoot = None,
+    download: o.Download = None,
+    max_train_samples: o.MaxTrain = None,
+    max_test_samples: o.MaxTest = None,
+    precision: o.Precision = None,
+    device: o.Device = None,
+    config: o.Config = None,
     val_fraction: float = typer.Option(0.1, help="Seeded fraction of each client's data held out to score merges."),
     max_val_samples: int | None = typer.Option(512, help="Cap on the held-out set (probe cost is linear in it)."),
     probe_pairs: int | None = typer.Option(None, help="(client, module) pairs probed per round (seeded subset; default all)."),
@@ -75,7 +75,7 @@ def explain(
     from livar_bench.explain.surrogate import SurrogateSettings, fit_and_explain, shap_frame
     from livar_bench.store import write_csv, write_json
 
-    values = spec_values(
+    values = o.spec_values(
         config, dataset=dataset, alpha=alpha, num_clients=clients, participation=participation, rounds=rounds,
         local_epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, backbone=backbone,
         weights=str(weights) if weights else None, pretrained=pretrained, lora_rank=lora_rank, lora_alpha=lora_alpha,

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from livar_bench.cli import app
+from livar_bench.cli import options as o
 from livar_bench.cli.ui import console
 from livar_bench.errors import BenchError
 
@@ -114,23 +115,23 @@ def sweep(
     alphas: str | None = typer.Option(None, help="Comma-separated Dirichlet alphas, e.g. 0.05,0.1,0.2."),
     seeds: str | None = typer.Option(None, help="Comma-separated seeds, e.g. 0,1,2."),
     backbone: str | None = typer.Option(None, help="Backbone for every run (timm name or livar_tiny_vit)."),
-    clients: int | None = typer.Option(None, help="Number of clients."),
+    clients: o.Clients = None,
     rounds: int | None = typer.Option(None, help="Communication rounds."),
-    epochs: int | None = typer.Option(None, help="Local epochs per round."),
-    batch_size: int | None = typer.Option(None, help="Local batch size."),
-    lr: float | None = typer.Option(None, help="AdamW learning rate."),
-    weight_decay: float | None = typer.Option(None, help="AdamW weight decay."),
-    lora_rank: int | None = typer.Option(None, help="LoRA rank r."),
-    lora_alpha: float | None = typer.Option(None, help="LoRA alpha (update scaled by alpha/r)."),
+    epochs: o.Epochs = None,
+    batch_size: o.BatchSize = None,
+    lr: o.Lr = None,
+    weight_decay: o.WeightDecay = None,
+    lora_rank: o.LoraRank = None,
+    lora_alpha: o.LoraAlpha = None,
     iid: bool = typer.Option(False, "--iid", help="IID partition instead of Dirichlet (alphas then unused)."),
-    weights: Path | None = typer.Option(None, help="Local backbone weights file (offline use)."),
-    pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained", help="Load pretrained weights."),
-    data_root: Path | None = typer.Option(None, help="Folder holding the real datasets."),
-    download: bool | None = typer.Option(None, "--download/--no-download", help="Download when possible."),
-    max_train_samples: int | None = typer.Option(None, help="Seeded training subsample (quick runs)."),
-    max_test_samples: int | None = typer.Option(None, help="Seeded test subsample (quick runs)."),
-    precision: str | None = typer.Option(None, help="auto (bf16 on CUDA), bf16 or fp32."),
-    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+    weights: o.Weights = None,
+    pretrained: o.Pretrained = None,
+    data_root: o.DataRoot = None,
+    download: o.Download = None,
+    max_train_samples: o.MaxTrain = None,
+    max_test_samples: o.MaxTest = None,
+    precision: o.Precision = None,
+    device: o.Device = None,
     executor: str = typer.Option("local", help="local (one run after another) or ray (one run per GPU/CPU slot)."),
     ray_address: str | None = typer.Option(None, help="Ray cluster address (default: start Ray locally)."),
     out: Path = typer.Option(Path("results"), help="Results folder (runs go to OUT/runs/<run_id>)."),

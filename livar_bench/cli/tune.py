@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from livar_bench.cli import app
+from livar_bench.cli import options as o
 from livar_bench.errors import BenchError
 
 
@@ -33,39 +34,38 @@ def tune(
     grid: list[str] = typer.Option(..., help="KEY=V1,V2,... (repeatable); KEY may be COMPONENT.KEY, e.g. ccvr.epochs."),
     seeds: str = typer.Option("0", help="Comma-separated seeds; scores are averaged over them."),
     val_fraction: float | None = typer.Option(None, help="Share of each client's training data held out (default 0.1)."),
-    dataset: str | None = typer.Option(None, help="Dataset (livar-bench ls datasets). Default: digits."),
-    alpha: float | None = typer.Option(None, help="Dirichlet concentration (> 0)."),
-    iid: bool = typer.Option(False, "--iid", help="IID partition instead of Dirichlet."),
-    clients: int | None = typer.Option(None, help="Number of clients."),
+    dataset: o.Dataset = None,
+    alpha: o.Alpha = None,
+    iid: o.Iid = False,
+    clients: o.Clients = None,
     rounds: int | None = typer.Option(None, help="Communication rounds."),
-    epochs: int | None = typer.Option(None, help="Local epochs per round."),
-    batch_size: int | None = typer.Option(None, help="Local batch size."),
-    lr: float | None = typer.Option(None, help="AdamW learning rate."),
-    weight_decay: float | None = typer.Option(None, help="AdamW weight decay."),
-    backbone: str | None = typer.Option(None, help="timm ViT name or livar_tiny_vit (offline)."),
-    weights: Path | None = typer.Option(None, help="Local backbone weights file (offline use)."),
-    pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained", help="Load pretrained weights."),
-    lora_rank: int | None = typer.Option(None, help="LoRA rank r."),
-    lora_alpha: float | None = typer.Option(None, help="LoRA alpha (update scaled by alpha/r)."),
-    data_root: Path | None = typer.Option(None, help="Folder holding the real datasets."),
-    max_train_samples: int | None = typer.Option(None, help="Seeded training subsample (quick runs)."),
-    max_test_samples: int | None = typer.Option(None, help="Seeded test subsample (quick runs)."),
-    precision: str | None = typer.Option(None, help="auto (bf16 on CUDA), bf16 or fp32."),
-    device: str | None = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
-    config: Path | None = typer.Option(None, help="YAML file of run settings; options override it."),
+    epochs: o.Epochs = None,
+    batch_size: o.BatchSize = None,
+    lr: o.Lr = None,
+    weight_decay: o.WeightDecay = None,
+    backbone: o.Backbone = None,
+    weights: o.Weights = None,
+    pretrained: o.Pretrained = None,
+    lora_rank: o.LoraRank = None,
+    lora_alpha: o.LoraAlpha = None,
+    data_root: o.DataRoot = None,
+    max_train_samples: o.MaxTrain = None,
+    max_test_samples: o.MaxTest = None,
+    precision: o.Precision = None,
+    device: o.Device = None,
+    config: o.Config = None,
     out: Path = typer.Option(Path("results"), help="Results folder; tuning goes to OUT/tuning/."),
 ) -> None:
     """Grid-search a method's hyperparameters by last-round validation accuracy; print the chosen spec.
 
     Example: livar-bench tune --method ties --grid density=0.2,0.3,0.5 --grid lam=0.4,1.0 --dataset digits
     """
-    from livar_bench.cli.run import spec_values
     from livar_bench.cli.ui import console
     from livar_bench.config import make_spec
     from livar_bench.sweep import parse_numbers
     from livar_bench.tune import tune as run_tune
 
-    values = spec_values(
+    values = o.spec_values(
         config, dataset=dataset, alpha=alpha, num_clients=clients, rounds=rounds, local_epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, backbone=backbone,
         weights=str(weights) if weights else None, pretrained=pretrained, lora_rank=lora_rank, lora_alpha=lora_alpha,
