@@ -76,7 +76,8 @@ class RunSpec(BaseModel):
     @field_validator("dataset", "backbone")
     @classmethod
     def _lower(cls, value: str) -> str:
-        return value.strip().lower() if "/" not in value else value.strip()
+        value = value.strip()
+        return value if "/" in value or value.startswith("hf:") else value.lower()
 
     @field_validator("dataset")
     @classmethod

@@ -171,6 +171,8 @@ def missing_data(specs: list[RunSpec]) -> list[str]:
     problems: dict[str, str] = {}
     for spec in specs:
         name = resolve_name(spec.dataset)
+        if name not in DATASETS:  # hf:<source>: its loader reports a missing source itself
+            continue
         definition = DATASETS[name]
         if definition.offline or name in problems:
             continue

@@ -14,6 +14,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts show method specs like ties[density=0.3] literally
 )
 
 from livar_bench.cli import bench as _bench  # noqa: E402,F401

@@ -17,11 +17,13 @@ def ls(what: str = typer.Argument(..., help="datasets, methods or backbones")) -
     out = Console()
     kind = what.lower().rstrip("s")
     if kind == "dataset":
-        from livar_bench.data import DATASETS
+        from livar_bench.data import DATASETS, HF_HOW
 
         table = Table("name", "classes", "description", "how to get it")
         for d in DATASETS.values():
             table.add_row(d.name, str(d.num_classes), d.summary, d.how_to_get)
+        table.add_row("hf:<source>", "any", "an image-classification dataset in Hugging Face datasets format "
+                      "(Image + ClassLabel columns, train/test splits)", HF_HOW)
     elif kind == "method":
         from livar_bench.methods import entries
 

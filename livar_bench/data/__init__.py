@@ -9,6 +9,7 @@ import torch
 
 from livar_bench.data import offline, real
 from livar_bench.data.base import DatasetBundle, DatasetDef, ImageSplit, LoadOptions
+from livar_bench.data.hf import HF_HOW, is_hf, load_hf
 from livar_bench.errors import BenchError
 
 DATASETS: dict[str, DatasetDef] = {
@@ -33,12 +34,15 @@ _ALIASES = {alias: d.name for d in DATASETS.values() for alias in (d.name, *d.al
 
 def resolve_name(name: str) -> str:
     """Canonical dataset name, or a clear error listing the known ones."""
+    if is_hf(name.strip()):
+        return name.strip()  # a path or Hub id: case matters
     key = name.strip().lower()
     if key in _ALIASES:
         return _ALIASES[key]
     close = difflib.get_close_matches(key, list(_ALIASES), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise BenchError(f"unknown dataset {name!r}.{hint} Known: {', '.join(DATASETS)} (livar-bench ls datasets)")
+    raise BenchError(f"unknown dataset {name!r}.{hint} Known: {', '.join(DATASETS)}, or hf:<folder or Hub id> "
+                     f"(livar-bench ls datasets)")
 
 
 def subsample(split: ImageSplit, limit: int | None, seed: int) -> ImageSplit:
@@ -53,12 +57,13 @@ def load_dataset(
     name: str, options: LoadOptions | None = None, max_train: int | None = None, max_test: int | None = None
 ) -> DatasetBundle:
     """Load a registered dataset, optionally subsampled (seeded, identical for every run)."""
-    definition = DATASETS[resolve_name(name)]
-    bundle = definition.loader(options or LoadOptions())
+    name = resolve_name(name)
+    options = options or LoadOptions()
+    bundle = load_hf(name, options) if is_hf(name) else DATASETS[name].loader(options)
     if max_train is None and max_test is None:
         return bundle
     return DatasetBundle(bundle.name, subsample(bundle.train, max_train, 1), subsample(bundle.test, max_test, 2),
                          bundle.class_names, bundle.crop_scale, bundle.eval_crop)
 
 
-__all__ = ["DATASETS", "DatasetBundle", "DatasetDef", "ImageSplit", "LoadOptions", "load_dataset", "resolve_name"]
+__all__ = ["DATASETS", "HF_HOW", "DatasetBundle", "DatasetDef", "ImageSplit", "LoadOptions", "load_dataset", "resolve_name"]

@@ -1,0 +1,101 @@
+"""Any image-classification dataset in Hugging Face ``datasets`` format: ``--dataset hf:<source>``.
+
+``<source>`` is either a folder written by ``DatasetDict.save_to_disk`` (read with ``load_from_disk``,
+fully offline) or a Hub id such as ``uoft-cs/cifar100`` (read with ``load_dataset``: from the local
+Hugging Face cache when offline, downloaded when online). The image column is the first ``Image``
+feature, the label column the first ``ClassLabel`` feature (its names become the class names); the
+splits are ``train`` and ``test``. Images are decoded once, kept at their native size when all share
+one (CIFAR's 32x32), otherwise resized to ``storage_size``, and cached like every other dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from livar_bench.data.base import DatasetBundle, ImageSplit, LoadOptions
+from livar_bench.data.cache import cache_path, load_or_build
+from livar_bench.errors import BenchError, DataNotFoundError
+
+PREFIX = "hf:"
+HF_HOW = (
+    "give a folder written by datasets' save_to_disk (with train and test splits), or a Hub id whose files "
+    "are in the local Hugging Face cache (run `python -c \"import datasets; datasets.load_dataset('ID')\"` on "
+    "a machine with internet access first); needs `pip install 'livar-bench[hf]'`"
+)
+
+
+def is_hf(name: str) -> bool:
+    return name.startswith(PREFIX)
+
+
+def _open(source: str) -> Any:
+    try:
+        import datasets
+    except ImportError:
+        raise BenchError(f"--dataset {PREFIX}{source}: the Hugging Face datasets package is missing; {HF_HOW}") from None
+    path = Path(source).expanduser()
+    if not path.exists() and (source.startswith(("/", ".", "~")) or path.parent.exists() and path.parent != Path(".")):
+        raise DataNotFoundError(f"--dataset {PREFIX}{source}: folder {path} does not exist; {HF_HOW}")
+    try:
+        if path.exists():
+            return datasets.load_from_disk(str(path))
+        return datasets.load_dataset(source)
+    except (FileNotFoundError, ValueError, OSError, ConnectionError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataNotFoundError(f"--dataset {PREFIX}{source}: cannot load it ({first}); {HF_HOW}") from None
+    except Exception as err:  # noqa: BLE001 - the hub client raises many unrelated types when offline
+        raise DataNotFoundError(
+            f"--dataset {PREFIX}{source}: cannot load it ({type(err).__name__}); {HF_HOW}"
+        ) from None
+
+
+def _columns(split: Any, source: str) -> tuple[str, str, list[str]]:
+    import datasets
+
+    image_col = next((k for k, f in split.features.items() if isinstance(f, datasets.Image)), None)
+    label_col = next((k for k, f in split.features.items() if isinstance(f, datasets.ClassLabel)), None)
+    if image_col is None or label_col is None:
+        raise BenchError(
+            f"--dataset {PREFIX}{source}: needs an Image column and a ClassLabel column, found "
+            f"{', '.join(f'{k} ({type(f).__name__})' for k, f in split.features.items())}"
+        )
+    return image_col, label_col, list(split.features[label_col].names)
+
+
+def _decode(split: Any, image_col: str, label_col: str, size: int) -> ImageSplit:
+    from PIL import Image
+
+    from livar_bench.progress import track
+
+    arrays = []
+    for img in track(split[image_col], total=len(split), description="decoding images"):
+        arrays.append(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    if len({a.shape for a in arrays}) != 1:  # varying sizes: resize once, as the folder loaders do
+        arrays = [np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BICUBIC)) for a in arrays]
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # [N, 3, H, W]
+    labels = torch.tensor(split[label_col], dtype=torch.int64)
+    return ImageSplit(images, labels)
+
+
+def load_hf(name: str, options: LoadOptions) -> DatasetBundle:
+    """Load ``hf:<source>`` (see the module docstring)."""
+    source = name[len(PREFIX):]
+    if not source:
+        raise BenchError(f"--dataset {PREFIX}: give a save_to_disk folder or a Hub id after '{PREFIX}'")
+    data = _open(source)
+    missing = [s for s in ("train", "test") if s not in data]
+    if missing:
+        raise BenchError(f"--dataset {name}: no {' or '.join(missing)} split (has {', '.join(data)})")
+    image_col, label_col, class_names = _columns(data["train"], source)
+    out = {}
+    for split in ("train", "test"):
+        part = data[split]
+        key = {"source": source, "fingerprint": getattr(part, "_fingerprint", None), "n": len(part),
+               "size": options.storage_size}
+        out[split] = load_or_build(cache_path(options.cache_dir, "hf", split, key),
+                                   lambda p=part: _decode(p, image_col, label_col, options.storage_size))
+    return DatasetBundle(name, out["train"], out["test"], tuple(class_names))
