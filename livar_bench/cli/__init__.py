@@ -36,7 +36,9 @@ def main() -> None:
     try:
         app()
     except BenchError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        from rich.text import Text
+
+        console.print(Text("error: ", style="bold red") + Text(str(err)), highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted; finished runs are kept, and rerunning resumes the rest", highlight=False)

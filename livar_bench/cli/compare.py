@@ -68,5 +68,5 @@ def compare(
                      pub, diff, "" if rp.pd.isna(row.source) else str(row.source))
     from rich.console import Console
 
-    Console().print(view)
+    Console(markup=False).print(view)
     console.print(f"wrote {path}", highlight=False, soft_wrap=True)

@@ -14,7 +14,7 @@ def ls(what: str = typer.Argument(..., help="datasets, methods or backbones")) -
     """List what can be used. Example: livar-bench ls methods"""
     from rich.console import Console
 
-    out = Console()
+    out = Console(markup=False)
     kind = what.lower().rstrip("s")
     if kind == "dataset":
         from livar_bench.data import DATASETS, HF_HOW

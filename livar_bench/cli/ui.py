@@ -15,7 +15,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True)
+# markup off: printed text quotes method specs such as livar[lora=false], which rich would eat as tags
+console = Console(stderr=True, markup=False)
 
 
 class RunProgress:
