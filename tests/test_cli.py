@@ -174,3 +174,11 @@ def test_installed_script_user_error_end_to_end(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error:")
     assert "cifar-100-python.tar.gz" in lines[0] and "/nonexistent" in lines[0]
     assert _run_folders(tmp_path) == []
+
+
+def test_error_text_with_brackets_prints_literally(tmp_path, monkeypatch, capsys):
+    # rich markup would swallow "[hf]" and "[bogus=1]"; the messages must show them as typed
+    code, _, err = invoke(["run", "--dataset", f"hf:{tmp_path}/missing", "--out", str(tmp_path)], monkeypatch, capsys)
+    assert code == 2 and "livar-bench[hf]" in err
+    code, _, err = invoke(["run", "--method", "ties[bogus=1]", "--out", str(tmp_path)], monkeypatch, capsys)
+    assert code == 2 and "bogus" in err
