@@ -31,14 +31,18 @@ from livar_bench.cli import tune as _tune  # noqa: E402,F401
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
+    from rich.text import Text
+
     from livar_bench.cli.ui import console
 
     try:
         app()
     except BenchError as err:
-        from rich.text import Text
-
         console.print(Text("error: ", style="bold red") + Text(str(err)), highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as err:  # an output folder that cannot be created or written, a full disk, ...
+        where = f": {err.filename}" if err.filename else ""
+        console.print(Text("error: ", style="bold red") + Text(f"{err.strerror or err}{where}"), highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted; finished runs are kept, and rerunning resumes the rest", highlight=False)
