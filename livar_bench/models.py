@@ -116,6 +116,27 @@ def create_backbone(
     return timm.create_model(name, pretrained=False, **kwargs)
 
 
+def weights_problem(name: str, *, pretrained: bool = True, weights: str | None = None) -> str | None:
+    """Why ``create_backbone`` would fail to get this backbone's weights, checked without building it.
+
+    Lets a sweep refuse at once, before any training, instead of failing at its first run.
+    """
+    try:
+        if weights:
+            _weights_path(weights, name)
+            return None
+        if name in TINY_BACKBONES or not pretrained:
+            return None if name in TINY_BACKBONES or _is_timm_model(name) else f"unknown backbone {name!r}"
+        if not _is_timm_model(name):
+            return f"unknown backbone {name!r}; see `livar-bench ls backbones`"
+        if _cached_hub_file(name) is None and _hub_unreachable() is not None:
+            return (f"pretrained weights for {name} are not in the local Hugging Face cache and the hub cannot "
+                    "be reached. " + WEIGHTS_HOW.format(name=name))
+    except WeightsError as err:
+        return str(err)
+    return None
+
+
 def _weights_path(weights: str, name: str) -> Path:
     """The ``--weights`` path, checked to be an existing file."""
     path = Path(weights).expanduser()

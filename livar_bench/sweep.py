@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from livar_bench.config import RunSpec, format_validation_error, load_yaml, make_spec
-from livar_bench.errors import BenchError, DataNotFoundError
+from livar_bench.errors import BenchError, DataNotFoundError, WeightsError
 
 # grid axis name -> RunSpec field it sets
 AXES: dict[str, str] = {
@@ -188,13 +188,31 @@ def missing_data(specs: list[RunSpec]) -> list[str]:
     return list(problems.values())
 
 
+def missing_weights(specs: list[RunSpec]) -> list[str]:
+    """One message per backbone whose weights cannot be had (checked without building a model)."""
+    from livar_bench.models import weights_problem
+
+    problems: dict[tuple, str] = {}
+    for spec in specs:
+        key = (spec.backbone, spec.pretrained, spec.weights)
+        if key not in problems:
+            problems[key] = weights_problem(spec.backbone, pretrained=spec.pretrained, weights=spec.weights) or ""
+    return [p for p in problems.values() if p]
+
+
 def check_data(specs: list[RunSpec]) -> None:
-    """Raise one ``DataNotFoundError`` naming every dataset whose files are missing, before any training."""
+    """Refuse, before any training, when a dataset's files or a backbone's weights are missing.
+
+    Raises one ``DataNotFoundError`` naming every missing dataset, else one ``WeightsError``.
+    """
     problems = missing_data(specs)
     if problems:
         raise DataNotFoundError(
             f"data missing for {len(problems)} dataset(s), nothing was run: " + " | ".join(problems)
         )
+    weights = missing_weights(specs)
+    if weights:
+        raise WeightsError(f"backbone weights missing, nothing was run: {' | '.join(weights)}")
 
 
 def split_list(text: str | None) -> list[str] | None:

@@ -125,3 +125,20 @@ def test_ray_executor_missing_ray_says_how_to_install(monkeypatch):
     assert "pip install 'livar-bench[ray]'" in RAY_HOW
     with pytest.raises(BenchError, match="unknown executor"):
         get_executor("slurm")
+
+
+def test_missing_backbone_weights_stop_the_sweep_before_training(tmp_path, monkeypatch):
+    from livar_bench.config import make_spec
+    from livar_bench.errors import WeightsError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub counts as unreachable: only the local cache could serve
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    monkeypatch.setattr("livar_bench.models._cached_hub_file", lambda name: None)  # nothing cached
+    specs = [make_spec({"dataset": "digits", "backbone": "vit_tiny_patch16_224", "method": "fedavg"})]
+    with pytest.raises(WeightsError, match="vit_tiny_patch16_224"):
+        sw.check_data(specs)
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(WeightsError, match="does not exist"):
+        sw.check_data([specs[0].replace(weights=str(missing))])
+    sw.check_data([specs[0].replace(pretrained=False)])  # random init needs no weights
+    sw.check_data([make_spec({"dataset": "digits", "backbone": "livar_tiny_vit"})])
