@@ -44,10 +44,10 @@ from livar_bench.data.partition import (
     partition_record,
 )
 from livar_bench.data.transforms import DeviceTransform
-from livar_bench.errors import BenchError
+from livar_bench.errors import BenchError, WeightsError
 from livar_bench.methods import RoundContext, parse_method
 from livar_bench.methods.base import ClientUpdate, Params, Signal
-from livar_bench.models import build_model
+from livar_bench.models import build_model, weights_problem
 from livar_bench.store import RunStore, environment, write_csv, write_json
 
 # Purposes of the derived random streams (part of the seed derivation; never reorder).
@@ -181,6 +181,9 @@ def setup_run(spec: RunSpec, bundle: DatasetBundle | None = None, partitions_dir
     """Load data, build the shared model, draw (or reuse) the partition and move client data to the device."""
     device = resolve_device(spec.device)
     if bundle is None:
+        problem = weights_problem(spec.backbone, pretrained=spec.pretrained, weights=spec.weights)
+        if problem:  # before decoding a dataset, which can take minutes
+            raise WeightsError(problem)
         options = LoadOptions(spec.data_root, spec.cache_dir, spec.download, storage_size=spec.image_size or 224)
         bundle = load_dataset(spec.dataset, options, spec.max_train_samples, spec.max_test_samples)
     model, info = build_model(

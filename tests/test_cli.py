@@ -182,3 +182,10 @@ def test_error_text_with_brackets_prints_literally(tmp_path, monkeypatch, capsys
     assert code == 2 and "livar-bench[hf]" in err
     code, _, err = invoke(["run", "--method", "ties[bogus=1]", "--out", str(tmp_path)], monkeypatch, capsys)
     assert code == 2 and "bogus" in err
+
+
+def test_weights_are_checked_before_the_dataset_is_read(tmp_path, monkeypatch, capsys):
+    args = ["run", "--dataset", "cifar100", "--data-root", str(tmp_path), "--backbone", "vit_tiny_patch16_224",
+            "--weights", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "out")]
+    code, _, err = invoke(args, monkeypatch, capsys)
+    assert_user_error(code, err, tmp_path / "out", "missing.safetensors", "does not exist")
