@@ -321,32 +321,7 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     emit("start", run_id=run_id, spec=spec, rounds=spec.rounds, clients=spec.num_clients, start_round=start_round)
     for round_ in range(start_round, spec.rounds + 1):
         t0 = time.perf_counter()
-        updates: list[ClientUpdate] = []
-        losses, images = [], 0
-        todo, requires, hit = sample_clients(spec, round_), method.requires, None
-        if round1 is not None and round_ == 1:  # shared first round: reuse, or train with more signals
-            hit = round1.load(method.requires)
-            todo, requires = ([] if hit else todo), round1.signals_to_collect(method.requires, share[1])
-        pack = resolve_pack(spec.pack, s.device, len(todo))  # clients trained together (client/packed.py)
-        packed = {} if pack <= 1 else train_in_packs(
-            s.model, global_params, {k: s.clients[k] for k in todo}, s.train_tf, method.objective, settings,
-            {k: generator(spec.seed, STREAM_CLIENT, round_, k, device=s.device) for k in todo},
-            s.bundle.num_classes, requires, pack)
-        for k in todo:
-            result = packed[k] if k in packed else local_train(
-                s.model, global_params, s.clients[k], s.train_tf, method.objective, settings,
-                generator(spec.seed, STREAM_CLIENT, round_, k, device=s.device), s.bundle.num_classes,
-                requires, client_id=k,
-            )
-            updates.append(result.update)
-            losses.append(result.mean_loss)
-            images += result.images
-            emit("client", round=round_, client=k, loss=result.mean_loss)
-        if round1 is not None and round_ == 1:
-            view = round1.settle(hit, Round1Result(updates, losses, images, requires), method.requires)
-            updates, losses, images = list(view.updates), list(view.losses), view.images
-            for u, loss in zip(updates, losses, strict=True) if hit else ():
-                emit("client", round=round_, client=u.client_id, loss=loss)
+        updates, losses, images = _client_phase(s, method, settings, global_params, round_, round1, share[1], emit)
         _sync(s.device)
         t1 = time.perf_counter()
         comm = round_costs(updates, global_params, method.requires)
@@ -382,6 +357,44 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     outcome = RunOutcome(run_id, final_dir, _final(frame))
     emit("done", run_id=run_id, final=outcome.final)
     return outcome
+
+
+def _client_phase(s: Setup, method: Any, settings: LocalSettings, global_params: Params, round_: int,
+                  round1: Round1Cache | None, round1_signals: frozenset[Signal] | None,
+                  emit: Event) -> tuple[list[ClientUpdate], list[float], int]:
+    """Local training of the round's clients: (updates, mean losses, images seen).
+
+    Clients train one after another on the shared model, or ``pack`` at a time (client/packed.py); in
+    round 1 of a sweep the updates may come from, or go to, the shared round-1 cache.
+    """
+    spec = s.spec
+    todo, requires, hit = sample_clients(spec, round_), method.requires, None
+    if round1 is not None and round_ == 1:  # shared first round: reuse, or train with more signals
+        hit = round1.load(method.requires)
+        todo, requires = ([] if hit else todo), round1.signals_to_collect(method.requires, round1_signals)
+    gens = {k: generator(spec.seed, STREAM_CLIENT, round_, k, device=s.device) for k in todo}
+    pack = resolve_pack(spec.pack, s.device, len(todo))
+    packed = {} if pack <= 1 else train_in_packs(
+        s.model, global_params, {k: s.clients[k] for k in todo}, s.train_tf, method.objective, settings, gens,
+        s.bundle.num_classes, requires, pack)
+    updates: list[ClientUpdate] = []
+    losses: list[float] = []
+    images = 0
+    for k in todo:
+        result = packed[k] if k in packed else local_train(
+            s.model, global_params, s.clients[k], s.train_tf, method.objective, settings, gens[k],
+            s.bundle.num_classes, requires, client_id=k,
+        )
+        updates.append(result.update)
+        losses.append(result.mean_loss)
+        images += result.images
+        emit("client", round=round_, client=k, loss=result.mean_loss)
+    if round1 is not None and round_ == 1:
+        view = round1.settle(hit, Round1Result(updates, losses, images, requires), method.requires)
+        updates, losses, images = list(view.updates), list(view.losses), view.images
+        for u, loss in zip(updates, losses, strict=True) if hit else ():
+            emit("client", round=round_, client=u.client_id, loss=loss)
+    return updates, losses, images
 
 
 def _final(frame: pd.DataFrame) -> dict[str, float]:
