@@ -84,7 +84,10 @@ class LocalExecutor:
         outcomes: list[RunOutcome] = []
         failures: list[tuple[str, str]] = []
         cached: tuple[tuple, Any] | None = None  # one dataset in memory at a time (specs come grouped)
+        round1 = _Round1Files(out, specs) if self.share_round1 else None
         for index, spec in enumerate(specs):
+            if round1 is not None:
+                round1.release_before(index)
             if store.is_done(spec.run_id):
                 outcome = run_federation(spec, out)  # returns at once, reading the stored metrics
                 outcomes.append(outcome)
@@ -105,7 +108,35 @@ class LocalExecutor:
                 continue
             outcomes.append(outcome)
             emit("run_end", index=index, total=len(specs), outcome=outcome)
+        if round1 is not None:
+            round1.release_before(len(specs))
         return SweepResult(tuple(outcomes), tuple(failures), time.perf_counter() - start)
+
+
+class _Round1Files:
+    """Deletes a cell's shared round-1 file once the sweep has passed the cell's last run.
+
+    The file holds every client's update with the union of the sweep's signals (with CCVR in the sweep,
+    per-class covariances: gigabytes per cell for ViT-B on 100+ classes), so it is not kept for longer
+    than its cell needs. An interrupted sweep leaves it for the rerun.
+    """
+
+    def __init__(self, out: str | Path, specs: list[RunSpec]) -> None:
+        from livar_bench.client.round1_cache import Round1Cache
+        from livar_bench.federation import resolve_device
+        from livar_bench.methods import parse_method
+
+        self.last: dict[Path, int] = {}
+        for index, spec in enumerate(specs):
+            path = Round1Cache.for_run(out, spec, parse_method(spec.method), resolve_device(spec.device)).path
+            self.last[path] = index
+
+    def release_before(self, index: int) -> None:
+        """Remove the files whose last user comes before ``index``."""
+        for path, last in list(self.last.items()):
+            if last < index:
+                path.unlink(missing_ok=True)
+                del self.last[path]
 
 
 def sweep_signals(specs: list[RunSpec]) -> frozenset:

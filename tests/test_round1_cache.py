@@ -100,15 +100,27 @@ def test_load_requires_every_asked_signal(tmp_path, tiny_spec_values):
     assert cache.signals_to_collect({Signal.CLASS_COV}, extra=()) == {Signal.CLASS_COV, Signal.LORA_SIGNAL}
 
 
-def test_local_sweep_shares_round1_and_matches_unshared_runs(tmp_path, tiny_spec_values):
+def test_local_sweep_shares_round1_and_matches_unshared_runs(tmp_path, tiny_spec_values, monkeypatch):
+    import livar_bench.federation as fed
     from livar_bench.executors import LocalExecutor
 
+    calls: list[int] = []
+    real = fed.local_train
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("client_id", -1))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fed, "local_train", counting)
     specs = [make_spec({**tiny_spec_values, "method": m}) for m in ("fedavg", "livar", "livar+ccvr")]
-    events: list[str] = []
-    LocalExecutor().run(specs, tmp_path / "sweep", on_event=lambda kind, **_: events.append(kind))
-    cache = list((tmp_path / "sweep" / "cache" / "round1").glob("*.pt"))
-    assert len(cache) == 1  # one cell, one objective: round 1 trained once for all three methods
+    LocalExecutor().run(specs, tmp_path / "sweep")
+    k, rounds = tiny_spec_values["num_clients"], tiny_spec_values["rounds"]
+    # round 1 trained once for the cell, later rounds once per method
+    assert len(calls) == k + len(specs) * k * (rounds - 1)
+    assert not list((tmp_path / "sweep" / "cache" / "round1").glob("*.pt"))  # released after the cell's last run
+    calls.clear()
     plain = LocalExecutor(share_round1=False).run(specs, tmp_path / "plain")
+    assert len(calls) == len(specs) * k * rounds
     assert not (tmp_path / "plain" / "cache").exists()
     for outcome in plain.outcomes:
         shared = tmp_path / "sweep" / "runs" / outcome.run_id
