@@ -7,6 +7,7 @@ check the same end to end.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -189,3 +190,17 @@ def test_weights_are_checked_before_the_dataset_is_read(tmp_path, monkeypatch, c
             "--weights", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "out")]
     code, _, err = invoke(args, monkeypatch, capsys)
     assert_user_error(code, err, tmp_path / "out", "missing.safetensors", "does not exist")
+
+
+def test_val_fraction_and_pack_options_reach_the_run(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    args = ["run", *QUICK, "--clients", "3", "--rounds", "1", "--val-fraction", "0.2", "--pack", "3",
+            "--out", str(tmp_path)]
+    code, _, err = invoke(args, monkeypatch, capsys)
+    assert code == 0, err
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
+    frame = pd.read_csv(run_dir / "metrics.csv")
+    assert set(frame[frame["split"] == "val"]["round"]) == {0, 1}
+    spec = json.loads((run_dir / "spec.json").read_text())
+    assert spec["val_fraction"] == 0.2 and spec["pack"] == 3

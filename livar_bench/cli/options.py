@@ -37,6 +37,10 @@ MaxTrain = Annotated[int | None, typer.Option(help="Seeded training subsample (q
 MaxTest = Annotated[int | None, typer.Option(help="Seeded test subsample (quick runs).")]
 Precision = Annotated[str | None, typer.Option(help="auto (bf16 on CUDA), bf16 or fp32.")]
 Device = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+ValFraction = Annotated[float | None, typer.Option(
+    help="Share of each client's training data held out as a validation split (split=val rows; default 0).")]
+Pack = Annotated[int | None, typer.Option(
+    help="Clients trained together in one batched step (0/1 = off; default: auto = off on CPU, up to 10 on CUDA).")]
 Config = Annotated[Path | None, typer.Option(help="YAML file of run settings; options override it.")]
 
 # CLI option name -> RunSpec field, where they differ.

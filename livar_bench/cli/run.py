@@ -41,6 +41,7 @@ def run(
     clients: o.Clients = None,
     participation: o.Participation = None,
     min_client_samples: o.MinClientSamples = None,
+    val_fraction: o.ValFraction = None,
     rounds: o.Rounds = None,
     epochs: o.Epochs = None,
     batch_size: o.BatchSize = None,
@@ -59,6 +60,7 @@ def run(
     max_test_samples: o.MaxTest = None,
     precision: o.Precision = None,
     device: o.Device = None,
+    pack: o.Pack = None,
     config: o.Config = None,
     out: Path = typer.Option(Path("results"), help="Results folder (runs go to OUT/runs/<run_id>)."),
     force: bool = typer.Option(False, help="Rerun even if this run is already done (replaced only on success)."),
@@ -73,7 +75,7 @@ def run(
 
     values = o.spec_values(
         config, iid=iid, dataset=dataset, alpha=alpha, clients=clients, participation=participation,
-        min_client_samples=min_client_samples, rounds=rounds, epochs=epochs, batch_size=batch_size, lr=lr,
+        min_client_samples=min_client_samples, val_fraction=val_fraction, pack=pack, rounds=rounds, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, seed=seed, backbone=backbone, weights=weights, pretrained=pretrained,
         lora_rank=lora_rank, lora_alpha=lora_alpha, image_size=image_size, data_root=data_root, download=download,
         max_train_samples=max_train_samples, max_test_samples=max_test_samples, precision=precision, device=device,

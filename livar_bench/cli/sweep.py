@@ -132,6 +132,8 @@ def sweep(
     max_test_samples: o.MaxTest = None,
     precision: o.Precision = None,
     device: o.Device = None,
+    val_fraction: o.ValFraction = None,
+    pack: o.Pack = None,
     executor: str = typer.Option("local", help="local (one run after another) or ray (one run per GPU/CPU slot)."),
     ray_address: str | None = typer.Option(None, help="Ray cluster address (default: start Ray locally)."),
     out: Path = typer.Option(Path("results"), help="Results folder (runs go to OUT/runs/<run_id>)."),
@@ -149,6 +151,7 @@ def sweep(
         weights=str(weights) if weights else None, pretrained=pretrained,
         data_root=str(data_root) if data_root else None, download=download, max_train_samples=max_train_samples,
         max_test_samples=max_test_samples, precision=precision, device=device, partition="iid" if iid else None,
+        val_fraction=val_fraction, pack=pack,
     )
     grid = dict(datasets=sw.split_list(datasets), methods=sw.split_list(methods),
                 alphas=sw.parse_numbers(alphas, float, "alphas"), seeds=sw.parse_numbers(seeds, int, "seeds"))
