@@ -57,7 +57,7 @@ class SweepProgress:
 
     def log(self, text: str) -> None:
         if self.progress is not None:
-            self.progress.console.log(text, highlight=False)
+            self.progress.console.print(text, highlight=False)
         else:
             console.print(text, highlight=False, soft_wrap=True)
 

@@ -54,7 +54,7 @@ class RunProgress:
             if self.progress is not None:
                 self.progress.advance(self.rounds_task)
                 self.progress.reset(self.clients_task)
-                self.progress.console.log(f"{self.label}round {info['round']}: acc {m['acc']:.4f}  loss {m['loss']:.4f}")
+                self.progress.console.print(f"{self.label}round {info['round']}: acc {m['acc']:.4f}  loss {m['loss']:.4f}")
             else:
                 console.print(f"{self.label}round {info['round']}: acc {m['acc']:.4f}  loss {m['loss']:.4f}", highlight=False)
         elif event == "resume":
