@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 OUT ?= results
 DATA_ROOT ?= $(HOME)/data
 
-.PHONY: help install demo test test-all test-gpu quality reproduce-table clean-demo
+.PHONY: help install demo test test-all test-gpu bench-gpu quality reproduce-table clean-demo
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,6 +22,12 @@ test-all:  ## CPU suite plus slow tests
 	$(PYTHON) -m pytest -q -m "not gpu"
 
 test-gpu:  ## tests that need CUDA
+	$(PYTHON) -m pytest -q -m gpu
+
+bench-gpu:  ## GPU figures for the README: ViT-B/16 bench (optimised, packed, reference-style) as JSON, then gpu tests
+	mkdir -p $(OUT)/bench
+	livar-bench bench --backbone vit_base_patch16_224 --clients 10 --batch-size 16 --samples-per-client 64 \
+		--device cuda --repeats 3 --pack 10 --json > $(OUT)/bench/vit_b16_cuda.json
 	$(PYTHON) -m pytest -q -m gpu
 
 quality:  ## lint
