@@ -78,8 +78,8 @@ def explain(
     values = o.spec_values(
         config, dataset=dataset, alpha=alpha, num_clients=clients, participation=participation, rounds=rounds,
         local_epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, backbone=backbone,
-        weights=str(weights) if weights else None, pretrained=pretrained, lora_rank=lora_rank, lora_alpha=lora_alpha,
-        image_size=image_size, data_root=str(data_root) if data_root else None, download=download,
+        weights=weights, pretrained=pretrained, lora_rank=lora_rank, lora_alpha=lora_alpha,
+        image_size=image_size, data_root=data_root, download=download,
         max_train_samples=max_train_samples, max_test_samples=max_test_samples, precision=precision, device=device,
     )
     values.setdefault("rounds", 1)  # one round already gives clients x modules samples; more is opt-in

@@ -145,11 +145,11 @@ def sweep(
     """
     from livar_bench import sweep as sw
 
-    base = dict(
+    base = o.run_settings(
         backbone=backbone, num_clients=clients, rounds=rounds, local_epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, lora_rank=lora_rank, lora_alpha=lora_alpha,
-        weights=str(weights) if weights else None, pretrained=pretrained,
-        data_root=str(data_root) if data_root else None, download=download, max_train_samples=max_train_samples,
+        weights=weights, pretrained=pretrained,
+        data_root=data_root, download=download, max_train_samples=max_train_samples,
         max_test_samples=max_test_samples, precision=precision, device=device, partition="iid" if iid else None,
         val_fraction=val_fraction, pack=pack,
     )

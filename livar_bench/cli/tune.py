@@ -68,8 +68,8 @@ def tune(
     values = o.spec_values(
         config, dataset=dataset, alpha=alpha, num_clients=clients, rounds=rounds, local_epochs=epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, backbone=backbone,
-        weights=str(weights) if weights else None, pretrained=pretrained, lora_rank=lora_rank, lora_alpha=lora_alpha,
-        data_root=str(data_root) if data_root else None, max_train_samples=max_train_samples,
+        weights=weights, pretrained=pretrained, lora_rank=lora_rank, lora_alpha=lora_alpha,
+        data_root=data_root, max_train_samples=max_train_samples,
         max_test_samples=max_test_samples, precision=precision, device=device, val_fraction=val_fraction,
     )
     if iid:
