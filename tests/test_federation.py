@@ -166,3 +166,15 @@ def test_failed_forced_rerun_keeps_the_finished_result(tmp_path, tiny_spec_value
     again = run_federation(spec, tmp_path, force=True)
     assert not again.skipped and (again.run_dir / "DONE").is_file()
     assert not any((tmp_path / "runs" / ".partial").glob(f"{spec.run_id}*"))
+
+
+@pytest.mark.parametrize("pack", [None, 3], ids=["sequential", "packed"])
+def test_bf16_autocast_path_runs_on_cpu(tmp_path, tiny_spec_values, pack):
+    """The precision used on CUDA (bf16 autocast) exercised on the CPU: every signal and stage must cope
+    with bf16 activations, and the loss must stay finite."""
+    spec = make_spec({**tiny_spec_values, "precision": "bf16", "method": "livar+ccvr", "pack": pack})
+    outcome = run_federation(spec, tmp_path)
+    frame = pd.read_csv(outcome.run_dir / "metrics.csv")
+    values = frame[frame["split"].isin(["test", "train"])]["value"]
+    assert values.notna().all() and torch.isfinite(torch.tensor(values.to_numpy())).all()
+    assert 0.0 <= outcome.final["acc"] <= 1.0
