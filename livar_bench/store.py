@@ -104,6 +104,30 @@ class RunStore:
             return True
         return False
 
+    def state(self, run_id: str) -> tuple[str, int | None]:
+        """("done" | "running" | "interrupted" | "pending", last completed round or None).
+
+        "running": a live process holds the run's lock; "interrupted": a partial run with a checkpoint
+        that the next sweep resumes.
+        """
+        if self.is_done(run_id):
+            return "done", None
+        checkpoint = self.partial_dir(run_id) / "checkpoint.pt"
+        last = None
+        if checkpoint.is_file():
+            import torch
+
+            try:
+                last = int(torch.load(checkpoint, map_location="cpu", weights_only=False)["round"])
+            except (OSError, RuntimeError, KeyError, EOFError, ValueError):
+                last = None
+        lock = self.runs / ".locks" / f"{run_id}.lock"
+        if lock.is_file():
+            pid, _, host = lock.read_text().strip().partition("@")
+            if host != socket.gethostname() or (pid.isdigit() and _pid_alive(int(pid))):
+                return "running", last
+        return ("interrupted", last) if checkpoint.is_file() else ("pending", None)
+
     def start(self, run_id: str) -> Path:
         """The partial folder for a run (kept if it exists: it may hold a checkpoint to resume from)."""
         path = self.partial_dir(run_id)

@@ -1,0 +1,48 @@
+"""`livar-bench status`: done / running / interrupted / pending runs of recorded sweeps."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from livar_bench.config import make_spec
+from livar_bench.executors import LocalExecutor
+from livar_bench.store import RunStore
+from livar_bench.sweep import SweepConfig, write_manifest
+from tests.test_cli import invoke
+
+
+class Stop(Exception):
+    pass
+
+
+def test_status_counts_each_state(tmp_path, tiny_spec_values, monkeypatch, capsys):
+    specs = [make_spec({**tiny_spec_values, "method": m}) for m in ("fedavg", "livar", "ties", "task_arithmetic")]
+    write_manifest(SweepConfig(name="t"), specs, tmp_path)
+
+    def crash_second_run(kind, **info):
+        if kind == "round" and info["round"] == 1 and crash_second_run.runs == 2:
+            raise Stop
+        if kind == "run_start":
+            crash_second_run.runs += 1
+
+    crash_second_run.runs = 0
+    with pytest.raises(Stop):
+        LocalExecutor().run(specs, tmp_path, on_event=crash_second_run)
+    store = RunStore(tmp_path)
+    assert store.state(specs[0].run_id) == ("done", None)
+    assert store.state(specs[1].run_id) == ("interrupted", 1)
+    assert store.state(specs[3].run_id) == ("pending", None)
+    # a live process holding the lock makes a run "running"
+    locks = tmp_path / "runs" / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    (locks / f"{specs[2].run_id}.lock").write_text(f"{os.getpid()}@{socket.gethostname()}")
+    assert store.state(specs[2].run_id)[0] == "running"
+
+    code, out, err = invoke(["status", "--out", str(tmp_path), "--runs"], monkeypatch, capsys)
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if "│ t " in line)
+    assert [c.strip() for c in row.split("│")[3:8]] == ["4", "1", "1", "1", "1"]
+    assert f"{specs[1].run_id}  interrupted after round 1  livar" in out
