@@ -26,7 +26,7 @@ from collections.abc import Collection, Iterable, Mapping
 import torch
 from torch import Tensor
 
-from livar_bench.methods.base import ClassStats, ClientUpdate, Signal
+from livar_bench.methods.base import ClassStats, ClientUpdate, Signal, needs_class_stats
 
 INT64_BYTES = 8
 
@@ -53,7 +53,7 @@ def class_stats_bytes(stats: ClassStats | None, with_cov: bool) -> int:
 
 def upload_breakdown(update: ClientUpdate, requires: Collection[Signal]) -> dict[str, int]:
     """Bytes of one client's upload, by part: params, meta, class_stats, lora_signals."""
-    needs_stats = Signal.CLASS_STATS in requires or Signal.CLASS_COV in requires
+    needs_stats = needs_class_stats(requires)
     signals = update.lora_signals if Signal.LORA_SIGNAL in requires else None
     return {
         "params": params_bytes(update.params),

@@ -23,17 +23,17 @@ gathers and no host synchronisation in the step).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
-from livar_bench.client.train import ClientResult, LocalSettings, autocast, client_class_stats
+from livar_bench.client.train import ClientResult, LocalSettings, autocast, batch_schedule, finish_client
 from livar_bench.data.base import ImageSplit
 from livar_bench.data.transforms import DeviceTransform
-from livar_bench.errors import BenchError, DivergedError
-from livar_bench.methods.base import ClientUpdate, LocalObjective, Params, Signal
+from livar_bench.errors import BenchError
+from livar_bench.methods.base import LocalObjective, Params, Signal
 from livar_bench.models import LoraViT
 
 BETAS = (0.9, 0.999)  # torch.optim.AdamW defaults, as make_optimizer uses them
@@ -48,17 +48,6 @@ def resolve_pack(pack: int | None, device: torch.device, num_clients: int) -> in
     if pack < 0:
         raise BenchError(f"pack must be 0 (off), 1 (off) or a number of clients, not {pack}")
     return max(1, min(pack, num_clients))
-
-
-def _schedule(data: ImageSplit, epochs: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
-    """Batch indices in local_train's order: a fresh permutation per epoch drawn from the client's
-    generator lazily, so augmentation draws of earlier batches come first, exactly as in local_train."""
-    n = len(data)
-    device = data.labels.device
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=generator, device=generator.device).to(device)
-        for begin in range(0, n, batch_size):
-            yield order[begin : begin + batch_size]
 
 
 class _ClientView(Mapping):
@@ -182,7 +171,7 @@ def packed_local_train(
     before = torch.empty_like(flat) if want_signal else None
     loss_sums = torch.zeros(k_all, device=device)
 
-    schedules = [_schedule(datas[i], settings.epochs, bsz, generators[i]) for i in order]
+    schedules = [batch_schedule(datas[i], settings.epochs, bsz, generators[i]) for i in order]
     state = _Packed(stacked)
     lr, wd = settings.lr, settings.weight_decay
     model.train()
@@ -224,25 +213,10 @@ def packed_local_train(
     sums = loss_sums.tolist()  # the one read of the losses for the whole pack
     results: list[ClientResult | None] = [None] * k_all
     for j, i in enumerate(order):
-        mean_loss = sums[j] / max(steps[i], 1)
-        if not torch.isfinite(torch.tensor(mean_loss)):
-            raise DivergedError(
-                f"client {ids[i]}: training loss is not finite ({mean_loss}); lower --lr or check the data"
-            )
         params = {k: stacked[k][j].detach().clone().to(model.trainable[k].dtype) for k in keys}
-        stats = None
-        if Signal.CLASS_STATS in requires or Signal.CLASS_COV in requires:
-            model.load_params(params)
-            stats = client_class_stats(model, datas[i], transform, num_classes, settings, Signal.CLASS_COV in requires)
-        update = ClientUpdate(
-            client_id=ids[i],
-            num_samples=len(datas[i]),
-            class_counts=torch.bincount(datas[i].labels, minlength=num_classes).cpu(),
-            params=params,
-            class_stats=stats,
-            lora_signals=dict(zip(lora_keys, signal[j].clone().unbind(0), strict=True)) if want_signal else None,
-        )
-        results[i] = ClientResult(update, mean_loss, settings.epochs * len(datas[i]))
+        lora_signals = dict(zip(lora_keys, signal[j].clone().unbind(0), strict=True)) if want_signal else None
+        results[i] = finish_client(model, params, datas[i], transform, settings, num_classes, requires, ids[i],
+                                   sums[j], steps[i], lora_signals)
     for leaf in stacked.values():
         leaf.grad = None
     return results  # type: ignore[return-value]

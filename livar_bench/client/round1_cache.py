@@ -23,7 +23,7 @@ import torch
 
 from livar_bench.client.packed import resolve_pack
 from livar_bench.config import NON_IDENTITY_FIELDS, RunSpec
-from livar_bench.methods.base import ClientUpdate, Method, Signal
+from livar_bench.methods.base import ClientUpdate, Method, Signal, needs_class_stats
 
 CACHE_VERSION = 1
 # Spec fields that do not change round-1 client training (the method's server side, the run length).
@@ -49,7 +49,7 @@ class Round1Result:
 
 def _restrict(update: ClientUpdate, requires: frozenset[Signal]) -> ClientUpdate:
     stats = None
-    if Signal.CLASS_STATS in requires or Signal.CLASS_COV in requires:
+    if needs_class_stats(requires):
         stats = update.class_stats
         if stats is not None and Signal.CLASS_COV not in requires:
             stats = dataclasses.replace(stats, cov=None)

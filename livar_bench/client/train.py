@@ -8,7 +8,7 @@ device and are read once, after the client finishes.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -19,7 +19,7 @@ from livar_bench.client.signals import PathIntegralSignal, class_statistics
 from livar_bench.data.base import ImageSplit
 from livar_bench.data.transforms import DeviceTransform
 from livar_bench.errors import DivergedError
-from livar_bench.methods.base import ClientUpdate, LocalObjective, Params, Signal
+from livar_bench.methods.base import ClientUpdate, LocalObjective, Params, Signal, needs_class_stats
 from livar_bench.models import LoraViT
 
 
@@ -84,45 +84,64 @@ def local_train(
     signal = None
     if Signal.LORA_SIGNAL in requires:
         signal = PathIntegralSignal(lora_keys, [model.trainable[k] for k in lora_keys])
-    n = len(data)
     loss_sum = torch.zeros((), device=device)
     steps = 0
-    for _ in range(settings.epochs):
+    for index in batch_schedule(data, settings.epochs, settings.batch_size, generator):
+        x = transform.train(data.images[index], generator)
+        y = data.labels[index]
+        with autocast(device, settings.autocast_dtype):
+            logits = model(x)
+        loss = objective(logits, y, model.trainable, start)
+        loss.backward()
+        if signal is not None:
+            signal.before_step()
+        optimizer.step()
+        if signal is not None:
+            signal.after_step([model.trainable[k].grad for k in lora_keys])
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum += loss.detach()
+        steps += 1
+    lora_signals = signal.result() if signal is not None else None
+    # float(loss_sum): the one read of the loss per client
+    return finish_client(model, model.get_params(), data, transform, settings, num_classes, requires, client_id,
+                         float(loss_sum), steps, lora_signals)
+
+
+def batch_schedule(data: ImageSplit, epochs: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
+    """A client's batch indices: a fresh permutation per epoch from its own generator, drawn lazily so
+    that the augmentation draws of earlier batches come first (shared by sequential and packed training,
+    which is what makes the two give the same updates)."""
+    n = len(data)
+    device = data.labels.device
+    for _ in range(epochs):
         order = torch.randperm(n, generator=generator, device=generator.device).to(device)
-        for begin in range(0, n, settings.batch_size):
-            index = order[begin : begin + settings.batch_size]
-            x = transform.train(data.images[index], generator)
-            y = data.labels[index]
-            with autocast(device, settings.autocast_dtype):
-                logits = model(x)
-            loss = objective(logits, y, model.trainable, start)
-            loss.backward()
-            if signal is not None:
-                signal.before_step()
-            optimizer.step()
-            if signal is not None:
-                signal.after_step([model.trainable[k].grad for k in lora_keys])
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach()
-            steps += 1
-    mean_loss = float(loss_sum) / max(steps, 1)  # the one read of the loss per client
+        for begin in range(0, n, batch_size):
+            yield order[begin : begin + batch_size]
+
+
+def finish_client(model: LoraViT, params: Params, data: ImageSplit, transform: DeviceTransform,
+                  settings: LocalSettings, num_classes: int, requires: Collection[Signal], client_id: int,
+                  loss_sum: float, steps: int, lora_signals: dict[str, Tensor] | None) -> ClientResult:
+    """The end of a client's local training: loss check, class statistics under its final ``params``
+    (loaded into ``model``) when requested, and the ``ClientResult``."""
+    mean_loss = loss_sum / max(steps, 1)
     if not torch.isfinite(torch.tensor(mean_loss)):
         raise DivergedError(
             f"client {client_id}: training loss is not finite ({mean_loss}); lower --lr or check the data"
         )
     stats = None
-    if Signal.CLASS_STATS in requires or Signal.CLASS_COV in requires:
+    if needs_class_stats(requires):
+        model.load_params(params)
         stats = client_class_stats(model, data, transform, num_classes, settings, Signal.CLASS_COV in requires)
-    counts = torch.bincount(data.labels, minlength=num_classes).cpu()
     update = ClientUpdate(
         client_id=client_id,
-        num_samples=n,
-        class_counts=counts,
-        params=model.get_params(),
+        num_samples=len(data),
+        class_counts=torch.bincount(data.labels, minlength=num_classes).cpu(),
+        params=params,
         class_stats=stats,
-        lora_signals=signal.result() if signal is not None else None,
+        lora_signals=lora_signals,
     )
-    return ClientResult(update, mean_loss, settings.epochs * n)
+    return ClientResult(update, mean_loss, settings.epochs * len(data))
 
 
 @torch.no_grad()

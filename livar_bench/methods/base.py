@@ -12,7 +12,7 @@ Parameter keys are canonical and short:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol, runtime_checkable
@@ -29,6 +29,11 @@ class Signal(str, Enum):
     CLASS_STATS = "class_stats"  # per-class count, mean and per-dimension variance of pre-logit features
     CLASS_COV = "class_cov"  # additionally the full per-class covariance (CCVR)
     LORA_SIGNAL = "lora_signal"  # accumulated |sum(grad * delta theta)| per LoRA factor (LIVAR)
+
+
+def needs_class_stats(requires: Collection[Signal]) -> bool:
+    """Whether clients must compute class statistics (CLASS_COV implies the plain statistics too)."""
+    return Signal.CLASS_STATS in requires or Signal.CLASS_COV in requires
 
 
 @dataclass(frozen=True)
