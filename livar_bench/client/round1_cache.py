@@ -74,6 +74,7 @@ class Round1Cache:
     def __init__(self, root: str | Path, key: str, device: torch.device) -> None:
         self.path = Path(root) / "cache" / "round1" / f"{key}.pt"
         self.device = device
+        self._held: frozenset[Signal] | None = None  # signals in the file, as last read by ``load``
 
     @classmethod
     def for_run(cls, root: str | Path, spec: RunSpec, method: Method, device: torch.device) -> Round1Cache:
@@ -81,6 +82,7 @@ class Round1Cache:
 
     def load(self, requires: Collection[Signal]) -> Round1Result | None:
         """The cached result restricted to ``requires``, or None when absent or short of a signal."""
+        self._held = frozenset()
         if not self.path.is_file():
             return None
         try:
@@ -89,20 +91,18 @@ class Round1Cache:
             result = Round1Result(state["updates"], state["losses"], state["images"], signals)
         except (OSError, RuntimeError, KeyError, EOFError, ValueError):
             return None  # a damaged cache file only costs a recomputation
+        self._held = signals
         if not frozenset(requires) <= result.signals:
             return None
         return result.restricted(requires)
 
     def signals_to_collect(self, requires: Collection[Signal], extra: Collection[Signal] | None = None) -> frozenset[Signal]:
         """What a miss should collect: what is asked for, ``extra`` (default: the cheap signals) and
-        whatever an existing file already holds, so that the rewritten file serves its earlier readers."""
-        held: frozenset[Signal] = frozenset()
-        if self.path.is_file():
-            try:
-                state = torch.load(self.path, map_location="cpu", weights_only=False)
-                held = frozenset(Signal(v) for v in state["signals"])
-            except (OSError, RuntimeError, KeyError, EOFError, ValueError):
-                held = frozenset()
+        whatever an existing file already holds, so that the rewritten file serves its earlier readers.
+        The file's signals are those ``load`` saw (the file, which can be gigabytes, is read once)."""
+        if self._held is None:
+            self.load(())
+        held = self._held or frozenset()
         return frozenset(requires) | frozenset(DEFAULT_SIGNALS if extra is None else extra) | held
 
     def save(self, result: Round1Result) -> None:
