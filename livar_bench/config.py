@@ -110,14 +110,18 @@ class RunSpec(BaseModel):
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return digest[:12]
 
-    @property
-    def partition_id(self) -> str:
-        """Hash of the settings that decide which client holds which sample (and trains on which)."""
+    def partition_settings(self) -> dict[str, Any]:
+        """The settings that decide which client holds which sample (and trains on which)."""
         keys = ("dataset", "max_train_samples", "partition", "alpha", "num_clients", "min_client_samples", "seed")
         payload = {k: getattr(self, k) for k in keys if not (k == "alpha" and self.partition == "iid")}
         if self.val_fraction:  # the validation carve changes each client's training data
             payload["val_fraction"] = self.val_fraction
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+        return payload
+
+    @property
+    def partition_id(self) -> str:
+        """Hash of ``partition_settings()``."""
+        return hashlib.sha256(json.dumps(self.partition_settings(), sort_keys=True).encode()).hexdigest()[:12]
 
     def replace(self, **changes: Any) -> RunSpec:
         """A validated copy with ``changes`` applied."""

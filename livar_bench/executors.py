@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from livar_bench.config import RunSpec
 from livar_bench.errors import BenchError, DataNotFoundError, WeightsError
-from livar_bench.federation import RunOutcome, run_federation
+from livar_bench.federation import RunOutcome, load_run_dataset, run_federation
 from livar_bench.store import RunStore
 
 Event = Callable[..., None]
@@ -97,7 +97,7 @@ class LocalExecutor:
             try:
                 key = _bundle_key(spec)
                 if cached is None or cached[0] != key:
-                    cached = (key, _load_bundle(spec))
+                    cached = (key, load_run_dataset(spec))
                 outcome = run_federation(spec, out, on_event=emit, bundle=cached[1],
                                          share_round1=self.share_round1, round1_signals=signals)
             except BenchError as err:
@@ -148,13 +148,6 @@ def sweep_signals(specs: list[RunSpec]) -> frozenset:
     for spec in specs:
         needed |= parse_method(spec.method).requires
     return frozenset(needed)
-
-
-def _load_bundle(spec: RunSpec) -> Any:
-    from livar_bench.data import LoadOptions, load_dataset
-
-    options = LoadOptions(spec.data_root, spec.cache_dir, spec.download, storage_size=spec.image_size or 224)
-    return load_dataset(spec.dataset, options, spec.max_train_samples, spec.max_test_samples)
 
 
 RAY_HOW = "the Ray executor needs Ray: pip install 'livar-bench[ray]' (or use --executor local)"

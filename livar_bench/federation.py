@@ -117,15 +117,9 @@ def obtain_partition(
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         record = partition_record(partition, labels, num_classes, val)
-        record.update(partition_id=spec.partition_id, settings=_partition_settings(spec))
+        record.update(partition_id=spec.partition_id, settings=spec.partition_settings())
         write_json(path, record)  # atomic; concurrent writers write identical content
     return partition, val
-
-
-def _partition_settings(spec: RunSpec) -> dict[str, Any]:
-    keys = ("dataset", "max_train_samples", "partition", "alpha", "num_clients", "min_client_samples", "seed",
-            "val_fraction")
-    return {k: getattr(spec, k) for k in keys}
 
 
 def partition_summary(spec: RunSpec, partition: Partition, labels: np.ndarray, num_classes: int) -> dict[str, Any]:
@@ -177,6 +171,12 @@ class Setup:
     val: Any = None  # union of the clients' validation carves, or None when val_fraction == 0
 
 
+def load_run_dataset(spec: RunSpec) -> DatasetBundle:
+    """The dataset a run trains on (decoded once into the cache; subsampled when the spec asks)."""
+    options = LoadOptions(spec.data_root, spec.cache_dir, spec.download, storage_size=spec.image_size or 224)
+    return load_dataset(spec.dataset, options, spec.max_train_samples, spec.max_test_samples)
+
+
 def setup_run(spec: RunSpec, bundle: DatasetBundle | None = None, partitions_dir: Path | None = None) -> Setup:
     """Load data, build the shared model, draw (or reuse) the partition and move client data to the device."""
     device = resolve_device(spec.device)
@@ -184,8 +184,7 @@ def setup_run(spec: RunSpec, bundle: DatasetBundle | None = None, partitions_dir
         problem = weights_problem(spec.backbone, pretrained=spec.pretrained, weights=spec.weights)
         if problem:  # before decoding a dataset, which can take minutes
             raise WeightsError(problem)
-        options = LoadOptions(spec.data_root, spec.cache_dir, spec.download, storage_size=spec.image_size or 224)
-        bundle = load_dataset(spec.dataset, options, spec.max_train_samples, spec.max_test_samples)
+        bundle = load_run_dataset(spec)
     model, info = build_model(
         spec.backbone, bundle.num_classes, rank=spec.lora_rank, alpha=spec.lora_alpha, targets=spec.lora_targets,
         pretrained=spec.pretrained, weights=spec.weights, image_size=spec.image_size,
