@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from livar_bench.analysis import select_values
 from livar_bench.config import NON_IDENTITY_FIELDS
 from livar_bench.errors import BenchError
 from livar_bench.store import RunStore
@@ -86,12 +87,10 @@ def write_tidy(frame: pd.DataFrame, out: str | Path) -> list[Path]:
 
 def final_values(frame: pd.DataFrame, metric: str = DEFAULT_METRIC, split: str = "test") -> pd.DataFrame:
     """One row per run: ``metric`` on ``split`` at the run's last round (column ``value``)."""
-    rows = frame[(frame["metric"] == metric) & (frame["split"] == split)]
-    if rows.empty:
+    if not ((frame["metric"] == metric) & (frame["split"] == split)).any():
         known = sorted(set(frame.loc[frame["split"] == split, "metric"]))
         raise BenchError(f"no {split} metric {metric!r} in the results; available: {', '.join(known) or 'none'}")
-    last = rows.groupby("run_id")["round"].transform("max")
-    return rows[rows["round"] == last].reset_index(drop=True)
+    return select_values(frame, metric, split, "last").reset_index(drop=True)
 
 
 def _differing(settings: pd.DataFrame | None, run_ids: Sequence[str]) -> str:
@@ -347,10 +346,11 @@ def to_csv_frame(pivot: Pivot) -> pd.DataFrame:
 
 # --- plots -----------------------------------------------------------------------------------------
 
-def _pyplot():
+def pyplot_agg():
+    """matplotlib.pyplot on the file-only Agg backend (never needs a display); shared by every plot."""
     import matplotlib
 
-    matplotlib.use("Agg")  # files only; never needs a display
+    matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     return plt
@@ -367,7 +367,7 @@ def _save(fig, path: Path) -> list[Path]:
 
 def plot_curves(tidy: pd.DataFrame, folder: Path, metric: str = DEFAULT_METRIC, style: Style | None = None) -> list[Path]:
     """Per dataset: ``metric`` per round per method (mean over seeds, band = ± std), one panel per alpha."""
-    plt, style = _pyplot(), style or Style()
+    plt, style = pyplot_agg(), style or Style()
     rows = tidy[(tidy["split"] == "test") & (tidy["metric"] == metric)]
     scale = 100.0 if metric in PERCENT_METRICS else 1.0
     written = []
@@ -395,7 +395,7 @@ def plot_curves(tidy: pd.DataFrame, folder: Path, metric: str = DEFAULT_METRIC, 
 def plot_final_vs_alpha(finals: pd.DataFrame, folder: Path, metric: str = DEFAULT_METRIC,
                         style: Style | None = None) -> list[Path]:
     """Final ``metric`` against alpha (log axis), one panel per dataset, one line per method, error bars = std."""
-    plt, style = _pyplot(), style or Style()
+    plt, style = pyplot_agg(), style or Style()
     scale = 100.0 if metric in PERCENT_METRICS else 1.0
     datasets = sorted(finals["dataset"].unique(), key=lambda d: style.sort_key("dataset", d))
     fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.2), squeeze=False)

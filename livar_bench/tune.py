@@ -24,7 +24,7 @@ import pandas as pd
 
 from livar_bench.config import RunSpec
 from livar_bench.errors import BenchError
-from livar_bench.methods.registry import build_component, split_spec
+from livar_bench.methods.registry import build_component, render_spec, split_spec
 
 DEFAULT_VAL_FRACTION = 0.1  # used when the base settings hold out nothing
 SCORE = ("val", "acc")  # (split, metric) that picks the winner; higher is better
@@ -94,7 +94,7 @@ def grid_points(method: str, grid: dict[tuple[str, str], list[str]]) -> list[tup
         for name, a in args:  # typed values; also validates every key and value before anything runs
             _, built = build_component(name, a)
             values.update({f"{name}.{k}": getattr(built, k) for k in a if (name, k) in grid})
-        spec = "+".join(f"{n}[{','.join(f'{k}={v}' for k, v in a.items())}]" if a else n for n, a in args)
+        spec = render_spec(args)
         points.append((spec, values))
     return points
 

@@ -15,7 +15,7 @@ def apply_params(method: str, params: list[str] | None) -> str:
     """Fold ``--param name.key=value`` options into the method spec string."""
     if not params:
         return method
-    from livar_bench.methods.registry import split_spec
+    from livar_bench.methods.registry import render_spec, split_spec
 
     parts = split_spec(method)
     names = [name for name, _ in parts]
@@ -27,7 +27,7 @@ def apply_params(method: str, params: list[str] | None) -> str:
         if name not in names:
             raise BenchError(f"--param {item!r}: {name!r} is not part of method {method!r}")
         parts[names.index(name)][1][key] = value
-    return "+".join(f"{n}[{','.join(f'{k}={v}' for k, v in a.items())}]" if a else n for n, a in parts)
+    return render_spec(parts)
 
 
 @app.command()

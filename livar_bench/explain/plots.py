@@ -13,26 +13,18 @@ import pandas as pd
 from livar_bench.explain.rule import BUCKETS, DerivedRule
 from livar_bench.explain.surrogate import Attribution
 from livar_bench.methods.livar_rule import PAPER_RULE, LivarRule
+from livar_bench.reporting import pyplot_agg
 
 FEATURE_LABELS = {"a_pos": "A-signal quantile position", "b_pos": "B-signal quantile position",
                   "depth": "relative block depth", "kind_code": "module kind (qkv, proj, fc1, fc2)",
                   "client_share": "client share of samples"}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def save_summary(attribution: Attribution, x: np.ndarray, path: Path) -> Path:
     """SHAP beeswarm: one dot per sample and feature, coloured by the feature's value."""
     import shap
 
-    plt = _pyplot()
+    plt = pyplot_agg()
     names = [FEATURE_LABELS.get(f, f) for f in attribution.features]
     plt.figure()
     shap.summary_plot(attribution.values, x, feature_names=names, show=False, rng=np.random.default_rng(0))
@@ -47,7 +39,7 @@ def save_dependence(attribution: Attribution, x: np.ndarray, feature: str, inter
     """SHAP value of ``feature`` against its value, coloured by ``interaction``."""
     import shap
 
-    plt = _pyplot()
+    plt = pyplot_agg()
     fig, ax = plt.subplots(figsize=(6, 4))
     names = list(attribution.features)
     shap.dependence_plot(names.index(feature), attribution.values, x, feature_names=names,
@@ -61,7 +53,7 @@ def save_dependence(attribution: Attribution, x: np.ndarray, feature: str, inter
 
 def save_tables(derived: DerivedRule, path: Path, paper: LivarRule = PAPER_RULE) -> Path:
     """Heatmaps of the derived and the paper's bucket weights, each as shares of its 9-bucket total."""
-    plt = _pyplot()
+    plt = pyplot_agg()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     for ax, rule, title in ((axes[0], derived.rule, "derived (this run)"), (axes[1], paper, "paper")):
         table = rule.table.numpy()

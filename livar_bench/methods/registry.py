@@ -96,6 +96,12 @@ def split_spec(spec: str) -> list[tuple[str, dict[str, str]]]:
     return parts
 
 
+def render_spec(parts: list[tuple[str, dict[str, Any]]]) -> str:
+    """The inverse of ``split_spec``: ``[("ties", {"density": "0.2"}), ("ccvr", {})]`` -> ``ties[density=0.2]+ccvr``."""
+    return "+".join(f"{name}[{','.join(f'{k}={v}' for k, v in args.items())}]" if args else name
+                    for name, args in parts)
+
+
 def _coerce(entry: Entry, key: str, raw: Any) -> Any:
     fields = {f.name: f for f in dataclasses.fields(entry.cls)}
     if key not in fields:
