@@ -12,11 +12,13 @@ from livar_bench.cli.ui import console
 DEFAULT_PUBLISHED = Path("results/paper/published.csv")
 
 
-def build_comparison(out: Path, published: Path | None = None, metrics: tuple[str, ...] = ("acc",)) -> tuple:
-    """Returns (comparison frame, message about the published numbers, path written)."""
+def build_comparison(out: Path, published: Path | None = None, metrics: tuple[str, ...] = ("acc",),
+                     tidy=None) -> tuple:
+    """Returns (comparison frame, message about the published numbers, path written); ``tidy``: rows
+    already collected by the caller."""
     from livar_bench import reporting as rp
 
-    tidy = rp.collect(out)
+    tidy = rp.collect(out) if tidy is None else tidy
     ours = rp.ours_summary({m: rp.final_values(tidy, m) for m in metrics})
     candidates = [published] if published else [Path(out) / "paper" / "published.csv", DEFAULT_PUBLISHED]
     source = next((p for p in candidates if p is not None and p.is_file()), None)

@@ -34,11 +34,15 @@ def demo(
     result = run_sweep(spec, runs, out)
     if result.failures:
         console.print(f"{len(result.failures)} run(s) failed; the table shows the rest", highlight=False, soft_wrap=True)
-    markdown, _ = build_table(out, "markdown")
+    from livar_bench import reporting as rp
+
+    tidy = rp.collect(out)  # read every run once for all tables, plots and the comparison
+    rp.write_tidy(tidy, out)
+    markdown, _ = build_table(out, "markdown", tidy=tidy)
     for fmt in ("latex", "csv"):
-        build_table(out, fmt)
-    figures = build_plots(out)
-    _, note, _ = build_comparison(out)
+        build_table(out, fmt, tidy=tidy)
+    figures = build_plots(out, tidy=tidy)
+    _, note, _ = build_comparison(out, tidy=tidy)
     typer.echo(markdown)
     console.print(note, highlight=False, soft_wrap=True)
     console.print(f"tables in {out / 'tables'}, {len(figures)} figure files in {out / 'figures'}; "

@@ -10,11 +10,12 @@ from livar_bench.cli import app
 from livar_bench.cli.ui import console
 
 
-def build_plots(out: Path, metric: str = "acc") -> list[Path]:
-    """Write PNG and PDF figures to ``<out>/figures``; returns the files written."""
+def build_plots(out: Path, metric: str = "acc", tidy=None) -> list[Path]:
+    """Write PNG and PDF figures to ``<out>/figures``; returns the files written (``tidy``: rows already
+    collected by the caller)."""
     from livar_bench import reporting as rp
 
-    tidy = rp.collect(out)
+    tidy = rp.collect(out) if tidy is None else tidy
     folder = Path(out) / "figures"
     written = rp.plot_curves(tidy, folder, metric)
     written += rp.plot_final_vs_alpha(rp.final_values(tidy, metric), folder, metric)

@@ -15,15 +15,19 @@ FORMATS = {"latex": ".tex", "csv": ".csv", "markdown": ".md"}
 
 def build_table(out: Path, fmt: str = "markdown", metric: str = "acc", split: str = "test",
                 rows: str = "method", cols: str = "dataset,alpha", order: str | None = None,
-                labels: list[str] | None = None) -> tuple[str, Path]:
-    """Write the tidy results and one table; returns (table text, path written)."""
+                labels: list[str] | None = None, tidy=None) -> tuple[str, Path]:
+    """Write the tidy results and one table; returns (table text, path written).
+
+    ``tidy``: the collected rows when the caller already has them (then tidy.csv is not rewritten).
+    """
     from livar_bench import reporting as rp
     from livar_bench.sweep import split_list
 
     if fmt not in FORMATS:
         raise BenchError(f"unknown --format {fmt!r}; choose latex, csv or markdown")
-    tidy = rp.collect(out)
-    rp.write_tidy(tidy, out)
+    if tidy is None:
+        tidy = rp.collect(out)
+        rp.write_tidy(tidy, out)
     row_keys, col_keys = split_list(rows) or [], split_list(cols) or []
     style = rp.Style(
         method_order=tuple(split_list(order)) if order else rp.DEFAULT_METHOD_ORDER,
@@ -60,19 +64,22 @@ def table(
 
     Example: livar-bench table --out results/ --format latex --rows method --cols dataset,alpha
     """
-    text, path = build_table(out, format, metric, split, rows, cols, order, label)
+    from livar_bench import reporting as rp
+
+    tidy = rp.collect(out)
+    rp.write_tidy(tidy, out)
+    text, path = build_table(out, format, metric, split, rows, cols, order, label, tidy=tidy)
     typer.echo(text, nl=False)
     console.print(f"wrote {path} and {Path(out) / 'tables' / 'tidy.csv'}", highlight=False, soft_wrap=True)
     if vs:
-        _paired(out, vs, metric, split)
+        _paired(out, tidy, vs, metric, split)
 
 
-def _paired(out: Path, baseline: str, metric: str, split: str) -> None:
+def _paired(out: Path, tidy, baseline: str, metric: str, split: str) -> None:
     """Paired differences (method - baseline, same partition and seed) from livar_bench.analysis."""
     from livar_bench import reporting as rp
     from livar_bench.analysis import paired_differences
 
-    tidy = rp.collect(out)
     settings = rp.run_settings(out, tidy["run_id"].unique().tolist())
     result = paired_differences(tidy, baseline, metric=metric, split=split, settings=settings)
     console.print(f"paired differences vs {baseline} ({result.attrs.get('reported', metric)}; "
