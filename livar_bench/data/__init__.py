@@ -50,7 +50,7 @@ def subsample(split: ImageSplit, limit: int | None, seed: int) -> ImageSplit:
     if limit is None or limit >= len(split):
         return split
     index = np.sort(np.random.default_rng(seed).choice(len(split), size=limit, replace=False))
-    return split.subset(torch.from_numpy(index))
+    return split.subset(torch.from_numpy(index).to(split.labels.device))
 
 
 def load_dataset(

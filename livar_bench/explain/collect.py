@@ -47,7 +47,7 @@ from torch import Tensor
 
 from livar_bench.client.train import LocalSettings, autocast, evaluate, local_train
 from livar_bench.config import RunSpec
-from livar_bench.data import DatasetBundle
+from livar_bench.data import DatasetBundle, subsample
 from livar_bench.data.base import ImageSplit
 from livar_bench.errors import BenchError
 from livar_bench.federation import (
@@ -141,15 +141,6 @@ def describe_module(module: str, depth: int) -> dict[str, Any]:
             "kind_code": KINDS.index(kind) if kind in KINDS else len(KINDS)}
 
 
-def cap_split(split: ImageSplit, cap: int | None, seed: int) -> ImageSplit:
-    """A seeded subsample of at most ``cap`` samples (kept in order); the split itself when smaller."""
-    if cap is None or cap >= len(split):
-        return split
-    g = torch.Generator().manual_seed(derive_seed(seed, STREAM_VALIDATION))
-    index = torch.randperm(len(split), generator=g)[:cap].sort().values
-    return split.subset(index.to(split.labels.device))
-
-
 @torch.no_grad()
 def heldout_loss(model: Any, params: Params, data: ImageSplit, transform: Any, batch_size: int,
                  dtype: torch.dtype | None) -> Tensor:
@@ -227,7 +218,7 @@ def collect(spec: RunSpec, probe: ProbeSettings, *, bundle: DatasetBundle | None
     if spec.val_fraction <= 0:
         raise BenchError("explain needs a held-out split to score merges; set --val-fraction above 0")
     s = setup_run(spec, bundle)
-    val = cap_split(s.val, probe.max_val_samples, spec.seed)
+    val = subsample(s.val, probe.max_val_samples, derive_seed(spec.seed, STREAM_VALIDATION))
     train_samples = sum(len(c) for c in s.clients)
     settings = LocalSettings(spec.local_epochs, spec.batch_size, spec.lr, spec.weight_decay, s.dtype)
     global_params: Params = {k: v.to(s.device) for k, v in s.model.initial_params(generator(spec.seed, STREAM_INIT)).items()}
