@@ -44,13 +44,9 @@ def _open(source: str) -> Any:
         if path.exists():
             return datasets.load_from_disk(str(path))
         return datasets.load_dataset(source)
-    except (FileNotFoundError, ValueError, OSError, ConnectionError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataNotFoundError(f"--dataset {PREFIX}{source}: cannot load it ({first}); {HF_HOW}") from None
-    except Exception as err:  # noqa: BLE001 - the hub client raises many unrelated types when offline
-        raise DataNotFoundError(
-            f"--dataset {PREFIX}{source}: cannot load it ({type(err).__name__}); {HF_HOW}"
-        ) from None
+    except Exception as err:  # noqa: BLE001 - datasets and the hub client raise many unrelated types
+        why = str(err).splitlines()[0] if isinstance(err, OSError | ValueError) and str(err) else type(err).__name__
+        raise DataNotFoundError(f"--dataset {PREFIX}{source}: cannot load it ({why}); {HF_HOW}") from None
 
 
 def _columns(split: Any, source: str) -> tuple[str, str, list[str]]:
