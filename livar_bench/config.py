@@ -11,13 +11,12 @@ message each, which is what a hand-written validator would have to reimplement.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from livar_bench.digest import json_digest
 from livar_bench.errors import BenchError
 
 # Fields that do not change what is computed, only where files are or how fast it runs.
@@ -107,8 +106,7 @@ class RunSpec(BaseModel):
         digests = content_digests(self.method)
         if digests:  # contents of files the method reads (a LIVAR rule), not just their paths
             payload["method_files"] = digests
-        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-        return digest[:12]
+        return json_digest(payload)
 
     def partition_settings(self) -> dict[str, Any]:
         """The settings that decide which client holds which sample (and trains on which)."""
@@ -121,7 +119,7 @@ class RunSpec(BaseModel):
     @property
     def partition_id(self) -> str:
         """Hash of ``partition_settings()``."""
-        return hashlib.sha256(json.dumps(self.partition_settings(), sort_keys=True).encode()).hexdigest()[:12]
+        return json_digest(self.partition_settings())
 
     def replace(self, **changes: Any) -> RunSpec:
         """A validated copy with ``changes`` applied."""

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from livar_bench.analysis import select_values
@@ -482,9 +481,6 @@ def ours_summary(finals_by_metric: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def format_pm(mean: float, std: float, n: float) -> str:
     """``85.31 ± 0.42 (n=3)`` (or ``–`` when missing)."""
-    if mean is None or (isinstance(mean, float) and np.isnan(mean)):
+    if mean is None:
         return "–"
-    text = f"{mean:.2f}"
-    if not np.isnan(std):
-        text += f" ± {std:.2f}"
-    return text + f" (n={int(n)})"
+    return _cell(mean, std, n, scale=1.0, show_n=True, pm="±")

@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from livar_bench.config import RunSpec, format_validation_error, load_yaml, make_spec
+from livar_bench.digest import json_digest
 from livar_bench.errors import BenchError, DataNotFoundError, WeightsError
 
 # grid axis name -> RunSpec field it sets
@@ -248,13 +249,10 @@ def parse_numbers(text: str | None, kind: type, option: str) -> list | None:
 
 def write_manifest(config: SweepConfig, specs: list[RunSpec], out: str | Path) -> Path:
     """Record the resolved sweep and its run ids under ``<out>/sweeps/`` (for provenance)."""
-    import hashlib
-    import json
-
     from livar_bench.store import write_json
 
     ids = [s.run_id for s in specs]
-    digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:12]
+    digest = json_digest(ids)
     folder = Path(out) / "sweeps"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{digest}.json"

@@ -12,8 +12,6 @@ for: its updates are then bit-identical to recomputed ones (same tensors, saved 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ import torch
 
 from livar_bench.client.packed import resolve_pack
 from livar_bench.config import NON_IDENTITY_FIELDS, RunSpec
+from livar_bench.digest import json_digest
 from livar_bench.methods.base import ClientUpdate, Method, Signal, needs_class_stats
 
 CACHE_VERSION = 1
@@ -65,7 +64,7 @@ def round1_key(spec: RunSpec, method: Method, device: torch.device) -> str:
     # Packing changes rounding only, but a reused result must be bit-identical to a recomputed one.
     payload.update(objective=method.objective_key, device=device.type, version=CACHE_VERSION,
                    pack=resolve_pack(spec.pack, device, spec.num_clients))
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(payload, 16)
 
 
 class Round1Cache:

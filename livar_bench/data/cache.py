@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +11,7 @@ import numpy as np
 import torch
 
 from livar_bench.data.base import ImageSplit
+from livar_bench.digest import json_digest
 from livar_bench.errors import DataNotFoundError
 
 CACHE_VERSION = 1
@@ -24,7 +23,7 @@ def default_cache_dir() -> Path:
 
 def cache_path(cache_dir: str | None, dataset: str, split: str, key: dict) -> Path:
     """File name includes a hash of everything that changes the decoded tensors (files, size, version)."""
-    digest = hashlib.sha256(json.dumps({**key, "v": CACHE_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
+    digest = json_digest({**key, "v": CACHE_VERSION}, 16)
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     return root / f"{dataset}-{split}-{digest}.pt"
 

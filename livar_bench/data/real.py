@@ -15,7 +15,6 @@ the device.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 
 from livar_bench.data.base import DatasetBundle, ImageSplit, LoadOptions
 from livar_bench.data.cache import cache_path, decode_images, load_or_build
+from livar_bench.digest import json_digest
 from livar_bench.errors import BenchError, DataNotFoundError
 
 IMAGENET_R_SPLIT_SEED = 0  # fixed: every run and method sees the same 80/20 split
@@ -48,7 +48,7 @@ def _root(options: LoadOptions, dataset: str, how: str, create: bool = False) ->
 
 def _list_digest(items: list) -> str:
     """Hash of a file list, part of a cache key so that a changed list never reuses stale tensors."""
-    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+    return json_digest(items, 16)
 
 
 def _missing(dataset: str, path: Path, how: str) -> DataNotFoundError:

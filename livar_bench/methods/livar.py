@@ -38,6 +38,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from livar_bench.digest import json_digest
 from livar_bench.methods.base import ClientUpdate, Params, RoundContext, Signal
 from livar_bench.methods.livar_rule import LivarRule, bucket, load_rule
 from livar_bench.ops.lora import factor_keys, lora_delta, lora_modules
@@ -68,11 +69,8 @@ class Livar:
         """Hash of the rule's numbers, so that editing a rule file in place changes the run id."""
         if self.rule == "paper":
             return None
-        import hashlib
-        import json
-
         payload = {k: v for k, v in self.weighting_rule.to_json().items() if k != "provenance"}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return json_digest(payload, 16)
 
     @property
     def weighting_rule(self) -> LivarRule:
