@@ -13,6 +13,11 @@ from livar_bench.errors import BenchError
 FORMATS = {"latex": ".tex", "csv": ".csv", "markdown": ".md"}
 
 
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise BenchError(f"unknown --format {fmt!r}; choose latex, csv or markdown")
+
+
 def build_table(out: Path, fmt: str = "markdown", metric: str = "acc", split: str = "test",
                 rows: str = "method", cols: str = "dataset,alpha", order: str | None = None,
                 labels: list[str] | None = None, tidy=None) -> tuple[str, Path]:
@@ -23,8 +28,7 @@ def build_table(out: Path, fmt: str = "markdown", metric: str = "acc", split: st
     from livar_bench import reporting as rp
     from livar_bench.sweep import split_list
 
-    if fmt not in FORMATS:
-        raise BenchError(f"unknown --format {fmt!r}; choose latex, csv or markdown")
+    check_format(fmt)
     if tidy is None:
         tidy = rp.collect(out)
         rp.write_tidy(tidy, out)
@@ -66,6 +70,7 @@ def table(
     """
     from livar_bench import reporting as rp
 
+    check_format(format)  # before reading any run
     tidy = rp.collect(out)
     rp.write_tidy(tidy, out)
     text, path = build_table(out, format, metric, split, rows, cols, order, label, tidy=tidy)
