@@ -36,15 +36,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from livar_bench.client.packed import resolve_pack, train_in_packs
+from livar_bench.client.packed import resolve_pack
+from livar_bench.client.phase import train_clients
 from livar_bench.client.signals import class_statistics
-from livar_bench.client.train import LocalSettings, evaluate, local_train
+from livar_bench.client.train import LocalSettings, evaluate
 from livar_bench.data.base import ImageSplit
 from livar_bench.data.transforms import DeviceTransform
 from livar_bench.errors import BenchError
-from livar_bench.methods import ClientUpdate, RoundContext, Signal, parse_method
-from livar_bench.methods.base import Params
+from livar_bench.methods.spec import MethodSpec
 from livar_bench.models import LoraViT, build_model
+from livar_bench.types import ClientUpdate, Params, RoundContext, Signal
 
 H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA H100 SXM datasheet, dense BF16 tensor-core peak
 # The reference computes LIVAR's path-integral signal and the class variances; both paths collect them.
@@ -199,24 +200,17 @@ def fused_attention_enabled(model: LoraViT) -> bool:
 def run_optimised(model: LoraViT, start: Params, work: Workload, tf: DeviceTransform, settings: BenchSettings,
                   device: torch.device, dtype: torch.dtype | None, pack: int = 1) -> PhaseTimes:
     """One round through the real client/train.py path (client/packed.py with ``pack`` > 1)."""
-    method = parse_method(settings.method)
+    method = MethodSpec.parse(settings.method).build()
     local = LocalSettings(settings.epochs, settings.batch_size, settings.lr, settings.weight_decay, dtype)
     clients = [c.to(device) for c in work.clients]
     test = work.test.to(device)
     requires = BENCH_SIGNALS | method.requires
 
-    def train_round() -> list[ClientUpdate]:
-        if pack > 1:
-            gens = {k: torch.Generator(device=device).manual_seed(settings.seed * 1000 + k) for k in range(len(clients))}
-            results = train_in_packs(model, start, dict(enumerate(clients)), tf, method.objective, local, gens,
-                                     settings.num_classes, requires, pack)
-            return [results[k].update for k in range(len(clients))]
-        out = []
-        for k, data in enumerate(clients):
-            gen = torch.Generator(device=device).manual_seed(settings.seed * 1000 + k)
-            out.append(local_train(model, start, data, tf, method.objective, local, gen, settings.num_classes,
-                                   requires, client_id=k).update)
-        return out
+    def train_round() -> list[ClientUpdate]:  # the client phase of `run` (client/phase.py), same seeding
+        results = train_clients(model, start, dict(enumerate(clients)), tf, method.objective, local,
+                                seed=settings.seed, round_=1, num_classes=settings.num_classes, requires=requires,
+                                pack=pack)
+        return [results[k].update for k in range(len(clients))]
 
     times = PhaseTimes()
     with PhaseTimer(device) as t:
@@ -227,7 +221,7 @@ def run_optimised(model: LoraViT, start: Params, work: Workload, tf: DeviceTrans
     ctx = RoundContext(round=1, num_rounds=1, num_classes=settings.num_classes, lora_scale=model.scale,
                        generator=torch.Generator(device=device).manual_seed(settings.seed), device=device)
     with PhaseTimer(device) as t:
-        new = method.server_step(start, updates, ctx)
+        new = method.server_step(method.init_state(start), updates, ctx).params
     times.aggregate_s = t.seconds
     if t.peak_mib is not None:
         times.peak_mem_mib["aggregate"] = t.peak_mib

@@ -14,7 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from livar_bench.digest import json_digest
 from livar_bench.errors import BenchError
@@ -86,27 +94,46 @@ class RunSpec(BaseModel):
         # Fail before any model is built, and give aliases (cifar-100) the canonical name and run id.
         return resolve_name(value)  # raises BenchError naming the known datasets
 
-    @field_validator("method")
-    @classmethod
-    def _canonical_method(cls, value: str) -> str:
-        from livar_bench.methods import canonical_spec
+    _method_spec: Any = PrivateAttr(None)
+    _run_id: str | None = PrivateAttr(None)
 
-        return canonical_spec(value)  # raises BenchError naming the known methods
+    @model_validator(mode="wrap")
+    @classmethod
+    def _parse_method(cls, data: Any, handler: Any) -> RunSpec:
+        """Parse the method spec once: the field holds its canonical string, ``method_spec`` the value."""
+        from livar_bench.methods.spec import MethodSpec
+
+        parsed = None
+        if isinstance(data, dict) and data.get("method") is not None:
+            parsed = data["method"] if isinstance(data["method"], MethodSpec) else MethodSpec.parse(data["method"])
+            data = {**data, "method": str(parsed)}  # MethodSpec.parse raises BenchError naming method and key
+        model = handler(data)
+        model._method_spec = parsed
+        return model
+
+    @property
+    def method_spec(self) -> Any:
+        """The parsed ``MethodSpec`` (built once per RunSpec: rule files are read once per run)."""
+        if self._method_spec is None:
+            from livar_bench.methods.spec import MethodSpec
+
+            self._method_spec = MethodSpec.parse(self.method)
+        return self._method_spec
 
     @property
     def run_id(self) -> str:
-        """Short hash of every field that can change the result."""
-        payload = {k: v for k, v in self.model_dump(mode="json").items() if k not in NON_IDENTITY_FIELDS}
-        if not self.val_fraction:  # keeps the ids of runs made before val_fraction existed
-            payload.pop("val_fraction")
-        if self.partition == "iid":  # alpha has no effect on an IID partition
-            payload.pop("alpha")
-        from livar_bench.methods.registry import content_digests
-
-        digests = content_digests(self.method)
-        if digests:  # contents of files the method reads (a LIVAR rule), not just their paths
-            payload["method_files"] = digests
-        return json_digest(payload)
+        """Short hash of every field that can change the result (computed once per RunSpec)."""
+        if self._run_id is None:
+            payload = {k: v for k, v in self.model_dump(mode="json").items() if k not in NON_IDENTITY_FIELDS}
+            if not self.val_fraction:  # keeps the ids of runs made before val_fraction existed
+                payload.pop("val_fraction")
+            if self.partition == "iid":  # alpha has no effect on an IID partition
+                payload.pop("alpha")
+            digests = self.method_spec.content_digests
+            if digests:  # contents of files the method reads (a LIVAR rule), not just their paths
+                payload["method_files"] = digests
+            self._run_id = json_digest(payload)
+        return self._run_id
 
     def partition_settings(self) -> dict[str, Any]:
         """The settings that decide which client holds which sample (and trains on which)."""

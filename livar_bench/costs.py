@@ -11,7 +11,10 @@ compression):
   scalar per class on the server, but the update carries the full [C, D] tensors, and that is counted.
 - ``Signal.CLASS_COV`` (CCVR): the class statistics above plus the [C, D, D] covariances.
 - ``Signal.LORA_SIGNAL`` (LIVAR's path integrals): one scalar per LoRA factor.
-- download: the global trainable tensors the server broadcasts at the start of a round.
+- download: the global trainable tensors the server broadcasts at the start of a round, plus any dense
+  corrections to the frozen base weights that the method keeps in its server state.
+
+Each signal's byte count is its collector's (``client/collectors/``).
 
 Counting reads only shapes and dtypes (``numel`` and ``element_size``), so it never synchronises a
 device. Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA and the process's peak resident set
@@ -26,7 +29,8 @@ from collections.abc import Collection, Iterable, Mapping
 import torch
 from torch import Tensor
 
-from livar_bench.methods.base import ClassStats, ClientUpdate, Signal, needs_class_stats
+from livar_bench.client.collectors import signal_bytes  # noqa: I001
+from livar_bench.types import ClientUpdate, Signal
 
 INT64_BYTES = 8
 
@@ -41,25 +45,13 @@ def params_bytes(params: Mapping[str, Tensor]) -> int:
     return tensor_bytes(params.values())
 
 
-def class_stats_bytes(stats: ClassStats | None, with_cov: bool) -> int:
-    """Bytes of the class statistics a client sends; covariances only when ``with_cov``."""
-    if stats is None:
-        return 0
-    sent = [stats.count, stats.count_correct, stats.mean, stats.var, stats.var_correct]
-    if with_cov:
-        sent.append(stats.cov)
-    return tensor_bytes(sent)
-
-
 def upload_breakdown(update: ClientUpdate, requires: Collection[Signal]) -> dict[str, int]:
-    """Bytes of one client's upload, by part: params, meta, class_stats, lora_signals."""
-    needs_stats = needs_class_stats(requires)
-    signals = update.lora_signals if Signal.LORA_SIGNAL in requires else None
+    """Bytes of one client's upload, by part: params, meta, then one entry per signal the method asked for
+    (each collector's own count: ``class_stats``, ``lora_signal``)."""
     return {
         "params": params_bytes(update.params),
         "meta": INT64_BYTES + tensor_bytes([update.class_counts]),
-        "class_stats": class_stats_bytes(update.class_stats, Signal.CLASS_COV in requires) if needs_stats else 0,
-        "lora_signals": tensor_bytes(signals.values()) if signals else 0,
+        **signal_bytes(update, requires),
     }
 
 
@@ -68,16 +60,20 @@ def upload_bytes(update: ClientUpdate, requires: Collection[Signal]) -> int:
     return sum(upload_breakdown(update, requires).values())
 
 
-def round_costs(updates: Iterable[ClientUpdate], global_params: Mapping[str, Tensor],
+def round_costs(updates: Iterable[ClientUpdate], download: Iterable[Mapping[str, Tensor]],
                 requires: Collection[Signal]) -> dict[str, float]:
-    """Per-client-per-round communication of one round (means over the round's clients)."""
+    """Per-client-per-round communication of one round (means over the round's clients).
+
+    ``download``: the tensor dictionaries a client receives at the start of the round (the global params
+    and, for methods that keep them, the dense base-weight corrections).
+    """
     parts = [upload_breakdown(u, requires) for u in updates]
     n = max(len(parts), 1)
-    signal_bytes = sum(p["class_stats"] + p["lora_signals"] for p in parts)
+    signal_total = sum(sum(v for k, v in p.items() if k not in ("params", "meta")) for p in parts)
     return {
         "upload_bytes_per_client": sum(sum(p.values()) for p in parts) / n,
-        "upload_signal_bytes_per_client": signal_bytes / n,
-        "download_bytes_per_client": float(params_bytes(global_params)),
+        "upload_signal_bytes_per_client": signal_total / n,
+        "download_bytes_per_client": float(sum(params_bytes(d) for d in download)),
     }
 
 

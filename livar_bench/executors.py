@@ -124,11 +124,10 @@ class _Round1Files:
     def __init__(self, out: str | Path, specs: list[RunSpec]) -> None:
         from livar_bench.client.round1_cache import Round1Cache
         from livar_bench.federation import resolve_device
-        from livar_bench.methods import parse_method
 
         self.last: dict[Path, int] = {}
         for index, spec in enumerate(specs):
-            path = Round1Cache.for_run(out, spec, parse_method(spec.method), resolve_device(spec.device)).path
+            path = Round1Cache.for_run(out, spec, spec.method_spec.build(), resolve_device(spec.device)).path
             self.last[path] = index
 
     def release_before(self, index: int) -> None:
@@ -142,11 +141,9 @@ class _Round1Files:
 def sweep_signals(specs: list[RunSpec]) -> frozenset:
     """Union of the client signals the sweep's methods need: what a shared round 1 collects, so that
     every method of a cell can reuse it (client/round1_cache.py)."""
-    from livar_bench.methods import parse_method
-
     needed: set = set()
     for spec in specs:
-        needed |= parse_method(spec.method).requires
+        needed |= spec.method_spec.build().requires
     return frozenset(needed)
 
 

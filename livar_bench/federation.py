@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from livar_bench.client.packed import resolve_pack, train_in_packs
+from livar_bench.client.phase import add_deltas, base_deltas_applied, train_clients
 from livar_bench.client.round1_cache import Round1Cache, Round1Result
-from livar_bench.client.train import LocalSettings, evaluate, local_train
+from livar_bench.client.train import LocalSettings, embed, evaluate
 from livar_bench.config import RunSpec
 from livar_bench.costs import peak_memory, reset_peak_memory, round_costs
 from livar_bench.data import DatasetBundle, LoadOptions, load_dataset
@@ -45,26 +44,22 @@ from livar_bench.data.partition import (
 )
 from livar_bench.data.transforms import DeviceTransform
 from livar_bench.errors import BenchError, WeightsError
-from livar_bench.methods import RoundContext, parse_method
-from livar_bench.methods.base import ClientUpdate, Params, Signal
+from livar_bench.methods.base import Method
 from livar_bench.models import build_model, weights_problem
+from livar_bench.seeding import (  # noqa: F401  (STREAM_CLIENT: re-exported for older imports)
+    STREAM_CLIENT,
+    STREAM_INIT,
+    STREAM_PARTITION,
+    STREAM_SAMPLE,
+    STREAM_SERVER,
+    STREAM_VAL,
+    derive_seed,
+    generator,
+)
 from livar_bench.store import RunStore, environment, write_csv, write_json
-
-# Purposes of the derived random streams (part of the seed derivation; never reorder).
-STREAM_PARTITION, STREAM_INIT, STREAM_CLIENT, STREAM_SERVER, STREAM_SAMPLE = range(5)
-STREAM_VAL = 5  # the per-client validation carve (val_fraction > 0)
+from livar_bench.types import ClientUpdate, Params, RoundContext, ServerData, ServerState, Signal
 
 Event = Callable[..., None]
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """A 63-bit seed derived from the run seed and stream keys (independent streams per key tuple)."""
-    state = np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint32)
-    return int(state[0]) << 31 ^ int(state[1])
-
-
-def generator(seed: int, *keys: int, device: torch.device | str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(derive_seed(seed, *keys))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -214,33 +209,21 @@ def _rows(spec: RunSpec, round_: int, split: str, values: dict[str, float]) -> l
     return [{**base, "round": round_, "split": split, "metric": k, "value": float(v)} for k, v in values.items()]
 
 
-@contextmanager
-def evaluation_corrections(model: Any, method: Any, global_params: Params, updates: list[ClientUpdate],
-                           ctx: RoundContext) -> Iterator[None]:
-    """Add an aggregator's evaluation-only weight corrections to the frozen base weights, then restore.
+class HeldOutData(ServerData):
+    """``RoundContext.server_data`` of a run with a validation carve: the server's own labelled data."""
 
-    An aggregator may define ``evaluation_deltas(global_params, updates, ctx)`` returning
-    {LoRA module path: dense [out, in] delta} (LIVAR with ``eval_delta=reference`` evaluates
-    W0 + sum_k n_k/N B_k A_k, as its reference code does). The original weights are copied back
-    afterwards, bit for bit, so the correction never leaks into training.
-    """
-    hook = getattr(method.aggregator, "evaluation_deltas", None)
-    deltas = hook(global_params, updates, ctx) if hook is not None else None
-    if not deltas:
-        yield
-        return
-    saved = []
-    with torch.no_grad():
-        for module, delta in deltas.items():
-            weight = model.net.get_submodule(module).base_layer.weight
-            saved.append((weight, weight.detach().clone()))
-            weight.add_(delta.to(device=weight.device, dtype=weight.dtype))
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for weight, original in saved:
-                weight.copy_(original)
+    def __init__(self, s: Setup) -> None:
+        self._s = s
+
+    def features(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self._s
+        s.model.load_params(params)
+        feats, _ = embed(s.model, s.val.images, s.eval_tf, s.spec.eval_batch_size, s.dtype)
+        return feats, s.val.labels
+
+    def loss(self, params: Params) -> float:
+        s = self._s
+        return evaluate(s.model, params, s.val, s.eval_tf, s.spec.eval_batch_size, s.dtype)["loss"]
 
 
 def _sync(device: torch.device) -> None:
@@ -291,7 +274,7 @@ def run_federation(
 def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBundle | None,
                 share: tuple[bool, frozenset[Signal] | None] = (False, None), replace: bool = False) -> RunOutcome:
     run_id = spec.run_id
-    method = parse_method(spec.method)
+    method = spec.method_spec.build()
     s = setup_run(spec, bundle, partitions_dir=store.root / "partitions")
     round1 = Round1Cache.for_run(store.root, spec, method, s.device) if share[0] else None
     reset_peak_memory(s.device)
@@ -306,34 +289,39 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     start_round = 1
     checkpoint = partial / "checkpoint.pt"
     if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=s.device, weights_only=False)
-        global_params: Params = state["params"]
-        rows = state["rows"]
-        start_round = state["round"] + 1
-        emit("resume", run_id=run_id, round=state["round"])
+        saved = torch.load(checkpoint, map_location=s.device, weights_only=False)
+        # Checkpoints before server state held only "params".
+        state = ServerState.from_dict(saved["state"]) if "state" in saved else ServerState(saved["params"])
+        rows = saved["rows"]
+        start_round = saved["round"] + 1
+        emit("resume", run_id=run_id, round=saved["round"])
     else:
-        global_params = {k: v.to(s.device) for k, v in s.model.initial_params(generator(spec.seed, STREAM_INIT)).items()}
-        rows += _rows(spec, 0, "test", evaluate(s.model, global_params, s.test, s.eval_tf, spec.eval_batch_size, s.dtype))
+        initial = s.model.initial_params(generator(spec.seed, STREAM_INIT))
+        state = method.init_state({k: v.to(s.device) for k, v in initial.items()})
+        rows += _rows(spec, 0, "test", evaluate(s.model, state.params, s.test, s.eval_tf, spec.eval_batch_size, s.dtype))
         if s.val is not None:
-            rows += _rows(spec, 0, "val", evaluate(s.model, global_params, s.val, s.eval_tf, spec.eval_batch_size, s.dtype))
+            rows += _rows(spec, 0, "val", evaluate(s.model, state.params, s.val, s.eval_tf, spec.eval_batch_size, s.dtype))
+    server_data = HeldOutData(s) if s.val is not None else None
 
     emit("start", run_id=run_id, spec=spec, rounds=spec.rounds, clients=spec.num_clients, start_round=start_round)
     for round_ in range(start_round, spec.rounds + 1):
         t0 = time.perf_counter()
-        updates, losses, images = _client_phase(s, method, settings, global_params, round_, round1, share[1], emit)
+        with base_deltas_applied(s.model, state.base_deltas):
+            updates, losses, images = _client_phase(s, method, settings, state.params, round_, round1, share[1], emit)
         _sync(s.device)
         t1 = time.perf_counter()
-        comm = round_costs(updates, global_params, method.requires)
+        comm = round_costs(updates, [state.params, state.base_deltas], method.requires)
         ctx = RoundContext(round=round_, num_rounds=spec.rounds, num_classes=s.bundle.num_classes,
                            lora_scale=s.model.scale, generator=generator(spec.seed, STREAM_SERVER, round_, device=s.device),
-                           device=s.device)
-        global_params = method.server_step(global_params, updates, ctx)
+                           device=s.device, server_data=server_data)
+        state = method.server_step(state, updates, ctx)
         _sync(s.device)
         t2 = time.perf_counter()
-        with evaluation_corrections(s.model, method, global_params, updates, ctx):
-            metrics = evaluate(s.model, global_params, s.test, s.eval_tf, spec.eval_batch_size, s.dtype)
+        evaluated = add_deltas(state.base_deltas, method.evaluation_deltas(state, updates, ctx))
+        with base_deltas_applied(s.model, evaluated):
+            metrics = evaluate(s.model, state.params, s.test, s.eval_tf, spec.eval_batch_size, s.dtype)
             if s.val is not None:
-                rows += _rows(spec, round_, "val", evaluate(s.model, global_params, s.val, s.eval_tf, spec.eval_batch_size, s.dtype))
+                rows += _rows(spec, round_, "val", evaluate(s.model, state.params, s.val, s.eval_tf, spec.eval_batch_size, s.dtype))
         t3 = time.perf_counter()
         rows += _rows(spec, round_, "test", metrics)
         rows += _rows(spec, round_, "train", {"loss": float(np.mean(losses))})
@@ -342,7 +330,7 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
             "train_images_per_s": images / max(t1 - t0, 1e-9), "wall_s": t3 - t0,
             **comm, **peak_memory(s.device),
         })
-        torch.save({"round": round_, "params": global_params, "rows": rows}, checkpoint.with_suffix(".tmp"))
+        torch.save({"round": round_, "state": state.to_dict(), "rows": rows}, checkpoint.with_suffix(".tmp"))
         checkpoint.with_suffix(".tmp").replace(checkpoint)
         emit("round", round=round_, metrics=metrics)
     frame = pd.DataFrame(rows)
@@ -358,36 +346,26 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     return outcome
 
 
-def _client_phase(s: Setup, method: Any, settings: LocalSettings, global_params: Params, round_: int,
+def _client_phase(s: Setup, method: Method, settings: LocalSettings, global_params: Params, round_: int,
                   round1: Round1Cache | None, round1_signals: frozenset[Signal] | None,
                   emit: Event) -> tuple[list[ClientUpdate], list[float], int]:
     """Local training of the round's clients: (updates, mean losses, images seen).
 
-    Clients train one after another on the shared model, or ``pack`` at a time (client/packed.py); in
-    round 1 of a sweep the updates may come from, or go to, the shared round-1 cache.
+    The one client phase (``client.phase.train_clients``); in round 1 of a sweep the updates may come
+    from, or go to, the shared round-1 cache.
     """
     spec = s.spec
     todo, requires, hit = sample_clients(spec, round_), method.requires, None
     if round1 is not None and round_ == 1:  # shared first round: reuse, or train with more signals
         hit = round1.load(method.requires)
         todo, requires = ([] if hit else todo), round1.signals_to_collect(method.requires, round1_signals)
-    gens = {k: generator(spec.seed, STREAM_CLIENT, round_, k, device=s.device) for k in todo}
-    pack = resolve_pack(spec.pack, s.device, len(todo))
-    packed = {} if pack <= 1 else train_in_packs(
-        s.model, global_params, {k: s.clients[k] for k in todo}, s.train_tf, method.objective, settings, gens,
-        s.bundle.num_classes, requires, pack)
-    updates: list[ClientUpdate] = []
-    losses: list[float] = []
-    images = 0
-    for k in todo:
-        result = packed[k] if k in packed else local_train(
-            s.model, global_params, s.clients[k], s.train_tf, method.objective, settings, gens[k],
-            s.bundle.num_classes, requires, client_id=k,
-        )
-        updates.append(result.update)
-        losses.append(result.mean_loss)
-        images += result.images
-        emit("client", round=round_, client=k, loss=result.mean_loss)
+    results = train_clients(
+        s.model, global_params, {k: s.clients[k] for k in todo}, s.train_tf, method.objective, settings,
+        seed=spec.seed, round_=round_, num_classes=s.bundle.num_classes, requires=requires, pack=spec.pack,
+        on_client=lambda k, r: emit("client", round=round_, client=k, loss=r.mean_loss))
+    updates = [r.update for r in results.values()]
+    losses = [r.mean_loss for r in results.values()]
+    images = sum(r.images for r in results.values())
     if round1 is not None and round_ == 1:
         view = round1.settle(hit, Round1Result(updates, losses, images, requires), method.requires)
         updates, losses, images = list(view.updates), list(view.losses), view.images

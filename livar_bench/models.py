@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from livar_bench.errors import BenchError, WeightsError
-from livar_bench.methods.base import Params
+from livar_bench.types import Params
 
 # Tiny ViTs for the offline demo and tests: random (seeded) weights, no download.
 TINY_BACKBONES: dict[str, dict] = {

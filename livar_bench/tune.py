@@ -24,7 +24,7 @@ import pandas as pd
 
 from livar_bench.config import RunSpec
 from livar_bench.errors import BenchError
-from livar_bench.methods.registry import build_component, render_spec, split_spec
+from livar_bench.methods.spec import MethodSpec, written_names
 
 DEFAULT_VAL_FRACTION = 0.1  # used when the base settings hold out nothing
 SCORE = ("val", "acc")  # (split, metric) that picks the winner; higher is better
@@ -61,7 +61,8 @@ def parse_grid(method: str, items: Sequence[str]) -> dict[tuple[str, str], list[
     """
     if not items:
         raise BenchError("give at least one --grid KEY=V1,V2,..., e.g. --grid density=0.2,0.3,0.5")
-    names = [name for name, _ in split_spec(method)]
+    names = MethodSpec.parse(method).names
+    first = written_names(method)[0]  # a bare stage (ccvr) is what a bare key refers to, not fedavg
     grid: dict[tuple[str, str], list[str]] = {}
     for item in items:
         target, sep, raw = item.partition("=")
@@ -69,7 +70,7 @@ def parse_grid(method: str, items: Sequence[str]) -> dict[tuple[str, str], list[
         if not sep or not target.strip() or not values:
             raise BenchError(f"--grid {item!r}: expected KEY=V1,V2,... e.g. --grid density=0.2,0.3")
         component, dot, key = target.strip().rpartition(".")
-        component = component if dot else names[0]
+        component = component if dot else first
         if component not in names:
             raise BenchError(f"--grid {item!r}: {component!r} is not part of method {method!r} ({', '.join(names)})")
         if (component, key) in grid:
@@ -82,20 +83,16 @@ def parse_grid(method: str, items: Sequence[str]) -> dict[tuple[str, str], list[
 
 def grid_points(method: str, grid: dict[tuple[str, str], list[str]]) -> list[tuple[str, dict[str, Any]]]:
     """Every combination as (method spec string, {"component.key": typed value}), in grid order."""
-    parts = split_spec(method)
+    base = MethodSpec.parse(method)
     keys = list(grid)
     points = []
     for combo in itertools.product(*(grid[k] for k in keys)):
-        args = [(name, dict(a)) for name, a in parts]
-        values: dict[str, Any] = {}
+        spec = base
         for (component, key), raw in zip(keys, combo, strict=True):
-            position = [name for name, _ in args].index(component)
-            args[position][1][key] = raw
-        for name, a in args:  # typed values; also validates every key and value before anything runs
-            _, built = build_component(name, a)
-            values.update({f"{name}.{k}": getattr(built, k) for k in a if (name, k) in grid})
-        spec = render_spec(args)
-        points.append((spec, values))
+            spec = spec.with_param(component, key, raw)  # validates every key and value before anything runs
+        typed = spec.hyperparameters()
+        values = {f"{c}.{k}": typed[f"{c}.{k}"] for c, k in keys}
+        points.append((str(spec), values))
     return points
 
 

@@ -6,32 +6,36 @@ import numpy as np
 import pytest
 import torch
 
-from livar_bench.client.signals import PathIntegralSignal, class_statistics
+from livar_bench.client.collectors.lora_signal import LoraSignal
+from livar_bench.client.objectives import CrossEntropy
+from livar_bench.client.signals import class_statistics
 from livar_bench.client.train import LocalSettings, evaluate, local_train
 from livar_bench.data.offline import make_synthetic
 from livar_bench.data.transforms import DeviceTransform
 from livar_bench.errors import DivergedError
-from livar_bench.methods import CrossEntropy, Signal
 from livar_bench.models import build_model
+from livar_bench.types import Signal
 
-# --- PathIntegralSignal ----------------------------------------------------------------------------
+# --- the LoRA path-integral collector ---------------------------------------------------------------
 
 
-def _linear_sgd_run(use_delta: bool, target: float, steps: int = 2) -> dict[str, float]:
+def _linear_sgd_run(target: float, steps: int = 2) -> dict[str, float]:
     """pred = w.x + b on one sample x = (1, 2), loss = (pred - target)^2 / 2, plain SGD lr 0.1."""
     w = torch.nn.Parameter(torch.tensor([1.0, 0.0]))
     b = torch.nn.Parameter(torch.tensor(0.0))
     x = torch.tensor([1.0, 2.0])
     opt = torch.optim.SGD([w, b], lr=0.1)
-    signal = PathIntegralSignal(["w", "b"], [w, b], use_delta=use_delta)
+    stacked = {"m.lora_A": w.unsqueeze(0), "m.lora_B": b.unsqueeze(0)}  # a client axis of 1
+    collector = LoraSignal()
+    state = collector.start(stacked)
     for _ in range(steps):
         loss = 0.5 * (w @ x + b - target) ** 2
         loss.backward()
-        signal.before_step()
+        collector.before_step(state, stacked)
         opt.step()
-        signal.after_step([w.grad, b.grad])
+        collector.after_step(state, stacked, {"m.lora_A": w.grad.unsqueeze(0), "m.lora_B": b.grad.unsqueeze(0)}, None)
         opt.zero_grad(set_to_none=True)
-    return {k: float(v) for k, v in signal.result().items()}
+    return {k: float(v) for k, v in collector.payload(state, 0, None, {Signal.LORA_SIGNAL}).items()}
 
 
 def test_path_integral_matches_hand_computation_with_sgd():
@@ -40,17 +44,28 @@ def test_path_integral_matches_hand_computation_with_sgd():
     # Step 1: w = (1, 0), b = 0 -> r = 1, g_w = (1, 2), g_b = 1 -> w: 0.1 * 5 = 0.5, b: 0.1.
     # Step 2: w = (0.9, -0.2), b = -0.1 -> r = 0.9 - 0.4 - 0.1 = 0.4, g_w = (0.4, 0.8), g_b = 0.4
     #         -> w: 0.1 * (0.16 + 0.64) = 0.08, b: 0.1 * 0.16 = 0.016.
-    got = _linear_sgd_run(use_delta=True, target=0.0)
-    assert got["w"] == pytest.approx(0.58, rel=1e-6)
-    assert got["b"] == pytest.approx(0.116, rel=1e-6)
+    got = _linear_sgd_run(target=0.0)
+    assert got["m.lora_A"] == pytest.approx(0.58, rel=1e-6)
+    assert got["m.lora_B"] == pytest.approx(0.116, rel=1e-6)
 
 
-def test_gradient_only_variant_takes_absolute_value_of_the_sum():
-    # target 5: step 1 r = -4, g_w = (-4, -8) -> |sum| = 12, g_b = -4 -> 4.
-    # Step 2: w = (1.4, 0.8), b = 0.4 -> r = 1.4 + 1.6 + 0.4 - 5 = -1.6, g_w = (-1.6, -3.2) -> 4.8, g_b -> 1.6.
-    got = _linear_sgd_run(use_delta=False, target=5.0)
-    assert got["w"] == pytest.approx(16.8, rel=1e-6)
-    assert got["b"] == pytest.approx(5.6, rel=1e-6)
+def test_path_integral_stacked_clients_are_independent_and_masked():
+    # Two clients stacked on a leading axis; client 1 is inactive in the second step (mask 0).
+    params = {"m.lora_A": torch.zeros(2, 3)}
+    collector = LoraSignal()
+    state = collector.start(params)
+    steps = [(torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]]), torch.tensor([[1.0], [1.0]])),
+             (torch.tensor([[-1.0, 0.0, 1.0], [2.0, 2.0, 2.0]]), torch.tensor([[1.0], [0.0]]))]
+    expected = torch.zeros(2)
+    for move, mask in steps:
+        grad = torch.tensor([[1.0, -1.0, 2.0], [4.0, 0.0, 1.0]])
+        collector.before_step(state, params)
+        params["m.lora_A"] -= move  # theta_before - theta_after = move
+        collector.after_step(state, params, {"m.lora_A": grad}, mask)
+        expected += (grad * move).sum(1).abs() * mask[:, 0]
+    got = [float(collector.payload(state, j, None, {Signal.LORA_SIGNAL})["m.lora_A"]) for j in range(2)]
+    # client 0: |1 - 2 + 6| + |-1 + 0 + 2| = 6; client 1: |2 + 0 + 0.5| = 2.5 (second step masked)
+    assert got == pytest.approx([6.0, 2.5]) and got == pytest.approx(expected.tolist())
 
 
 # --- class_statistics ------------------------------------------------------------------------------

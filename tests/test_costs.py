@@ -24,7 +24,7 @@ def hand_update(with_cov: bool) -> ClientUpdate:
               "head.weight": torch.zeros(c, d), "head.bias": torch.zeros(c)}
     signals = {"blocks.0.attn.qkv.lora_A": torch.tensor(1.0), "blocks.0.attn.qkv.lora_B": torch.tensor(2.0)}
     return ClientUpdate(client_id=0, num_samples=7, class_counts=torch.tensor([5, 0, 2]), params=params,
-                        class_stats=stats, lora_signals=signals)
+                        signals={"class_stats": stats, "lora_signal": signals})
 
 
 # params: A 2*4 + B 4*2 + head 3*4 + 3 = 31 floats = 124 B; meta: num_samples 8 B + class_counts 3*8 = 32 B
@@ -41,21 +41,24 @@ def test_fedavg_sends_params_and_counts_only() -> None:
 
 def test_livar_hand_computed() -> None:
     parts = upload_breakdown(hand_update(with_cov=False), LIVAR_SIGNALS)
-    assert parts == {"params": PARAMS_B, "meta": META_B, "class_stats": STATS_B, "lora_signals": SIGNAL_B}
+    assert parts == {"params": PARAMS_B, "meta": META_B, "class_stats": STATS_B, "lora_signal": SIGNAL_B}
     assert upload_bytes(hand_update(with_cov=False), LIVAR_SIGNALS) == 356
 
 
 def test_ccvr_hand_computed() -> None:
     parts = upload_breakdown(hand_update(with_cov=True), CCVR_SIGNALS)
-    assert parts["class_stats"] == STATS_B + COV_B and parts["lora_signals"] == 0
+    assert parts["class_stats"] == STATS_B + COV_B and "lora_signal" not in parts
     assert upload_bytes(hand_update(with_cov=True), CCVR_SIGNALS) == 540
 
 
 def test_round_costs_average_and_download() -> None:
     u = hand_update(with_cov=False)
-    costs = round_costs([u, u], u.params, LIVAR_SIGNALS)
+    costs = round_costs([u, u], [u.params], LIVAR_SIGNALS)
     assert costs == {"upload_bytes_per_client": 356.0, "upload_signal_bytes_per_client": 200.0,
                      "download_bytes_per_client": 124.0}
+    # dense base-weight corrections of the server state are downloaded too: [4, 4] float32 = 64 B
+    with_deltas = round_costs([u], [u.params, {"blocks.0.attn.qkv": torch.zeros(4, 4)}], LIVAR_SIGNALS)
+    assert with_deltas["download_bytes_per_client"] == 124.0 + 64
 
 
 def test_half_precision_counts_two_bytes() -> None:

@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from livar_bench.cli import app
-from livar_bench.cli.explain import apply_livar_rule
+from livar_bench.cli.run import apply_livar_rule
 from livar_bench.errors import BenchError
 from livar_bench.methods.base import ClientUpdate
 from livar_bench.methods.livar_rule import load_rule
@@ -115,8 +115,14 @@ def test_livar_rule_option_errors(tmp_path) -> None:
         apply_livar_rule("fedavg+ccvr", rule)
     with pytest.raises(BenchError, match="does not exist"):
         apply_livar_rule("livar", tmp_path / "absent.json")
-    with pytest.raises(BenchError, match="lower-case"):
-        apply_livar_rule("livar", tmp_path / "Rule.json")
+    odd = tmp_path / "My Rules+[1]" / "Rule,A.json"  # any path a shell accepts works (issue 10)
+    odd.parent.mkdir()
+    odd.write_text(rule.read_text())
+    spec = apply_livar_rule("livar+ccvr", odd)
+    assert spec == f"livar[rule={json.dumps(str(odd))}]+ccvr"
+    from livar_bench.methods import MethodSpec
+
+    assert MethodSpec.parse(spec).build().aggregator.rule == str(odd)
 
 
 def test_package_imports_without_shap() -> None:

@@ -10,18 +10,18 @@ import pandas as pd
 import pytest
 import torch
 
-from livar_bench.client.objectives import Proximal
+from livar_bench.client.objectives import CrossEntropy, Proximal
 from livar_bench.client.round1_cache import Round1Cache, round1_key
 from livar_bench.config import make_spec
 from livar_bench.federation import run_federation
-from livar_bench.methods import ClientUpdate, CrossEntropy, FedAvg, Method, Params, RoundContext, Signal
+from livar_bench.methods import Aggregator, ClientUpdate, FedAvg, Method, Params, RoundContext, Signal
 from livar_bench.methods import registry as reg
 
 SIGNAL_METHOD = "test_signal_weighted"
 
 
 @dataclass(frozen=True)
-class SignalWeighted:
+class SignalWeighted(Aggregator):
     """Test aggregator whose result depends on every cheap signal: clients weighted by their summed
     path-integral signal times their mean class variance (any change in a signal changes the output)."""
 
@@ -101,7 +101,7 @@ def test_load_requires_every_asked_signal(tmp_path, tiny_spec_values):
 
 
 def test_local_sweep_shares_round1_and_matches_unshared_runs(tmp_path, tiny_spec_values, monkeypatch):
-    import livar_bench.federation as fed
+    import livar_bench.client.phase as fed
     from livar_bench.executors import LocalExecutor
 
     calls: list[int] = []

@@ -31,7 +31,7 @@ def test_grid_points_product_with_typed_values() -> None:
     points = grid_points("ties[lam=1.0]", parse_grid("ties", ["density=0.2,0.5", "lam=0.4,1.0"]))
     assert len(points) == 4
     spec, values = points[1]
-    assert spec == "ties[lam=1.0,density=0.2]"
+    assert spec == "ties[density=0.2,lam=1.0]"  # canonical: keys sorted
     assert values == {"ties.density": 0.2, "ties.lam": 1.0}
 
 

@@ -151,25 +151,3 @@ def explain(
     typer.echo(f"rule written to {out / 'rule.json'}; SHAP values, comparison and {len(pictures)} plots in {out}")
     typer.echo(f"use it: livar-bench run --method livar --livar-rule {out / 'rule.json'} ...")
     write_json(out / "explain.json", {**provenance, "outputs": sorted(p.name for p in out.iterdir())})
-
-
-def apply_livar_rule(method: str, path: Path) -> str:
-    """``method`` with its livar component's ``rule`` set to ``path`` (``run --livar-rule``).
-
-    The file is validated here, so a bad rule fails before any model is built. The method-spec grammar
-    lower-cases specs and splits on ``+ , [ ]``, so paths with those characters or capitals are refused.
-    """
-    from livar_bench.cli.run import apply_params
-    from livar_bench.errors import BenchError
-    from livar_bench.methods.livar_rule import load_rule
-    from livar_bench.methods.registry import split_spec
-
-    if "livar" not in [name for name, _ in split_spec(method)]:
-        raise BenchError(f"--livar-rule needs a method with a livar part (e.g. --method livar or livar+ccvr), "
-                         f"not {method!r}")
-    text = str(path)
-    if text != text.lower() or any(c in text for c in "+,[]"):
-        raise BenchError(f"--livar-rule path {text!r} cannot go into a method spec (capitals or + , [ ]); "
-                         "copy the file to a lower-case path without those characters")
-    load_rule(text)
-    return apply_params(method, [f"livar.rule={text}"])

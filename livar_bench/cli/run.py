@@ -12,22 +12,32 @@ from livar_bench.errors import BenchError
 
 
 def apply_params(method: str, params: list[str] | None) -> str:
-    """Fold ``--param name.key=value`` options into the method spec string."""
-    if not params:
-        return method
-    from livar_bench.methods.registry import render_spec, split_spec
+    """Fold ``--param name.key=value`` options into the method spec (validated, canonical)."""
+    from livar_bench.methods.spec import MethodSpec
 
-    parts = split_spec(method)
-    names = [name for name, _ in parts]
-    for item in params:
+    spec = MethodSpec.parse(method)
+    for item in params or ():
         target, sep, value = item.partition("=")
         name, dot, key = target.partition(".")
         if not sep or not dot or not key:
             raise BenchError(f"--param {item!r}: expected METHOD.KEY=VALUE, e.g. --param ties.density=0.2")
-        if name not in names:
-            raise BenchError(f"--param {item!r}: {name!r} is not part of method {method!r}")
-        parts[names.index(name)][1][key] = value
-    return render_spec(parts)
+        spec = spec.with_param(name, key, value)
+    return str(spec)
+
+
+def apply_livar_rule(method: str, path: Path) -> str:
+    """``method`` with its livar component's ``rule`` set to ``path`` (``run --livar-rule``).
+
+    Any path works: the spec quotes values that the grammar would otherwise split. The file is read
+    and validated here, so a bad rule fails before any model is built.
+    """
+    from livar_bench.methods.spec import MethodSpec
+
+    spec = MethodSpec.parse(method)
+    if "livar" not in spec.names:
+        raise BenchError(f"--livar-rule needs a method with a livar part (e.g. --method livar or livar+ccvr), "
+                         f"not {method!r}")
+    return str(spec.with_param("livar", "rule", str(path)))
 
 
 @app.command()
@@ -82,8 +92,6 @@ def run(
     )
     values["method"] = apply_params(method or values.get("method", "fedavg"), param)
     if livar_rule is not None:
-        from livar_bench.cli.explain import apply_livar_rule
-
         values["method"] = apply_livar_rule(values["method"], livar_rule)
     spec = make_spec(values)
     with RunProgress() as progress:

@@ -1,14 +1,35 @@
-"""Local objectives beyond plain cross-entropy (which lives in methods/base.py)."""
+"""Client objectives: the loss a client minimises in local training (all of them live here).
+
+A method picks its objective through ``Aggregator.local_objective()``; the client phase calls it as
+``objective(logits, targets, params, anchor)`` with the live trainable tensors and the round's global
+ones (the anchor of proximal terms).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-from livar_bench.methods.base import Params
+from livar_bench.types import Params
+
+
+@runtime_checkable
+class LocalObjective(Protocol):
+    """The client loss. ``params`` are the live trainable tensors, ``anchor`` the round's global ones."""
+
+    def __call__(self, logits: Tensor, targets: Tensor, params: Mapping[str, Tensor], anchor: Params) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class CrossEntropy:
+    """Plain cross-entropy, the local objective of every method but FedProx."""
+
+    def __call__(self, logits: Tensor, targets: Tensor, params: Mapping[str, Tensor], anchor: Params) -> Tensor:
+        return torch.nn.functional.cross_entropy(logits.float(), targets)
 
 
 @dataclass(frozen=True)

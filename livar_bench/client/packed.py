@@ -29,12 +29,14 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from livar_bench.client.collectors import collectors_for
+from livar_bench.client.objectives import LocalObjective
 from livar_bench.client.train import ClientResult, LocalSettings, autocast, batch_schedule, finish_client
 from livar_bench.data.base import ImageSplit
 from livar_bench.data.transforms import DeviceTransform
 from livar_bench.errors import BenchError
-from livar_bench.methods.base import LocalObjective, Params, Signal
 from livar_bench.models import LoraViT
+from livar_bench.types import Params, Signal
 
 BETAS = (0.9, 0.999)  # torch.optim.AdamW defaults, as make_optimizer uses them
 EPS = 1e-8
@@ -139,7 +141,6 @@ def packed_local_train(
     order = sorted(range(len(datas)), key=lambda i: -steps[i])  # most steps first: active = a prefix
     k_all = len(order)
     keys = list(model.trainable)
-    lora_keys = [k for k in keys if ".lora_" in k]
 
     # One flat [K, P] buffer of parameters (and one of gradients); each key is a leaf view into it, whose
     # .grad is preset to the matching view of the gradient buffer so backward accumulates in place.
@@ -148,7 +149,6 @@ def packed_local_train(
     flat = torch.empty(k_all, total, device=device, dtype=torch.float32)
     grad = torch.zeros_like(flat)
     stacked: dict[str, Tensor] = {}
-    spans: dict[str, tuple[int, int]] = {}
     offset = 0
     with torch.no_grad():
         for key, size in zip(keys, sizes, strict=True):
@@ -156,7 +156,7 @@ def packed_local_train(
             flat[:, offset : offset + size] = start[key].reshape(1, size).float()
             leaf = flat[:, offset : offset + size].view(k_all, *shape).detach().requires_grad_(True)
             leaf.grad = grad[:, offset : offset + size].view(k_all, *shape)
-            stacked[key], spans[key] = leaf, (offset, offset + size)
+            stacked[key] = leaf
             offset += size
     exp_avg, exp_avg_sq = torch.zeros_like(flat), torch.zeros_like(flat)
     step_count = torch.zeros(k_all, 1, device=device, dtype=torch.float64)
@@ -165,10 +165,10 @@ def packed_local_train(
     active_mask = (torch.arange(max_steps)[:, None] < torch.tensor([steps[i] for i in order])[None, :]).float()
     active_mask = active_mask.to(device)[:, :, None]  # [S, K, 1]
     n_active = [sum(1 for i in order if steps[i] > s) for s in range(max_steps)]
-    want_signal = Signal.LORA_SIGNAL in requires
-    lora_spans = [spans[k] for k in lora_keys]
-    signal = torch.zeros(k_all, len(lora_keys), device=device, dtype=torch.float32)
-    before = torch.empty_like(flat) if want_signal else None
+    collectors = collectors_for(requires)
+    states = [c.start(stacked) for c in collectors]  # the same collectors as sequential training, K clients
+    stepping = [(c, st) for c, st in zip(collectors, states, strict=True) if st is not None]
+    grads = {k: leaf.grad for k, leaf in stacked.items()}
     loss_sums = torch.zeros(k_all, device=device)
 
     schedules = [batch_schedule(datas[i], settings.epochs, bsz, generators[i]) for i in order]
@@ -200,13 +200,11 @@ def packed_local_train(
                 stacked_losses.sum().backward()
             with torch.no_grad():
                 mask = active_mask[s]  # [K, 1]
-                if before is not None:
-                    before.copy_(flat)
+                for c, st in stepping:
+                    c.before_step(st, stacked)
                 _masked_adamw(flat, grad, exp_avg, exp_avg_sq, step_count, mask, lr, wd)
-                if before is not None:
-                    prod = grad * before.sub_(flat)  # grad * (theta_before - theta_after), [K, P]
-                    step_signal = torch.stack([prod[:, a:b].sum(1) for a, b in lora_spans], 1)  # [K, F]
-                    signal.add_(step_signal.abs() * mask)
+                for c, st in stepping:
+                    c.after_step(st, stacked, grads, mask)
                 grad.zero_()
                 loss_sums[:m] += stacked_losses.detach()
 
@@ -214,9 +212,8 @@ def packed_local_train(
     results: list[ClientResult | None] = [None] * k_all
     for j, i in enumerate(order):
         params = {k: stacked[k][j].detach().clone().to(model.trainable[k].dtype) for k in keys}
-        lora_signals = dict(zip(lora_keys, signal[j].clone().unbind(0), strict=True)) if want_signal else None
         results[i] = finish_client(model, params, datas[i], transform, settings, num_classes, requires, ids[i],
-                                   sums[j], steps[i], lora_signals)
+                                   sums[j], steps[i], list(zip(collectors, states, strict=True)), j)
     for leaf in stacked.values():
         leaf.grad = None
     return results  # type: ignore[return-value]

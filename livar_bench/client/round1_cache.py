@@ -16,15 +16,17 @@ import os
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from livar_bench.client.collectors import restrict_update
 from livar_bench.client.packed import resolve_pack
 from livar_bench.config import NON_IDENTITY_FIELDS, RunSpec
 from livar_bench.digest import json_digest
-from livar_bench.methods.base import ClientUpdate, Method, Signal, needs_class_stats
+from livar_bench.types import Signal
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: ClientUpdate carries a ``signals`` mapping (collectors)
 # Spec fields that do not change round-1 client training (the method's server side, the run length).
 NOT_IN_ROUND1 = frozenset({"method", "rounds"})
 # Collected on a cache miss unless the caller says otherwise: cheap, and what LIVAR and CCVR's means need.
@@ -35,7 +37,7 @@ DEFAULT_SIGNALS = frozenset({Signal.LORA_SIGNAL, Signal.CLASS_STATS})
 class Round1Result:
     """The round-1 client work of one cell: updates (with ``signals`` collected), losses and images."""
 
-    updates: list[ClientUpdate]
+    updates: list[Any]  # ClientUpdate
     losses: list[float]
     images: int
     signals: frozenset[Signal]
@@ -43,20 +45,10 @@ class Round1Result:
     def restricted(self, requires: Collection[Signal]) -> Round1Result:
         """The same result with only the signals in ``requires``, as a run asking for them produces."""
         requires = frozenset(requires)
-        return dataclasses.replace(self, updates=[_restrict(u, requires) for u in self.updates], signals=requires)
+        return dataclasses.replace(self, updates=[restrict_update(u, requires) for u in self.updates], signals=requires)
 
 
-def _restrict(update: ClientUpdate, requires: frozenset[Signal]) -> ClientUpdate:
-    stats = None
-    if needs_class_stats(requires):
-        stats = update.class_stats
-        if stats is not None and Signal.CLASS_COV not in requires:
-            stats = dataclasses.replace(stats, cov=None)
-    signals = update.lora_signals if Signal.LORA_SIGNAL in requires else None
-    return dataclasses.replace(update, class_stats=stats, lora_signals=signals)
-
-
-def round1_key(spec: RunSpec, method: Method, device: torch.device) -> str:
+def round1_key(spec: RunSpec, method: Any, device: torch.device) -> str:
     """Hash of everything that decides round-1 client updates (the objective and device included)."""
     skip = NON_IDENTITY_FIELDS | NOT_IN_ROUND1
     payload = {k: v for k, v in spec.model_dump(mode="json").items() if k not in skip}
@@ -76,7 +68,7 @@ class Round1Cache:
         self._held: frozenset[Signal] | None = None  # signals in the file, as last read by ``load``
 
     @classmethod
-    def for_run(cls, root: str | Path, spec: RunSpec, method: Method, device: torch.device) -> Round1Cache:
+    def for_run(cls, root: str | Path, spec: RunSpec, method: Any, device: torch.device) -> Round1Cache:
         return cls(root, round1_key(spec, method, device), device)
 
     def load(self, requires: Collection[Signal]) -> Round1Result | None:

@@ -1,52 +1,11 @@
-"""Signals a client computes for the server: LIVAR's path-integral importances and class statistics.
-
-Everything stays on the device: the path-integral accumulator is updated with foreach kernels after
-each optimiser step and read once per round.
-"""
+"""Maths of the client signals (the collectors in ``client/collectors/`` call it): class statistics."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from livar_bench.methods.base import ClassStats
-
-
-class PathIntegralSignal:
-    """S_f = sum over steps |sum over entries of grad * (theta_before - theta_after)| for each factor f.
-
-    The Synaptic-Intelligence-style importance the LIVAR reference code accumulates per LoRA factor.
-    Call ``before_step()`` after ``backward()`` and before ``optimizer.step()``, ``after_step()`` after it.
-    With ``use_delta=False`` it accumulates |sum grad| instead (the reference code's other variant).
-    """
-
-    def __init__(self, keys: Sequence[str], params: Sequence[torch.nn.Parameter], use_delta: bool = True) -> None:
-        self.keys = list(keys)
-        self.params = list(params)
-        self.use_delta = use_delta
-        self._before = [torch.empty_like(p) for p in self.params]
-        self.total = torch.zeros(len(self.params), device=self.params[0].device, dtype=torch.float32)
-
-    @torch.no_grad()
-    def before_step(self) -> None:
-        if self.use_delta:
-            torch._foreach_copy_(self._before, [p.detach() for p in self.params])
-
-    @torch.no_grad()
-    def after_step(self, grads: Sequence[Tensor]) -> None:
-        if self.use_delta:
-            delta = torch._foreach_sub(self._before, [p.detach() for p in self.params])
-            prods = torch._foreach_mul(list(grads), delta)
-        else:
-            prods = list(grads)
-        step = torch.stack([t.float().sum() for t in prods])
-        self.total.add_(step.abs())
-
-    def result(self) -> dict[str, Tensor]:
-        """Factor key -> 0-dim signal tensor (still on the device)."""
-        return dict(zip(self.keys, self.total.unbind(0), strict=True))
+from livar_bench.types import ClassStats
 
 
 def class_statistics(

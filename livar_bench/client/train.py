@@ -11,16 +11,18 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from livar_bench.client.signals import PathIntegralSignal, class_statistics
+from livar_bench.client.collectors import Collector, collectors_for
+from livar_bench.client.objectives import LocalObjective
 from livar_bench.data.base import ImageSplit
 from livar_bench.data.transforms import DeviceTransform
 from livar_bench.errors import DivergedError
-from livar_bench.methods.base import ClientUpdate, LocalObjective, Params, Signal, needs_class_stats
 from livar_bench.models import LoraViT
+from livar_bench.types import ClientUpdate, Params, Signal
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,10 @@ def local_train(
     keys = list(model.trainable)
     params = [model.trainable[k] for k in keys]
     optimizer = make_optimizer(params, settings)
-    lora_keys = [k for k in keys if ".lora_" in k]
-    signal = None
-    if Signal.LORA_SIGNAL in requires:
-        signal = PathIntegralSignal(lora_keys, [model.trainable[k] for k in lora_keys])
+    collectors = collectors_for(requires)
+    stacked = {k: model.trainable[k].unsqueeze(0) for k in keys}  # collectors see a client axis of 1
+    states = [c.start(stacked) for c in collectors]
+    stepping = [(c, st) for c, st in zip(collectors, states, strict=True) if st is not None]
     loss_sum = torch.zeros((), device=device)
     steps = 0
     for index in batch_schedule(data, settings.epochs, settings.batch_size, generator):
@@ -93,18 +95,19 @@ def local_train(
             logits = model(x)
         loss = objective(logits, y, model.trainable, start)
         loss.backward()
-        if signal is not None:
-            signal.before_step()
+        for c, st in stepping:
+            c.before_step(st, stacked)
         optimizer.step()
-        if signal is not None:
-            signal.after_step([model.trainable[k].grad for k in lora_keys])
+        if stepping:
+            grads = {k: model.trainable[k].grad.unsqueeze(0) for k in keys}
+            for c, st in stepping:
+                c.after_step(st, stacked, grads, None)
         optimizer.zero_grad(set_to_none=True)
         loss_sum += loss.detach()
         steps += 1
-    lora_signals = signal.result() if signal is not None else None
     # float(loss_sum): the one read of the loss per client
     return finish_client(model, model.get_params(), data, transform, settings, num_classes, requires, client_id,
-                         float(loss_sum), steps, lora_signals)
+                         float(loss_sum), steps, list(zip(collectors, states, strict=True)), 0)
 
 
 def batch_schedule(data: ImageSplit, epochs: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
@@ -121,27 +124,42 @@ def batch_schedule(data: ImageSplit, epochs: int, batch_size: int, generator: to
 
 def finish_client(model: LoraViT, params: Params, data: ImageSplit, transform: DeviceTransform,
                   settings: LocalSettings, num_classes: int, requires: Collection[Signal], client_id: int,
-                  loss_sum: float, steps: int, lora_signals: dict[str, Tensor] | None) -> ClientResult:
-    """The end of a client's local training: loss check, class statistics under its final ``params``
-    (loaded into ``model``) when requested, and the ``ClientResult``."""
+                  loss_sum: float, steps: int, collected: list[tuple[Collector, Any]], index: int) -> ClientResult:
+    """The end of a client's local training: loss check, each collector's payload for client ``index`` of
+    its stack (end-of-client signals see the client's final ``params``), and the ``ClientResult``."""
     mean_loss = loss_sum / max(steps, 1)
     if not torch.isfinite(torch.tensor(mean_loss)):
         raise DivergedError(
             f"client {client_id}: training loss is not finite ({mean_loss}); lower --lr or check the data"
         )
-    stats = None
-    if needs_class_stats(requires):
-        model.load_params(params)
-        stats = client_class_stats(model, data, transform, num_classes, settings, Signal.CLASS_COV in requires)
+    end = _End(model, params, data, transform, settings, num_classes)
+    signals = {c.name: c.payload(state, index, end, requires) for c, state in collected}
     update = ClientUpdate(
         client_id=client_id,
         num_samples=len(data),
         class_counts=torch.bincount(data.labels, minlength=num_classes).cpu(),
         params=params,
-        class_stats=stats,
-        lora_signals=lora_signals,
+        signals=signals,
     )
     return ClientResult(update, mean_loss, settings.epochs * len(data))
+
+
+class _End:
+    """``collectors.ClientEnd`` for one finished client: its features under its final params, computed once."""
+
+    def __init__(self, model: LoraViT, params: Params, data: ImageSplit, transform: DeviceTransform,
+                 settings: LocalSettings, num_classes: int) -> None:
+        self.model, self.params, self.data, self.transform, self.settings = model, params, data, transform, settings
+        self.num_classes = num_classes
+        self._features: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def features(self) -> tuple[Tensor, Tensor, Tensor]:
+        if self._features is None:
+            self.model.load_params(self.params)
+            feats, logits = embed(self.model, self.data.images, self.transform, max(self.settings.batch_size, 256),
+                                  self.settings.autocast_dtype)
+            self._features = (feats, self.data.labels, logits.argmax(1) == self.data.labels)
+        return self._features
 
 
 @torch.no_grad()
@@ -159,14 +177,6 @@ def embed(model: LoraViT, images: Tensor, transform: DeviceTransform, batch_size
         feats.append(f.float())
         logits.append(z.float())
     return torch.cat(feats), torch.cat(logits)
-
-
-def client_class_stats(model: LoraViT, data: ImageSplit, transform: DeviceTransform, num_classes: int,
-                       settings: LocalSettings, with_cov: bool):
-    """Class statistics of the client's training data under its final local model."""
-    feats, logits = embed(model, data.images, transform, max(settings.batch_size, 256), settings.autocast_dtype)
-    correct = logits.argmax(1) == data.labels
-    return class_statistics(feats, data.labels, correct, num_classes, with_cov)
 
 
 @torch.no_grad()

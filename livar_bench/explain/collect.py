@@ -45,21 +45,17 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from livar_bench.client.train import LocalSettings, autocast, evaluate, local_train
+from livar_bench.client.objectives import CrossEntropy
+from livar_bench.client.phase import train_clients
+from livar_bench.client.train import LocalSettings, autocast, evaluate
 from livar_bench.config import RunSpec
 from livar_bench.data import DatasetBundle, subsample
 from livar_bench.data.base import ImageSplit
 from livar_bench.errors import BenchError
-from livar_bench.federation import (
-    STREAM_CLIENT,
-    STREAM_INIT,
-    derive_seed,
-    generator,
-    sample_clients,
-    setup_run,
-)
-from livar_bench.methods.base import ClientUpdate, CrossEntropy, Params, Signal
+from livar_bench.federation import sample_clients, setup_run
 from livar_bench.ops.weighted import sample_weights, weighted_average_params
+from livar_bench.seeding import STREAM_INIT, derive_seed, generator
+from livar_bench.types import ClientUpdate, Params, Signal
 
 # Random-stream keys of this module; distinct from federation.py's 0..4 so streams never coincide.
 STREAM_VALIDATION, STREAM_PROBE = 101, 102
@@ -228,13 +224,12 @@ def collect(spec: RunSpec, probe: ProbeSettings, *, bundle: DatasetBundle | None
     meta = [describe_module(m, depth) for m in modules]
     frames, history = [], []
     for round_ in range(1, spec.rounds + 1):
-        updates = []
-        for k in sample_clients(spec, round_):
-            result = local_train(s.model, global_params, s.clients[k], s.train_tf, CrossEntropy(), settings,
-                                 generator(spec.seed, STREAM_CLIENT, round_, k, device=s.device),
-                                 s.bundle.num_classes, {Signal.LORA_SIGNAL}, client_id=k)
-            updates.append(result.update)
-            emit("client", round=round_, client=k, loss=result.mean_loss)
+        results = train_clients(  # the client phase of `run`, same seeding: the clients of a FedAvg run
+            s.model, global_params, {k: s.clients[k] for k in sample_clients(spec, round_)}, s.train_tf,
+            CrossEntropy(), settings, seed=spec.seed, round_=round_, num_classes=s.bundle.num_classes,
+            requires={Signal.LORA_SIGNAL}, pack=spec.pack,
+            on_client=lambda k, r, at=round_: emit("client", round=at, client=k, loss=r.mean_loss))
+        updates = [r.update for r in results.values()]
         sig_a = torch.stack([torch.stack([u.lora_signals[f"{m}.lora_A"] for m in modules]) for u in updates]).cpu()
         sig_b = torch.stack([torch.stack([u.lora_signals[f"{m}.lora_B"] for m in modules]) for u in updates]).cpu()
         pairs = _choose_pairs(len(updates), len(modules), probe.probe_pairs, spec.seed, round_)

@@ -1,119 +1,99 @@
-"""The aggregator interface every method implements.
+"""The method contract: aggregators, stages and their composition into a ``Method``.
 
 A method sees plain data only: dictionaries of the trainable tensors (LoRA factors and the classifier
-head) and, where it asks for them, per-client statistics. It never sees an ``nn.Module``, a loader or a
-file, so that every method runs through the same federation loop and is testable on tiny tensors.
+head), the server state it owns and, where it asks for them, per-client statistics. It never sees an
+``nn.Module``, a loader or a file, so that every method runs through the same federation loop (or the
+Flower engine) and is testable on tiny tensors.
 
-Parameter keys are canonical and short:
-``blocks.3.attn.qkv.lora_A`` / ``blocks.3.attn.qkv.lora_B`` (LoRA factors A [r, in] and B [out, r]),
-``head.weight`` [C, D] and ``head.bias`` [C].
+Interfaces are classes with every optional hook declared, and a default that does nothing special:
+
+- ``Aggregator``: ``__call__(global_params, updates, ctx) -> params`` for a stateless merge (FedAvg,
+  TIES, LIVAR), or ``server_step(state, updates, ctx) -> state`` for a method that keeps buffers
+  across rounds (FedAvgM, FedAdam); ``local_objective()`` for one that changes the client loss
+  (FedProx); ``evaluation_deltas`` for one that evaluates something other than what it sends;
+  ``content_digest`` for one that reads a file (a LIVAR rule), so that the file's content is part of
+  the run id.
+- ``Stage``: runs after the aggregator; ``__call__(new_params, updates, ctx) -> params`` or, to see the
+  previous global state too, ``apply(previous, new, updates, ctx) -> state``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
-import torch
 from torch import Tensor
 
-Params = dict[str, Tensor]
+from livar_bench.client.objectives import CrossEntropy, LocalObjective
+from livar_bench.types import (  # noqa: F401  (ClassStats, needs_class_stats: re-exported for older imports)
+    ClassStats,
+    ClientUpdate,
+    Params,
+    RoundContext,
+    ServerState,
+    Signal,
+    needs_class_stats,
+)
 
 
-class Signal(str, Enum):
-    """Client-side statistics a method can ask for; clients compute only those requested."""
-
-    CLASS_STATS = "class_stats"  # per-class count, mean and per-dimension variance of pre-logit features
-    CLASS_COV = "class_cov"  # additionally the full per-class covariance (CCVR)
-    LORA_SIGNAL = "lora_signal"  # accumulated |sum(grad * delta theta)| per LoRA factor (LIVAR)
-
-
-def needs_class_stats(requires: Collection[Signal]) -> bool:
-    """Whether clients must compute class statistics (CLASS_COV implies the plain statistics too)."""
-    return Signal.CLASS_STATS in requires or Signal.CLASS_COV in requires
-
-
-@dataclass(frozen=True)
-class ClassStats:
-    """Per-class statistics of a client's pre-logit features, computed after local training.
-
-    ``*_correct`` fields use only the samples the client's final model classifies correctly (the LIVAR
-    paper's definition); the others use every training sample of the class (the reference code's).
-    Variances are unbiased per-dimension variances; rows with fewer than two samples are zero.
-    """
-
-    count: Tensor  # [C] int64
-    mean: Tensor  # [C, D]
-    var: Tensor  # [C, D]
-    count_correct: Tensor  # [C] int64
-    var_correct: Tensor  # [C, D]
-    cov: Tensor | None = None  # [C, D, D], only when Signal.CLASS_COV is requested
-
-
-@dataclass(frozen=True)
-class ClientUpdate:
-    """What one client sends to the server after local training."""
-
-    client_id: int
-    num_samples: int
-    class_counts: Tensor  # [C] int64
-    params: Params
-    class_stats: ClassStats | None = None
-    lora_signals: Mapping[str, Tensor] | None = None  # factor key -> scalar signal S (0-dim tensor)
-
-
-@dataclass(frozen=True)
-class RoundContext:
-    """What the server knows in a round besides the client updates."""
-
-    round: int
-    num_rounds: int
-    num_classes: int
-    lora_scale: float
-    generator: torch.Generator
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    head_keys: tuple[str, str] = ("head.weight", "head.bias")
-
-
-@runtime_checkable
-class Aggregator(Protocol):
-    """Server-side merge: ``(global_params, updates, ctx) -> new global params``.
+class Aggregator:
+    """Server-side merge of client updates (subclass it as a frozen dataclass; fields = hyperparameters).
 
     Contract (checked over every registered method by tests/methods/test_contract.py): the output has
-    the keys, shapes and dtypes of ``global_params``; inputs are not mutated; client order does not
-    matter; results are deterministic given ``ctx.generator``.
+    the keys, shapes and dtypes of the global params; inputs are not mutated; client order does not
+    matter; results are deterministic given ``ctx.generator``; a resumed run continues exactly.
     """
 
-    requires: frozenset[Signal]
+    requires: ClassVar[frozenset[Signal]] = frozenset()
 
-    def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params: ...
+    def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
+        """The new global params (stateless methods implement this)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither __call__ nor server_step")
+
+    def server_step(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext) -> ServerState:
+        """The new server state; by default the state with ``params`` replaced by ``self(params, ...)``.
+
+        A stateful method overrides this and keeps its buffers in ``state.buffers`` (never on ``self``),
+        so that they are checkpointed and a resumed run is exact.
+        """
+        return state.evolve(params=self(state.params, updates, ctx))
+
+    def local_objective(self) -> LocalObjective:
+        """The client loss this method trains with (cross-entropy unless overridden)."""
+        return CrossEntropy()
+
+    def evaluation_deltas(self, state: ServerState, updates: Sequence[ClientUpdate],
+                          ctx: RoundContext) -> dict[str, Tensor] | None:
+        """Evaluation-only dense corrections to the frozen base weights (module path -> [out, in]).
+
+        None (the default) evaluates exactly what clients receive.
+        """
+        return None
+
+    def content_digest(self) -> str | None:
+        """Digest of files the method reads (part of the run id); None when it reads none."""
+        return None
 
 
-@runtime_checkable
-class Stage(Protocol):
-    """A post-aggregation server step (e.g. CCVR head calibration), same call shape as an aggregator."""
+class Stage:
+    """A server step after aggregation (e.g. CCVR head calibration); subclass it as a frozen dataclass."""
 
-    requires: frozenset[Signal]
+    requires: ClassVar[frozenset[Signal]] = frozenset()
 
-    def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params: ...
+    def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
+        """The new params from the aggregated ones (stages that need only the new global implement this)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither __call__ nor apply")
 
+    def apply(self, previous: ServerState, new: ServerState, updates: Sequence[ClientUpdate],
+              ctx: RoundContext) -> ServerState:
+        """The state after this stage, given the state before aggregation (``previous``) and after it."""
+        return new.evolve(params=self(new.params, updates, ctx))
 
-@runtime_checkable
-class LocalObjective(Protocol):
-    """The client loss. ``params`` are the live trainable tensors, ``anchor`` the round's global ones."""
-
-    def __call__(self, logits: Tensor, targets: Tensor, params: Mapping[str, Tensor], anchor: Params) -> Tensor: ...
-
-
-@dataclass(frozen=True)
-class CrossEntropy:
-    """Plain cross-entropy, the local objective of every method but FedProx."""
-
-    def __call__(self, logits: Tensor, targets: Tensor, params: Mapping[str, Tensor], anchor: Params) -> Tensor:
-        return torch.nn.functional.cross_entropy(logits.float(), targets)
+    def content_digest(self) -> str | None:
+        """Digest of files the stage reads (part of the run id); None when it reads none."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -132,17 +112,29 @@ class Method:
             needed |= stage.requires
         return frozenset(needed)
 
-    def server_step(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
-        """Aggregate, then apply each stage to the aggregate.
+    def init_state(self, params: Params) -> ServerState:
+        """The server state before round 1: the initial params, no buffers, no base corrections."""
+        return ServerState(params=dict(params))
+
+    def server_step(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext) -> ServerState:
+        """Aggregate, then apply each stage; every stage sees the state from before aggregation too.
 
         Updates are put in client-id order first, so that floating-point sums do not depend on the
         order in which clients finished.
         """
         updates = sorted(updates, key=lambda u: u.client_id)
-        new = self.aggregator(global_params, updates, ctx)
+        new = self.aggregator.server_step(state, updates, ctx)
         for stage in self.stages:
-            new = stage(new, updates, ctx)
+            new = stage.apply(state, new, updates, ctx)
         return new
+
+    def aggregate(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
+        """``server_step`` from a bare params dict (no buffers): the new params. For tests and tools."""
+        return self.server_step(self.init_state(global_params), updates, ctx).params
+
+    def evaluation_deltas(self, state: ServerState, updates: Sequence[ClientUpdate],
+                          ctx: RoundContext) -> dict[str, Tensor] | None:
+        return self.aggregator.evaluation_deltas(state, updates, ctx)
 
     @property
     def objective_key(self) -> str:

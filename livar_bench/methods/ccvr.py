@@ -25,9 +25,10 @@ from typing import Literal
 
 import torch
 
-from livar_bench.methods.base import ClientUpdate, Params, RoundContext, Signal
+from livar_bench.methods.base import Stage
 from livar_bench.ops.gaussian import covariance_factor, pool_moments, sample_gaussians, std_factor
 from livar_bench.ops.head import fit_linear_head
+from livar_bench.types import ClientUpdate, Params, RoundContext, Signal
 
 # Reference-code settings (LIVAR authors' fed-mammoth code base, as summarised in PAPER.md).
 REFERENCE_SAMPLES_PER_CLASS = 256
@@ -38,7 +39,7 @@ REFERENCE_TEMPERATURE = 0.1
 
 
 @dataclass(frozen=True)
-class CCVR:
+class CCVR(Stage):
     """Head calibration on virtual features sampled from pooled per-class Gaussians."""
 
     samples_per_class: int = REFERENCE_SAMPLES_PER_CLASS

@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from livar_bench.methods.base import ClientUpdate, Params, RoundContext, Signal
+from livar_bench.methods.base import Aggregator
 from livar_bench.ops.weighted import sample_weights, weighted_average_params
+from livar_bench.types import ClientUpdate, Params, RoundContext, Signal
 
 
 @dataclass(frozen=True)
-class FedAvg:
+class FedAvg(Aggregator):
     """Sample-weighted mean of every trainable tensor (LoRA factors separately, head rows)."""
 
     requires: ClassVar[frozenset[Signal]] = frozenset()

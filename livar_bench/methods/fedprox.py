@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-from livar_bench.methods.base import ClientUpdate, Params, RoundContext, Signal
+from livar_bench.client.objectives import Proximal
+from livar_bench.methods.base import Aggregator
 from livar_bench.methods.fedavg import FedAvg
-
-if TYPE_CHECKING:
-    from livar_bench.client.objectives import Proximal
+from livar_bench.types import ClientUpdate, Params, RoundContext, Signal
 
 # The LIVAR reference code has no FedProx; 0.01 is one of the values of the FedProx paper's grid
 # (mu in {0.001, 0.01, 0.1, 1}) and a common default for fine-tuning, where a large mu stalls training.
@@ -23,7 +22,7 @@ DEFAULT_MU = 0.01
 
 
 @dataclass(frozen=True)
-class FedProx:
+class FedProx(Aggregator):
     """FedAvg on the server; cross-entropy + proximal term ``mu`` on the clients."""
 
     mu: float = DEFAULT_MU
@@ -34,11 +33,7 @@ class FedProx:
             raise ValueError(f"mu must be >= 0, got {self.mu}")
 
     def local_objective(self) -> Proximal:
-        """The client loss this method trains with (the registry wires it into the Method)."""
-        # Imported here: client.objectives imports methods.base, so a module-level import would make
-        # ``import livar_bench.client.objectives`` circular through this package's __init__.
-        from livar_bench.client.objectives import Proximal
-
+        """The client loss this method trains with."""
         return Proximal(self.mu)
 
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:

@@ -39,14 +39,15 @@ import torch
 from torch import Tensor
 
 from livar_bench.digest import json_digest
-from livar_bench.methods.base import ClientUpdate, Params, RoundContext, Signal
+from livar_bench.methods.base import Aggregator
 from livar_bench.methods.livar_rule import LivarRule, bucket, load_rule
 from livar_bench.ops.lora import factor_keys, lora_delta, lora_modules
 from livar_bench.ops.weighted import normalise, sample_weights, weighted_average
+from livar_bench.types import ClientUpdate, Params, RoundContext, ServerState, Signal
 
 
 @dataclass(frozen=True)
-class Livar:
+class Livar(Aggregator):
     """Variance-weighted head + signal-weighted LoRA factors; either part can be switched to FedAvg."""
 
     head: bool = True
@@ -120,19 +121,20 @@ class Livar:
             b_key: torch.where(held, new_b, old_b.double()).to(old_b.dtype),
         }
 
-    def evaluation_deltas(self, global_params: Params, updates: Sequence[ClientUpdate],
+    def evaluation_deltas(self, state: ServerState, updates: Sequence[ClientUpdate],
                           ctx: RoundContext) -> dict[str, Tensor] | None:
         """Per LoRA module, the dense correction to add to the frozen base weight during evaluation.
 
         Only for ``eval_delta="reference"`` (else None): the evaluated weight becomes
         W0 + scale * sum_k (n_k/N) B_k A_k, as in the reference code, while ``global_params`` (the
-        round's new global tensors, what clients receive) are left as they are.
+        round's new global tensors in ``state.params``, what clients receive) are left as they are.
 
         Returns:
             module name (a path inside the PEFT model, e.g. ``blocks.0.attn.qkv``) -> [out, in] float32.
         """
         if self.eval_delta != "reference":
             return None
+        global_params = state.params
         weights = sample_weights([u.num_samples for u in updates])
         deltas: dict[str, Tensor] = {}
         for module in lora_modules(global_params):

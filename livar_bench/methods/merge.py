@@ -33,8 +33,9 @@ from typing import ClassVar, Literal
 
 import torch
 
-from livar_bench.methods.base import ClientUpdate, Params, RoundContext, Signal
+from livar_bench.methods.base import Aggregator
 from livar_bench.ops.ties import merge_task_vectors
+from livar_bench.types import ClientUpdate, Params, RoundContext, Signal
 
 # Reference-code TIES settings (LIVAR authors' code base, PAPER.md): top 30 %, lambda 0.4.
 TIES_DENSITY = 0.3
@@ -42,7 +43,7 @@ TIES_LAMBDA = 0.4
 
 
 @dataclass(frozen=True)
-class TaskVectorMerge:
+class TaskVectorMerge(Aggregator):
     """theta_global + lam * (trim -> elect -> disjoint reduce)(theta_k - theta_global).
 
     The defaults are TIES-merging's (registered as ``ties``); ``TaskArithmetic`` is the preset with
@@ -80,7 +81,7 @@ Ties = TaskVectorMerge
 
 
 @dataclass(frozen=True)
-class TaskArithmetic:
+class TaskArithmetic(Aggregator):
     """Task arithmetic on client task vectors: no trimming, no sign election (preset of the merge)."""
 
     lam: float = TIES_LAMBDA

@@ -1,17 +1,14 @@
-"""Method registry and the method-spec grammar.
+"""Method registry: every aggregator and stage by name, with its paper, display name and table order.
 
-Grammar: ``<method>[k=v,...](+<stage>[k=v,...])*``, for example ``livar``, ``livar+ccvr``,
-``ties[density=0.2,lam=1.0]+ccvr``. A bare stage (``ccvr``) means FedAvg followed by that stage.
-
-A registered method is a frozen dataclass whose fields are its hyperparameters. Aggregators are
-callables ``(global, updates, ctx) -> params``; a method that changes the client (FedProx) also has a
-``local_objective()`` method. Stages are registered separately with the same call shape.
+A registered component is a frozen dataclass whose fields are its hyperparameters, subclassing
+``methods.base.Aggregator`` (kind "method") or ``methods.base.Stage`` (kind "stage"). Specs that
+combine them (``livar+ccvr``) are parsed by ``methods.spec.MethodSpec``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
+import difflib
 import types
 import typing
 from collections.abc import Callable
@@ -19,18 +16,25 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from livar_bench.errors import BenchError
-from livar_bench.methods.base import CrossEntropy, Method
+from livar_bench.methods.base import Aggregator, Stage
 
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered method or stage."""
+    """A registered method or stage.
+
+    Attributes:
+        label: display name in tables and plots (e.g. "LIVAR").
+        order: position in tables (smaller first); baselines before the methods they are compared with.
+    """
 
     name: str
     cls: type
     kind: Literal["method", "stage"]
     paper: str
     summary: str
+    label: str
+    order: int
 
     @property
     def requires(self) -> frozenset:
@@ -43,66 +47,43 @@ class Entry:
 _REGISTRY: dict[str, Entry] = {}
 
 
-def register(name: str, *, kind: Literal["method", "stage"], paper: str, summary: str) -> Callable[[type], type]:
-    """Class decorator registering a method or stage under ``name``."""
+def register(name: str, *, kind: Literal["method", "stage"], paper: str, summary: str, label: str | None = None,
+             order: int = 1000) -> Callable[[type], type]:
+    """Class decorator registering a method or stage under ``name``.
+
+    Example: ``register("median", kind="method", paper="-", summary="Coordinate-wise median.")(Median)``.
+    """
 
     def wrap(cls: type) -> type:
-        if not dataclasses.is_dataclass(cls):
-            raise TypeError(f"{cls.__name__} must be a frozen dataclass to be registered")
+        base = Aggregator if kind == "method" else Stage
+        if not (dataclasses.is_dataclass(cls) and issubclass(cls, base)):
+            raise TypeError(f"{cls.__name__} must be a frozen dataclass subclassing {base.__name__} to be "
+                            f"registered as a {kind}")
         if name in _REGISTRY:
             raise ValueError(f"method name {name!r} is registered twice")
-        _REGISTRY[name] = Entry(name=name, cls=cls, kind=kind, paper=paper, summary=summary)
+        _REGISTRY[name] = Entry(name=name, cls=cls, kind=kind, paper=paper, summary=summary, label=label or name,
+                                order=order)
         return cls
 
     return wrap
 
 
 def entries() -> list[Entry]:
-    """Every registered method and stage, methods first, in registration order."""
-    return sorted(_REGISTRY.values(), key=lambda e: e.kind != "method")
+    """Every registered method and stage, methods first, each kind in table order."""
+    return sorted(_REGISTRY.values(), key=lambda e: (e.kind != "method", e.order))
 
 
 def get_entry(name: str) -> Entry:
     """Look up a method or stage by name, suggesting close names when unknown."""
     if name in _REGISTRY:
         return _REGISTRY[name]
-    import difflib
-
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise BenchError(f"unknown method {name!r}.{hint} Known: {', '.join(sorted(_REGISTRY))} (livar-bench ls methods)")
 
 
-_PART = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(?:\[(?P<args>[^\]]*)\])?$", re.IGNORECASE)
-
-
-def split_spec(spec: str) -> list[tuple[str, dict[str, str]]]:
-    """Split a method spec into (name, raw key/value strings) parts."""
-    if not spec or not spec.strip():
-        raise BenchError("empty method spec; give e.g. --method livar or --method livar+ccvr")
-    parts = []
-    # Names and keys are case-insensitive; values keep their case (a LIVAR rule file path may need it).
-    for raw in spec.strip().split("+"):
-        match = _PART.match(raw.strip())
-        if match is None:
-            raise BenchError(f"cannot parse method spec {spec!r} at {raw!r}; expected name or name[key=value,...]")
-        args: dict[str, str] = {}
-        for item in filter(None, (a.strip() for a in (match["args"] or "").split(","))):
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise BenchError(f"method spec {spec!r}: expected key=value, got {item!r}")
-            args[key.strip().lower()] = value.strip()
-        parts.append((match["name"].lower(), args))
-    return parts
-
-
-def render_spec(parts: list[tuple[str, dict[str, Any]]]) -> str:
-    """The inverse of ``split_spec``: ``[("ties", {"density": "0.2"}), ("ccvr", {})]`` -> ``ties[density=0.2]+ccvr``."""
-    return "+".join(f"{name}[{','.join(f'{k}={v}' for k, v in args.items())}]" if args else name
-                    for name, args in parts)
-
-
-def _coerce(entry: Entry, key: str, raw: Any) -> Any:
+def coerce(entry: Entry, key: str, raw: Any) -> Any:
+    """``raw`` converted to the type of ``entry``'s hyperparameter ``key`` (a clear error when it cannot be)."""
     fields = {f.name: f for f in dataclasses.fields(entry.cls)}
     if key not in fields:
         valid = ", ".join(fields) or "none"
@@ -153,87 +134,11 @@ def _convert(hint: Any, raw: Any) -> Any:
         if isinstance(raw, bool):
             raise ValueError("expected a number")
         value = float(raw)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("expected a finite number")
         return value
     if hint is str:
         if not isinstance(raw, (str, int, float)):
             raise ValueError("expected a string")
         return str(raw)
     raise TypeError(f"unsupported hyperparameter type {hint}")
-
-
-def build_component(name: str, params: dict[str, Any]) -> tuple[Entry, Any]:
-    """Instantiate a registered method/stage with validated hyperparameters."""
-    entry = get_entry(name)
-    kwargs = {key: _coerce(entry, key, value) for key, value in params.items()}
-    try:
-        return entry, entry.cls(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise BenchError(f"{name}: {err}") from None
-
-
-def parse_method(spec: str, overrides: dict[str, dict[str, Any]] | None = None) -> Method:
-    """Build a ``Method`` from a spec string; ``overrides`` maps component name -> hyperparameters."""
-    overrides = overrides or {}
-    parts = split_spec(spec)
-    first_name = parts[0][0]
-    if get_entry(first_name).kind == "stage":
-        parts = [("fedavg", {}), *parts]
-    objective: Any = CrossEntropy()
-    aggregator = None
-    stages = []
-    for position, (name, args) in enumerate(parts):
-        entry, component = build_component(name, {**overrides.get(name, {}), **args})
-        if position == 0:
-            if entry.kind != "method":
-                raise BenchError(f"{name!r} is a stage; it must follow a method, e.g. fedavg+{name}")
-            aggregator = component
-            if hasattr(component, "local_objective"):
-                objective = component.local_objective()
-        else:
-            if entry.kind != "stage":
-                raise BenchError(
-                    f"{name!r} is an aggregation method and can only come first in {spec!r}; "
-                    f"stages that can follow: {', '.join(e.name for e in entries() if e.kind == 'stage')}"
-                )
-            stages.append(component)
-    unknown = set(overrides) - {name for name, _ in parts}
-    if unknown:
-        raise BenchError(f"hyperparameters given for {', '.join(sorted(unknown))}, which {spec!r} does not use")
-    return Method(spec=spec, objective=objective, aggregator=aggregator, stages=tuple(stages))
-
-
-def canonical_spec(spec: str) -> str:
-    """Spec string with hyperparameters that equal their defaults removed and the rest sorted.
-
-    ``livar[head_subset=correct]`` and ``livar`` are the same experiment and get the same run id.
-    """
-    parts = split_spec(spec)
-    rendered = []
-    for name, args in parts:
-        entry, component = build_component(name, args)
-        defaults = entry.defaults()
-        changed = {k: getattr(component, k) for k in sorted(args) if getattr(component, k) != defaults[k]}
-        inner = ",".join(f"{k}={_render(v)}" for k, v in changed.items())
-        rendered.append(f"{name}[{inner}]" if inner else name)
-    return "+".join(rendered)
-
-
-def _render(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def content_digests(spec: str) -> dict[str, str]:
-    """Digests of files a spec's components read (e.g. a LIVAR rule file), keyed by component name.
-
-    Part of the run id: a run that reads an edited file is a different experiment, even under the
-    same path.
-    """
-    out = {}
-    for name, args in split_spec(spec):
-        _, component = build_component(name, args)
-        digest = getattr(component, "content_digest", lambda: None)()
-        if digest:
-            out[name] = digest
-    return out

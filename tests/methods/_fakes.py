@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from livar_bench.client.signals import class_statistics
-from livar_bench.methods.base import ClientUpdate, Params, RoundContext
+from livar_bench.types import ClientUpdate, Params, RoundContext
 
 MODULES = ("blocks.0.attn.qkv", "blocks.0.mlp.fc1")
 NUM_CLASSES = 4
@@ -35,7 +35,7 @@ def make_update(client_id: int, base: Params, g: torch.Generator, counts: list[i
     stats = class_statistics(features, labels, correct, NUM_CLASSES, with_cov=True)
     signals = {k: torch.rand((), generator=g) * 10 for k in base if ".lora_" in k}
     return ClientUpdate(client_id=client_id, num_samples=int(sum(counts)), class_counts=torch.tensor(counts),
-                        params=params, class_stats=stats, lora_signals=signals)
+                        params=params, signals={"class_stats": stats, "lora_signal": signals})
 
 
 # Client 0 and 1 share class 1; nobody holds class 3 (its head row must survive unchanged where relevant).
@@ -47,14 +47,14 @@ def make_updates(seed: int = 0, dtype: torch.dtype = torch.float32, identical: b
     g = torch.Generator().manual_seed(seed + 100)
     if identical:
         one = make_update(0, base, g, [4, 4, 4, 3])  # every class held: LIVAR keeps unheld rows global
-        updates = [ClientUpdate(k, one.num_samples, one.class_counts, one.params, one.class_stats, one.lora_signals)
+        updates = [ClientUpdate(k, one.num_samples, one.class_counts, one.params, one.signals)
                    for k in range(3)]
         return base, updates
     return base, [make_update(k, base, g, counts) for k, counts in enumerate(COUNTS)]
 
 
-def context(seed: int = 0, lora_scale: float = 2.0) -> RoundContext:
-    return RoundContext(round=1, num_rounds=2, num_classes=NUM_CLASSES, lora_scale=lora_scale,
+def context(seed: int = 0, lora_scale: float = 2.0, round_: int = 1) -> RoundContext:
+    return RoundContext(round=round_, num_rounds=3, num_classes=NUM_CLASSES, lora_scale=lora_scale,
                         generator=torch.Generator().manual_seed(seed))
 
 

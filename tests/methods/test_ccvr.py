@@ -56,7 +56,7 @@ def separated_updates(g: torch.Generator, dim: int = 8) -> tuple[dict, list[Clie
     for k, counts in enumerate(([30, 30, 0], [0, 20, 40], [25, 0, 5])):
         f, y = client_features(g, counts, means, 0.5)
         stats = class_statistics(f, y, torch.ones_like(y, dtype=torch.bool), 3, with_cov=True)
-        updates.append(ClientUpdate(k, len(y), torch.tensor(counts), {}, class_stats=stats))
+        updates.append(ClientUpdate(k, len(y), torch.tensor(counts), {}, signals={"class_stats": stats}))
     # a head that starts wrong: it maps every class to class 0
     glob = {"head.weight": torch.zeros(3, dim).index_fill(0, torch.tensor([0]), 1.0), "head.bias": torch.zeros(3),
             "x.lora_A": torch.ones(2, 3)}
@@ -78,5 +78,5 @@ def test_ccvr_signals_and_composition() -> None:
     assert CCVR().requires == {Signal.CLASS_COV}
     assert CCVR(cov="diag").requires == {Signal.CLASS_STATS}
     method = parse_method("ccvr")
-    assert method.spec == "ccvr" and type(method.aggregator).__name__ == "FedAvg" and len(method.stages) == 1
+    assert method.spec == "fedavg+ccvr" and type(method.aggregator).__name__ == "FedAvg" and len(method.stages) == 1
     assert type(parse_method("ties+ccvr").aggregator).__name__ == "TaskVectorMerge"

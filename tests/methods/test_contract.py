@@ -1,15 +1,18 @@
-"""The aggregator contract, checked over every registered method (stages as fedavg+stage)."""
+"""The method contract, checked over every registered method (stages as fedavg+stage)."""
 
 from __future__ import annotations
+
+import io
 
 import pytest
 import torch
 
-from livar_bench.methods import entries, parse_method
-from livar_bench.methods.base import Signal
+from livar_bench.methods import MethodSpec, ServerState, Signal, entries, get_entry, parse_method
 from tests.methods._fakes import context, make_updates, snapshot
 
 NAMES = [e.name for e in entries()]
+REQUIRED = {"fedavg": "method", "fedprox": "method", "livar": "method", "ties": "method",
+            "task_arithmetic": "method", "ccvr": "stage"}
 
 # Identical clients whose tensors differ from the global ones: which specs return the clients' tensors.
 # TIES and task arithmetic at their defaults (lam 0.4, TIES density 0.3) are *not* fixed points: they
@@ -19,13 +22,16 @@ FIXED_POINTS = ["fedavg", "fedprox", "livar", "livar[head_subset=all,head_count_
                 "task_arithmetic[lam=1]", "ties[density=1,lam=1]"]
 
 
+def step(method, state, updates, round_=1, seed=0):
+    return method.server_step(state, updates, context(seed=seed, round_=round_))
+
+
 def test_registry_has_the_required_methods() -> None:
     kinds = {e.name: e.kind for e in entries()}
-    assert kinds == {"fedavg": "method", "fedprox": "method", "livar": "method", "ties": "method",
-                     "task_arithmetic": "method", "ccvr": "stage"}
+    assert {name: kinds.get(name) for name in REQUIRED} == REQUIRED
     for e in entries():
-        assert e.paper.startswith("https://arxiv.org/abs/")
-        assert isinstance(e.requires, frozenset)
+        assert e.paper.startswith("https://arxiv.org/abs/") or e.paper == "-", e.name
+        assert isinstance(e.requires, frozenset) and e.label and isinstance(e.order, int)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -33,21 +39,26 @@ def test_registry_has_the_required_methods() -> None:
 def test_output_matches_input_layout(name: str, dtype: torch.dtype) -> None:
     method = parse_method(name)
     params, updates = make_updates(dtype=dtype)
-    out = method.server_step(params, updates, context())
-    assert list(out) == list(params)
+    out = step(method, method.init_state(params), updates)
+    assert isinstance(out, ServerState)
+    assert list(out.params) == list(params)
     for key, value in params.items():
-        assert out[key].shape == value.shape, key
-        assert out[key].dtype == value.dtype, key
-        assert bool(torch.isfinite(out[key].float()).all()), key
+        assert out.params[key].shape == value.shape, key
+        assert out.params[key].dtype == value.dtype, key
+        assert bool(torch.isfinite(out.params[key].float()).all()), key
+    for key, value in out.buffers.items():
+        assert key.split(".", 1)[0] in MethodSpec.parse(name).names, f"buffer {key} is not namespaced"
+        assert isinstance(value, torch.Tensor)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_inputs_not_mutated(name: str) -> None:
     method = parse_method(name)
     params, updates = make_updates()
-    before = snapshot(params, updates)
-    method.server_step(params, updates, context())
-    after = snapshot(params, updates)
+    state = step(method, method.init_state(params), updates)  # a state with buffers, where the method has any
+    before = snapshot(params, updates) + [v.clone() for v in state.buffers.values()]
+    step(method, state, updates, round_=2)
+    after = snapshot(params, updates) + list(state.buffers.values())
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
@@ -55,30 +66,54 @@ def test_inputs_not_mutated(name: str) -> None:
 def test_client_order_does_not_matter(name: str) -> None:
     method = parse_method(name)
     params, updates = make_updates()
-    forward = method.server_step(params, updates, context(seed=3))
-    backward = method.server_step(params, updates[::-1], context(seed=3))
-    assert all(torch.equal(forward[k], backward[k]) for k in params)
+    forward = step(method, method.init_state(params), updates, seed=3)
+    backward = step(method, method.init_state(params), updates[::-1], seed=3)
+    assert all(torch.equal(forward.params[k], backward.params[k]) for k in params)
     # The aggregator alone (no sorting by Method.server_step) agrees up to float summation order.
-    direct = method.aggregator(params, updates[::-1], context(seed=3))
-    expected = method.aggregator(params, updates, context(seed=3))
+    direct = method.aggregator.server_step(method.init_state(params), updates[::-1], context(seed=3))
+    expected = method.aggregator.server_step(method.init_state(params), updates, context(seed=3))
     for k in params:
-        torch.testing.assert_close(direct[k], expected[k], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(direct.params[k], expected.params[k], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_deterministic_under_a_fixed_generator(name: str) -> None:
     method = parse_method(name)
     params, updates = make_updates()
-    first = method.server_step(params, updates, context(seed=7))
-    second = method.server_step(params, updates, context(seed=7))
-    assert all(torch.equal(first[k], second[k]) for k in params)
+    first = step(method, method.init_state(params), updates, seed=7)
+    second = step(method, method.init_state(params), updates, seed=7)
+    assert all(torch.equal(first.params[k], second.params[k]) for k in params)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_resume_from_a_saved_state_is_exact(name: str) -> None:
+    """Three rounds straight through equal one round, a torch.save/load of the state, then two more."""
+    method = parse_method(name)
+    params, updates = make_updates()
+    _, round2 = make_updates(seed=1)
+    _, round3 = make_updates(seed=2)
+    straight = method.init_state(params)
+    for r, ups in enumerate((updates, round2, round3), start=1):
+        straight = step(method, straight, ups, round_=r)
+    resumed = step(method, method.init_state(params), updates, round_=1)
+    buffer = io.BytesIO()
+    torch.save(resumed.to_dict(), buffer)
+    buffer.seek(0)
+    resumed = ServerState.from_dict(torch.load(buffer, weights_only=False))
+    rebuilt = parse_method(name)  # a fresh process builds the method anew: nothing may live on the instance
+    for r, ups in ((2, round2), (3, round3)):
+        resumed = step(rebuilt, resumed, ups, round_=r)
+    for part in ("params", "buffers", "base_deltas"):
+        a, b = getattr(straight, part), getattr(resumed, part)
+        assert list(a) == list(b), part
+        assert all(torch.equal(a[k], b[k]) for k in a), part
 
 
 @pytest.mark.parametrize("spec", FIXED_POINTS)
 def test_identical_clients_are_a_fixed_point(spec: str) -> None:
     method = parse_method(spec)
     params, updates = make_updates(identical=True)
-    out = method.server_step(params, updates, context())
+    out = method.aggregate(params, updates, context())
     for key in params:
         torch.testing.assert_close(out[key], updates[0].params[key], rtol=1e-6, atol=1e-6)
 
@@ -86,7 +121,7 @@ def test_identical_clients_are_a_fixed_point(spec: str) -> None:
 @pytest.mark.parametrize("spec", ["ties", "task_arithmetic", "ccvr"])
 def test_defaults_that_are_not_fixed_points(spec: str) -> None:
     params, updates = make_updates(identical=True)
-    out = parse_method(spec).server_step(params, updates, context())
+    out = parse_method(spec).aggregate(params, updates, context())
     assert any(not torch.allclose(out[k], updates[0].params[k]) for k in params)
 
 
@@ -94,3 +129,11 @@ def test_defaults_that_are_not_fixed_points(spec: str) -> None:
 def test_requires_only_known_signals(name: str) -> None:
     method = parse_method(name)
     assert method.requires <= set(Signal)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hyperparameters_have_defaults_and_render(name: str) -> None:
+    entry = get_entry(name)
+    spec = MethodSpec.parse(name)
+    assert str(spec) in (name, f"fedavg+{name}")  # defaults are dropped from the canonical string
+    assert set(spec.hyperparameters()) >= {f"{name}.{k}" for k in entry.defaults()}

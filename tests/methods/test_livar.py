@@ -13,6 +13,7 @@ from livar_bench.methods import Livar, parse_method
 from livar_bench.methods.base import ClassStats, ClientUpdate, RoundContext, Signal
 from livar_bench.methods.livar import head_weights, lora_weights
 from livar_bench.methods.livar_rule import PAPER_RULE, LivarRule
+from livar_bench.types import ServerState
 
 # The paper's raw weights (PAPER.md table), typed in by hand: rows B bucket low/mid/high, cols A bucket.
 LOW = 0.03813978
@@ -41,10 +42,10 @@ def head_clients(var_c1: list[list[float]] | None = None) -> tuple[dict, list[Cl
     s1 = stats([0, 4, 6, 0], var=[[0, 0], [4, 12], [2, 2], [0, 0]],
                var_correct=var_c1 or [[0, 0], [6, 6], [1, 1], [0, 0]])
     u0 = ClientUpdate(0, 8, torch.tensor([5, 3, 0, 0]), {"head.weight": torch.ones(4, 2), "head.bias": torch.full((4,), 10.0),
-                      "m.lora_A": torch.ones(1, 2), "m.lora_B": torch.ones(2, 1)}, class_stats=s0)
+                      "m.lora_A": torch.ones(1, 2), "m.lora_B": torch.ones(2, 1)}, signals={"class_stats": s0})
     u1 = ClientUpdate(1, 24, torch.tensor([0, 4, 6, 0]), {"head.weight": torch.full((4, 2), 5.0),
                       "head.bias": torch.full((4,), 20.0), "m.lora_A": torch.full((1, 2), 5.0),
-                      "m.lora_B": torch.full((2, 1), 5.0)}, class_stats=s1)
+                      "m.lora_B": torch.full((2, 1), 5.0)}, signals={"class_stats": s1})
     return glob, [u0, u1]
 
 
@@ -80,8 +81,8 @@ def test_head_falls_back_to_class_counts_when_variances_are_zero() -> None:
     torch.testing.assert_close(out["head.weight"][1], torch.ones(2))
     # both zero: counts 3 vs 4 -> 3/7, 4/7; row 1 = 3/7 + 20/7 = 23/7
     updates[0] = ClientUpdate(0, 8, updates[0].class_counts, updates[0].params,
-                              class_stats=stats([5, 3, 0, 0], [[1, 3], [0, 0], [0, 0], [0, 0]],
-                                                [[1, 3], [0, 0], [0, 0], [0, 0]]))
+                              signals={"class_stats": stats([5, 3, 0, 0], [[1, 3], [0, 0], [0, 0], [0, 0]],
+                                                            [[1, 3], [0, 0], [0, 0], [0, 0]])})
     out = Livar(lora=False)(glob, updates, ctx())
     torch.testing.assert_close(out["head.weight"][1], torch.full((2,), 23 / 7))
 
@@ -114,7 +115,7 @@ def signal_clients() -> tuple[dict, list[ClientUpdate], list[str]]:
             params[f"{m}.lora_B"] = torch.zeros(4, 1).index_fill(0, torch.tensor([k]), 1.0)
             signals[f"{m}.lora_A"] = torch.tensor(float(A_SIG[k][j]))
             signals[f"{m}.lora_B"] = torch.tensor(float(B_SIG[k][j]))
-        updates.append(ClientUpdate(k, 10 * (k + 1), torch.zeros(4, dtype=torch.long), params, lora_signals=signals))
+        updates.append(ClientUpdate(k, 10 * (k + 1), torch.zeros(4, dtype=torch.long), params, signals={"lora_signal": signals}))
     return glob, updates, modules
 
 
@@ -165,13 +166,13 @@ def test_reference_evaluation_delta_by_hand() -> None:
     updates = [ClientUpdate(0, 1, torch.zeros(1), {"m.lora_A": torch.tensor([[2.0]]), "m.lora_B": torch.tensor([[1.0]])}),
                ClientUpdate(1, 3, torch.zeros(1), {"m.lora_A": torch.tensor([[1.0]]), "m.lora_B": torch.tensor([[3.0]])})]
     c = RoundContext(1, 1, 1, 2.0, torch.Generator())
-    deltas = Livar(eval_delta="reference").evaluation_deltas(glob, updates, c)
+    deltas = Livar(eval_delta="reference").evaluation_deltas(ServerState(glob), updates, c)
     torch.testing.assert_close(deltas["m"], torch.tensor([[3.5]]))
-    assert Livar().evaluation_deltas(glob, updates, c) is None
+    assert Livar().evaluation_deltas(ServerState(glob), updates, c) is None
 
 
 def test_reference_delta_is_applied_for_evaluation_only() -> None:
-    from livar_bench.federation import evaluation_corrections
+    from livar_bench.client.phase import base_deltas_applied
     from livar_bench.models import build_model
     from tests.methods._fakes import make_update
 
@@ -181,11 +182,12 @@ def test_reference_delta_is_applied_for_evaluation_only() -> None:
     updates = [make_update(k, base, g, counts) for k, counts in enumerate(([3, 3, 0, 0], [0, 2, 5, 1]))]
     method = parse_method("livar[eval_delta=reference]")
     c = RoundContext(1, 1, 4, model.scale, torch.Generator().manual_seed(0))
-    new = method.server_step(base, updates, c)
+    state = method.server_step(method.init_state(base), updates, c)
+    new = state.params
     model.load_params(new)
     layer = model.net.get_submodule("blocks.1.mlp.fc2")
     w0 = layer.base_layer.weight.detach().clone()
-    with evaluation_corrections(model, method, new, updates, c):
+    with base_deltas_applied(model, method.evaluation_deltas(state, updates, c)):
         # effective weight = base + scale * B_glob A_glob must equal W0 + scale * sum_k n_k/N B_k A_k
         effective = layer.base_layer.weight + model.scale * new["blocks.1.mlp.fc2.lora_B"] @ new["blocks.1.mlp.fc2.lora_A"]
         n = torch.tensor([6.0, 8.0]) / 14

@@ -70,7 +70,7 @@ def test_ties_at_full_density_without_election_is_task_arithmetic(seed: int, num
 
 def test_task_arithmetic_with_lam_zero_returns_the_global_model() -> None:
     glob = {"w": torch.tensor([1.0, -2.0, 3.0])}
-    out = parse_method("task_arithmetic[lam=0]").server_step(glob, clients(glob, [[5, 5, 5], [-1, 2, 0]]), ctx())
+    out = parse_method("task_arithmetic[lam=0]").aggregate(glob, clients(glob, [[5, 5, 5], [-1, 2, 0]]), ctx())
     assert torch.equal(out["w"], glob["w"])
 
 
