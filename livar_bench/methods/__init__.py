@@ -6,8 +6,12 @@ fedavgm.py for one with server state), then add one import and one ``register`` 
 
 from livar_bench.methods.base import Aggregator, Method, Stage
 from livar_bench.methods.ccvr import CCVR
+from livar_bench.methods.fedadagrad import FedAdagrad
+from livar_bench.methods.fedadam import FedAdam
 from livar_bench.methods.fedavg import FedAvg
+from livar_bench.methods.fedavgm import FedAvgM
 from livar_bench.methods.fedprox import FedProx
+from livar_bench.methods.fedyogi import FedYogi
 from livar_bench.methods.livar import Livar
 from livar_bench.methods.merge import TaskArithmetic, TaskVectorMerge
 from livar_bench.methods.registry import entries, get_entry, register
@@ -18,6 +22,14 @@ register("fedavg", kind="method", paper="https://arxiv.org/abs/1602.05629", labe
          summary="Sample-weighted mean of LoRA factors (A, B separately) and head.")(FedAvg)
 register("fedprox", kind="method", paper="https://arxiv.org/abs/1812.06127", label="FedProx", order=10,
          summary="FedAvg server; clients add the proximal term mu/2 ||w - w_global||^2.")(FedProx)
+register("fedavgm", kind="method", paper="https://arxiv.org/abs/1909.06335", label="FedAvgM", order=12,
+         summary="FedAvg with server momentum: x + eta * m, m = momentum * m + (FedAvg - x).")(FedAvgM)
+register("fedadagrad", kind="method", paper="https://arxiv.org/abs/2003.00295", label="FedAdagrad", order=14,
+         summary="Adagrad server optimiser on the FedAvg pseudo-gradient (Reddi et al.).")(FedAdagrad)
+register("fedadam", kind="method", paper="https://arxiv.org/abs/2003.00295", label="FedAdam", order=16,
+         summary="Adam server optimiser on the FedAvg pseudo-gradient (Reddi et al.).")(FedAdam)
+register("fedyogi", kind="method", paper="https://arxiv.org/abs/2003.00295", label="FedYogi", order=18,
+         summary="Yogi server optimiser on the FedAvg pseudo-gradient (Reddi et al.).")(FedYogi)
 register("task_arithmetic", kind="method", paper="https://arxiv.org/abs/2212.04089", label="Task arithmetic",
          order=30, summary="Task arithmetic: global + lam * mean (or sum) of client task vectors.")(TaskArithmetic)
 register("ties", kind="method", paper="https://arxiv.org/abs/2306.01708", label="TIES", order=40,
@@ -28,7 +40,8 @@ register("ccvr", kind="stage", paper="https://arxiv.org/abs/2106.05001", label="
          summary="Retrain the head on virtual features sampled from pooled per-class Gaussians.")(CCVR)
 
 __all__ = [
-    "Aggregator", "CCVR", "ClassStats", "ClientUpdate", "FedAvg", "FedProx", "Livar", "Method", "MethodSpec",
+    "Aggregator", "CCVR", "ClassStats", "ClientUpdate", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedProx",
+    "FedYogi", "Livar", "Method", "MethodSpec",
     "Params", "RoundContext", "ServerState", "Signal", "Stage", "TaskArithmetic", "TaskVectorMerge",
     "canonical_spec", "display_name", "entries", "get_entry", "parse_method", "register", "table_order",
 ]
