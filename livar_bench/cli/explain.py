@@ -22,30 +22,11 @@ from livar_bench.cli import options as o
 
 
 @app.command()
+@o.run_options
 def explain(
-    dataset: o.Dataset = None,
-    alpha: o.Alpha = None,
-    iid: o.Iid = False,
-    clients: o.Clients = None,
-    participation: o.Participation = None,
     rounds: int | None = typer.Option(None, help="FedAvg rounds to collect samples from (default 1)."),
-    epochs: o.Epochs = None,
-    batch_size: o.BatchSize = None,
-    lr: o.Lr = None,
-    weight_decay: o.WeightDecay = None,
-    seed: int | None = typer.Option(None, help="Seed for partition, init, data order, held-out split and probes."),
-    backbone: o.Backbone = None,
-    weights: o.Weights = None,
-    pretrained: o.Pretrained = None,
-    lora_rank: o.LoraRank = None,
-    lora_alpha: o.LoraAlpha = None,
-    image_size: o.ImageSize = None,
-    data_root: o.DataRoot = None,
-    download: o.Download = None,
-    max_train_samples: o.MaxTrain = None,
-    max_test_samples: o.MaxTest = None,
-    precision: o.Precision = None,
-    device: o.Device = None,
+    seed: int | None = typer.Option(None, help="Seed for partition, init, data order, held-out split and probes "
+                                    "(default 0)."),
     config: o.Config = None,
     val_fraction: float = typer.Option(0.1, help="Seeded fraction of each client's data held out to score merges."),
     max_val_samples: int | None = typer.Option(512, help="Cap on the held-out set (probe cost is linear in it)."),
@@ -54,6 +35,7 @@ def explain(
     surrogate: str = typer.Option("gbr", help="Surrogate model: gbr (gradient boosting) or rf (random forest)."),
     contrast: float | None = typer.Option(None, help="Largest/smallest bucket weight of the derived rule (default: the paper's, 5.06)."),
     out: Path = typer.Option(Path("results/explain"), help="Folder for the rule, SHAP values, tables and plots."),
+    settings: dict | None = None,
 ) -> None:
     """Derive LIVAR's LoRA weighting rule with SHAP and compare it with the paper's.
 
@@ -75,18 +57,10 @@ def explain(
     from livar_bench.explain.surrogate import SurrogateSettings, fit_and_explain, shap_frame
     from livar_bench.store import write_csv, write_json
 
-    values = o.spec_values(
-        config, dataset=dataset, alpha=alpha, num_clients=clients, participation=participation, rounds=rounds,
-        local_epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, backbone=backbone,
-        weights=weights, pretrained=pretrained, lora_rank=lora_rank, lora_alpha=lora_alpha,
-        image_size=image_size, data_root=data_root, download=download,
-        max_train_samples=max_train_samples, max_test_samples=max_test_samples, precision=precision, device=device,
-    )
+    values = o.spec_values(config, {**(settings or {}), **o.run_settings(rounds=rounds, seed=seed)})
     values.setdefault("rounds", 1)  # one round already gives clients x modules samples; more is opt-in
     values["method"] = "fedavg"  # the merge every probe is taken around
     values["val_fraction"] = val_fraction  # held-out split that scores the probed merges
-    if iid:
-        values["partition"] = "iid"
     spec = make_spec(values)
     probe = ProbeSettings(max_val_samples, probe_pairs, probe_step)
     surrogate_settings = SurrogateSettings(model=surrogate, seed=spec.seed)

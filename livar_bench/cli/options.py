@@ -1,64 +1,136 @@
-"""Command-line options shared by ``run``, ``sweep``, ``tune`` and ``explain``.
+"""Run options, declared once and shared by ``run``, ``sweep``, ``tune`` and ``explain``.
 
-Each option is defined once here (type, flag and help text) and used as an annotation, so the commands
-stay consistent. Every option defaults to None, meaning "not given": a YAML config or the RunSpec
-default then applies. ``run_settings`` maps the option names to RunSpec fields.
+``RUN_OPTIONS`` holds one declaration per run setting (flag, type, help). The ``run_options`` decorator
+adds every one of them to a command's signature, except those the command declares itself (``sweep``
+takes ``--datasets`` lists instead of ``--dataset``), and hands the command the settings the user gave as
+``settings`` (RunSpec field names). A new RunSpec field therefore reaches every command at once, and
+tests/test_cli_options.py checks that each field is reachable from each command.
+
+Every option defaults to None, meaning "not given": a YAML config or the RunSpec default then applies.
+The help text shows that default, read from RunSpec itself.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-Dataset = Annotated[str | None, typer.Option(help="Dataset (livar-bench ls datasets). Default: digits.")]
-Alpha = Annotated[float | None, typer.Option(help="Dirichlet concentration (> 0).")]
-Iid = Annotated[bool, typer.Option("--iid", help="IID partition instead of Dirichlet (alpha then unused).")]
-Clients = Annotated[int | None, typer.Option(help="Number of clients.")]
-Participation = Annotated[float | None, typer.Option(help="Fraction of clients per round.")]
-MinClientSamples = Annotated[int | None, typer.Option(
-    help="Redraw the partition until every client has this many samples (default 6).")]
-Rounds = Annotated[int | None, typer.Option(help="Communication rounds.")]
-Epochs = Annotated[int | None, typer.Option(help="Local epochs per round.")]
-BatchSize = Annotated[int | None, typer.Option(help="Local batch size.")]
-Lr = Annotated[float | None, typer.Option(help="AdamW learning rate.")]
-WeightDecay = Annotated[float | None, typer.Option(help="AdamW weight decay.")]
-Seed = Annotated[int | None, typer.Option(help="Seed for partition, init, data order and server.")]
-Backbone = Annotated[str | None, typer.Option(help="timm ViT name or livar_tiny_vit (offline).")]
-Weights = Annotated[Path | None, typer.Option(help="Local backbone weights file (offline use).")]
-Pretrained = Annotated[bool | None, typer.Option("--pretrained/--no-pretrained", help="Load pretrained weights.")]
-LoraRank = Annotated[int | None, typer.Option(help="LoRA rank r.")]
-LoraAlpha = Annotated[float | None, typer.Option(help="LoRA alpha (update scaled by alpha/r).")]
-ImageSize = Annotated[int | None, typer.Option(help="Input size (default: the backbone's).")]
-DataRoot = Annotated[Path | None, typer.Option(help="Folder holding the real datasets.")]
-Download = Annotated[bool | None, typer.Option("--download/--no-download", help="Download when possible.")]
-MaxTrain = Annotated[int | None, typer.Option(help="Seeded training subsample (quick runs).")]
-MaxTest = Annotated[int | None, typer.Option(help="Seeded test subsample (quick runs).")]
-Precision = Annotated[str | None, typer.Option(help="auto (bf16 on CUDA), bf16 or fp32.")]
-Device = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-ValFraction = Annotated[float | None, typer.Option(
-    help="Share of each client's training data held out as a validation split (split=val rows; default 0).")]
-Pack = Annotated[int | None, typer.Option(
-    help="Clients trained together in one batched step (0/1 = off; default: auto = off on CPU, up to 10 on CUDA).")]
+from livar_bench.config import RunSpec
+
+
+def _default(field: str) -> str:
+    value = RunSpec.model_fields[field].default
+    if isinstance(value, tuple):
+        value = ",".join(value)
+    return "the backbone's" if value is None and field == "image_size" else ("none" if value is None else str(value))
+
+
+def _option(field: str, help: str, *flags: str, kind: Any = None) -> tuple[Any, str]:
+    """(annotation, RunSpec field) of one run option; the help ends with the RunSpec default."""
+    kind = kind if kind is not None else RunSpec.model_fields[field].annotation
+    if kind is bool or kind == bool | None:
+        kind = bool | None
+    elif not (getattr(kind, "__args__", None) and type(None) in kind.__args__):
+        kind = kind | None
+    text = f"{help} [default: {_default(field)}]"
+    return Annotated[kind, typer.Option(*flags, help=text, show_default=False)], field
+
+
+# option name -> (annotation, RunSpec field). Order = order in --help.
+RUN_OPTIONS: dict[str, tuple[Any, str]] = {
+    "dataset": _option("dataset", "Dataset (livar-bench ls datasets)."),
+    "alpha": _option("alpha", "Dirichlet concentration (> 0; smaller = more label skew)."),
+    "iid": (Annotated[bool, typer.Option("--iid", help="IID partition instead of Dirichlet (alpha then unused).")],
+            "partition"),
+    "clients": _option("num_clients", "Number of clients.", "--clients"),
+    "participation": _option("participation", "Fraction of clients sampled per round."),
+    "min_client_samples": _option("min_client_samples", "Redraw the partition until every client has this many."),
+    "val_fraction": _option("val_fraction", "Share of each client's training data held out as a validation "
+                                            "split (split=val rows)."),
+    "rounds": _option("rounds", "Communication rounds."),
+    "epochs": _option("local_epochs", "Local epochs per round.", "--epochs"),
+    "batch_size": _option("batch_size", "Local batch size."),
+    "lr": _option("lr", "Client AdamW learning rate."),
+    "weight_decay": _option("weight_decay", "Client AdamW weight decay."),
+    "seed": _option("seed", "Seed for partition, init, data order and server."),
+    "backbone": _option("backbone", "timm ViT name or livar_tiny_vit (offline)."),
+    "weights": _option("weights", "Local backbone weights file (offline use).", kind=Path),
+    "pretrained": _option("pretrained", "Load pretrained weights.", "--pretrained/--no-pretrained"),
+    "lora_rank": _option("lora_rank", "LoRA rank r."),
+    "lora_alpha": _option("lora_alpha", "LoRA alpha (update scaled by alpha/r)."),
+    "lora_targets": _option("lora_targets", "Comma-separated LoRA target modules of each block.", kind=str),
+    "image_size": _option("image_size", "Input size in pixels."),
+    "data_root": _option("data_root", "Folder holding the real datasets.", kind=Path),
+    "cache_dir": _option("cache_dir", "Folder for decoded image caches.", kind=Path),
+    "download": _option("download", "Download datasets when possible.", "--download/--no-download"),
+    "max_train_samples": _option("max_train_samples", "Seeded training subsample (quick runs)."),
+    "max_test_samples": _option("max_test_samples", "Seeded test subsample (quick runs)."),
+    "precision": _option("precision", "auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32.", kind=str),
+    "device": _option("device", "auto, cpu, cuda or cuda:N."),
+    "eval_batch_size": _option("eval_batch_size", "Evaluation batch size."),
+    "pack": _option("pack", "Clients trained together in one batched step (0/1 = off; unset = auto: off on CPU, "
+                            "up to 10 on CUDA)."),
+}
+# RunSpec fields with no option of their own: the method (each command has its own way to give it).
+NOT_OPTIONS = frozenset({"method"})
+
 Config = Annotated[Path | None, typer.Option(help="YAML file of run settings; options override it.")]
 
-# CLI option name -> RunSpec field, where they differ.
-_RENAMED = {"clients": "num_clients", "epochs": "local_epochs"}
+
+def run_options(fn: Callable[..., Any] | None = None, *, skip: tuple[str, ...] = ()) -> Any:
+    """Add every run option the command does not declare itself (or ``skip``); the command receives
+    ``settings``, RunSpec field names -> the values the user gave (options left out are absent).
+
+    ``skip`` names options a command replaces by something else (``sweep --datasets`` for ``--dataset``).
+    """
+    if fn is None:
+        return functools.partial(run_options, skip=skip)
+    own = inspect.signature(fn, eval_str=True)
+    names = set(own.parameters)
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False if name == "iid" else None,
+                               annotation=annotation)
+             for name, (annotation, _) in RUN_OPTIONS.items() if name not in names and name not in skip]
+    kept = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own.parameters.values() if p.name != "settings"]
+    added_names = {p.name for p in added}
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name) for name in list(kwargs) if name in added_names}
+        return fn(settings=run_settings(**given), **kwargs)
+
+    parameters = kept + added
+    command.__signature__ = own.replace(parameters=parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    del command.__wrapped__  # typer must read the new signature, not the wrapped function's
+    return command
 
 
 def run_settings(iid: bool = False, **options: Any) -> dict[str, Any]:
-    """RunSpec fields from CLI options: renamed, paths as strings, options not given (None) left out."""
-    values = {_RENAMED.get(k, k): (str(v) if isinstance(v, Path) else v) for k, v in options.items() if v is not None}
+    """RunSpec fields from option values: renamed, paths as strings, options not given (None) left out."""
+    values = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        field = RUN_OPTIONS[name][1] if name in RUN_OPTIONS else name
+        if isinstance(value, Path):
+            value = str(value)
+        if field == "lora_targets" and isinstance(value, str):
+            value = tuple(t.strip() for t in value.split(",") if t.strip())
+        values[field] = value
     if iid:
         values["partition"] = "iid"
     return values
 
 
-def spec_values(config: Path | None, **options: Any) -> dict[str, Any]:
-    """YAML config values overridden by the options the user gave."""
+def spec_values(config: Path | None, settings: dict[str, Any]) -> dict[str, Any]:
+    """YAML config values overridden by the run settings the user gave."""
     from livar_bench.config import load_yaml
 
     values: dict[str, Any] = load_yaml(config) if config else {}
-    values.update(run_settings(**options))
+    values.update(settings)
     return values

@@ -41,39 +41,16 @@ def apply_livar_rule(method: str, path: Path) -> str:
 
 
 @app.command()
+@o.run_options
 def run(
-    dataset: o.Dataset = None,
-    method: str | None = typer.Option(None, help="Method spec, e.g. livar, livar+ccvr, ties[density=0.3]."),
+    method: str | None = typer.Option(None, help="Method spec, e.g. livar, livar+ccvr, ties[density=0.3] "
+                                      "(livar-bench ls methods). [default: fedavg]"),
     param: list[str] | None = typer.Option(None, help="Method hyperparameter METHOD.KEY=VALUE (repeatable)."),
     livar_rule: Path | None = typer.Option(None, help="LIVAR rule JSON (from `livar-bench explain`); sets livar.rule."),
-    alpha: o.Alpha = None,
-    iid: o.Iid = False,
-    clients: o.Clients = None,
-    participation: o.Participation = None,
-    min_client_samples: o.MinClientSamples = None,
-    val_fraction: o.ValFraction = None,
-    rounds: o.Rounds = None,
-    epochs: o.Epochs = None,
-    batch_size: o.BatchSize = None,
-    lr: o.Lr = None,
-    weight_decay: o.WeightDecay = None,
-    seed: o.Seed = None,
-    backbone: o.Backbone = None,
-    weights: o.Weights = None,
-    pretrained: o.Pretrained = None,
-    lora_rank: o.LoraRank = None,
-    lora_alpha: o.LoraAlpha = None,
-    image_size: o.ImageSize = None,
-    data_root: o.DataRoot = None,
-    download: o.Download = None,
-    max_train_samples: o.MaxTrain = None,
-    max_test_samples: o.MaxTest = None,
-    precision: o.Precision = None,
-    device: o.Device = None,
-    pack: o.Pack = None,
     config: o.Config = None,
     out: Path = typer.Option(Path("results"), help="Results folder (runs go to OUT/runs/<run_id>)."),
     force: bool = typer.Option(False, help="Rerun even if this run is already done (replaced only on success)."),
+    settings: dict | None = None,
 ) -> None:
     """Run one federated experiment and write its tidy metrics.
 
@@ -83,13 +60,7 @@ def run(
     from livar_bench.config import make_spec
     from livar_bench.federation import run_federation
 
-    values = o.spec_values(
-        config, iid=iid, dataset=dataset, alpha=alpha, clients=clients, participation=participation,
-        min_client_samples=min_client_samples, val_fraction=val_fraction, pack=pack, rounds=rounds, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, seed=seed, backbone=backbone, weights=weights, pretrained=pretrained,
-        lora_rank=lora_rank, lora_alpha=lora_alpha, image_size=image_size, data_root=data_root, download=download,
-        max_train_samples=max_train_samples, max_test_samples=max_test_samples, precision=precision, device=device,
-    )
+    values = o.spec_values(config, settings or {})
     values["method"] = apply_params(method or values.get("method", "fedavg"), param)
     if livar_rule is not None:
         values["method"] = apply_livar_rule(values["method"], livar_rule)

@@ -108,36 +108,18 @@ class SweepProgress:
 
 
 @app.command()
+@o.run_options(skip=("dataset", "alpha", "seed"))
 def sweep(
     config: Path | None = typer.Option(None, help="Sweep YAML (grid: lists, base: run settings); options override it."),
     datasets: str | None = typer.Option(None, help="Comma-separated datasets, e.g. cifar100,imagenet-r."),
     methods: str | None = typer.Option(None, help="Comma-separated method specs, e.g. livar,ccvr,livar+ccvr."),
     alphas: str | None = typer.Option(None, help="Comma-separated Dirichlet alphas, e.g. 0.05,0.1,0.2."),
     seeds: str | None = typer.Option(None, help="Comma-separated seeds, e.g. 0,1,2."),
-    backbone: str | None = typer.Option(None, help="Backbone for every run (timm name or livar_tiny_vit)."),
-    clients: o.Clients = None,
-    rounds: int | None = typer.Option(None, help="Communication rounds."),
-    epochs: o.Epochs = None,
-    batch_size: o.BatchSize = None,
-    lr: o.Lr = None,
-    weight_decay: o.WeightDecay = None,
-    lora_rank: o.LoraRank = None,
-    lora_alpha: o.LoraAlpha = None,
-    iid: bool = typer.Option(False, "--iid", help="IID partition instead of Dirichlet (alphas then unused)."),
-    weights: o.Weights = None,
-    pretrained: o.Pretrained = None,
-    data_root: o.DataRoot = None,
-    download: o.Download = None,
-    max_train_samples: o.MaxTrain = None,
-    max_test_samples: o.MaxTest = None,
-    precision: o.Precision = None,
-    device: o.Device = None,
-    val_fraction: o.ValFraction = None,
-    pack: o.Pack = None,
     executor: str = typer.Option("local", help="local (one run after another) or ray (one run per GPU/CPU slot)."),
     ray_address: str | None = typer.Option(None, help="Ray cluster address (default: start Ray locally)."),
     out: Path = typer.Option(Path("results"), help="Results folder (runs go to OUT/runs/<run_id>)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and exit."),
+    settings: dict | None = None,
 ) -> None:
     """Run a grid of experiments; finished runs are skipped and interrupted ones resume.
 
@@ -145,14 +127,7 @@ def sweep(
     """
     from livar_bench import sweep as sw
 
-    base = o.run_settings(
-        backbone=backbone, num_clients=clients, rounds=rounds, local_epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, lora_rank=lora_rank, lora_alpha=lora_alpha,
-        weights=weights, pretrained=pretrained,
-        data_root=data_root, download=download, max_train_samples=max_train_samples,
-        max_test_samples=max_test_samples, precision=precision, device=device, partition="iid" if iid else None,
-        val_fraction=val_fraction, pack=pack,
-    )
+    base = dict(settings or {})
     grid = dict(datasets=sw.split_list(datasets), methods=sw.split_list(methods),
                 alphas=sw.parse_numbers(alphas, float, "alphas"), seeds=sw.parse_numbers(seeds, int, "seeds"))
     spec = sw.load_sweep(config) if config else sw.SweepConfig()

@@ -29,32 +29,15 @@ class _TuneLog:
 
 
 @app.command()
+@o.run_options(skip=("seed",))
 def tune(
     method: str = typer.Option(..., help="Method spec to tune, e.g. ties or livar+ccvr."),
     grid: list[str] = typer.Option(..., help="KEY=V1,V2,... (repeatable); KEY may be COMPONENT.KEY, e.g. ccvr.epochs."),
     seeds: str = typer.Option("0", help="Comma-separated seeds; scores are averaged over them."),
     val_fraction: float | None = typer.Option(None, help="Share of each client's training data held out (default 0.1)."),
-    dataset: o.Dataset = None,
-    alpha: o.Alpha = None,
-    iid: o.Iid = False,
-    clients: o.Clients = None,
-    rounds: int | None = typer.Option(None, help="Communication rounds."),
-    epochs: o.Epochs = None,
-    batch_size: o.BatchSize = None,
-    lr: o.Lr = None,
-    weight_decay: o.WeightDecay = None,
-    backbone: o.Backbone = None,
-    weights: o.Weights = None,
-    pretrained: o.Pretrained = None,
-    lora_rank: o.LoraRank = None,
-    lora_alpha: o.LoraAlpha = None,
-    data_root: o.DataRoot = None,
-    max_train_samples: o.MaxTrain = None,
-    max_test_samples: o.MaxTest = None,
-    precision: o.Precision = None,
-    device: o.Device = None,
     config: o.Config = None,
     out: Path = typer.Option(Path("results"), help="Results folder; tuning goes to OUT/tuning/."),
+    settings: dict | None = None,
 ) -> None:
     """Grid-search a method's hyperparameters by last-round validation accuracy; print the chosen spec.
 
@@ -65,15 +48,9 @@ def tune(
     from livar_bench.sweep import parse_numbers
     from livar_bench.tune import tune as run_tune
 
-    values = o.spec_values(
-        config, dataset=dataset, alpha=alpha, num_clients=clients, rounds=rounds, local_epochs=epochs,
-        batch_size=batch_size, lr=lr, weight_decay=weight_decay, backbone=backbone,
-        weights=weights, pretrained=pretrained, lora_rank=lora_rank, lora_alpha=lora_alpha,
-        data_root=data_root, max_train_samples=max_train_samples,
-        max_test_samples=max_test_samples, precision=precision, device=device, val_fraction=val_fraction,
-    )
-    if iid:
-        values["partition"] = "iid"
+    values = o.spec_values(config, settings or {})
+    if val_fraction is not None:
+        values["val_fraction"] = val_fraction
     values["method"] = method
     base = make_spec(values)
     seed_list = parse_numbers(seeds, int, "seeds") or []
