@@ -252,7 +252,7 @@ def render_table(table: pd.DataFrame, fmt: str = "markdown") -> str:
         lines += [f"| {name} | " + " | ".join(row) + " |" for name, row in zip(cells.index, cells.values, strict=True)]
         return "\n".join(lines) + (f"\n\n{caption}; mean ± std over seeds.\n" if caption else "\n")
     if fmt == "latex":
-        from livar_bench.reporting import latex_escape as esc
+        from livar_bench.latex import latex_escape as esc
 
         body = [" & ".join([esc(str(name)), *map(esc, row)]) + r" \\"
                 for name, row in zip(cells.index, cells.values, strict=True)]

@@ -24,6 +24,7 @@ import pandas as pd
 from livar_bench.analysis import select_values
 from livar_bench.config import NON_IDENTITY_FIELDS
 from livar_bench.errors import BenchError
+from livar_bench.latex import latex_escape
 from livar_bench.store import RunStore
 
 DEFAULT_METRIC = "acc"
@@ -33,11 +34,10 @@ METRIC_TITLES = {
 }
 LOWER_IS_BETTER = frozenset({"loss", "train_s", "aggregate_s", "eval_s"})
 PERCENT_METRICS = frozenset({"acc"})  # stored as fractions, shown (and published) in percent
-# baselines first, ours last: the order a paper table usually takes
-DEFAULT_METHOD_ORDER = ("fedavg", "fedprox", "task_arithmetic", "ties", "ccvr", "livar", "livar+ccvr")
+# Methods: display names and table order come from the registry (methods.display_name, table_order):
+# baselines first, ours last, the order a paper table usually takes. A --order given by the user wins.
+DEFAULT_METHOD_ORDER: tuple[str, ...] = ()
 DEFAULT_LABELS = {
-    "fedavg": "FedAvg", "fedprox": "FedProx", "task_arithmetic": "Task arithmetic", "ties": "TIES",
-    "ccvr": "CCVR", "livar": "LIVAR", "livar+ccvr": "LIVAR + CCVR",
     "cifar100": "CIFAR-100", "imagenet-r": "ImageNet-R", "eurosat": "EuroSAT", "cub200": "CUB-200",
     "digits": "Digits", "synthetic": "Synthetic",
 }
@@ -57,8 +57,20 @@ def collect(out: str | Path) -> pd.DataFrame:
         raise BenchError(f"no finished runs under {store.runs}; run `livar-bench sweep --out {out}` first")
     # ids are hex strings; read as text so an all-digit id keeps its leading zeros
     ids_as_text = {"run_id": str, "partition_id": str}
-    return pd.concat([pd.read_csv(store.run_dir(i) / "metrics.csv", dtype=ids_as_text) for i in ids],
-                     ignore_index=True)
+    frame = pd.concat([pd.read_csv(store.run_dir(i) / "metrics.csv", dtype=ids_as_text) for i in ids],
+                      ignore_index=True)
+    return upgrade_methods(frame)
+
+
+def upgrade_methods(frame: pd.DataFrame) -> pd.DataFrame:
+    """Method strings of runs made by older versions in today's canonical form (``ccvr`` -> ``fedavg+ccvr``),
+    so that their rows pool with new runs of the same method."""
+    from livar_bench.methods.spec import upgrade_spec
+
+    if "method" in frame:
+        mapping = {m: upgrade_spec(m) for m in frame["method"].unique()}
+        frame["method"] = frame["method"].map(mapping)
+    return frame
 
 
 def run_settings(out: str | Path, run_ids: Sequence[str]) -> pd.DataFrame:
@@ -154,8 +166,12 @@ class Style:
 
     def sort_key(self, key: str, value: object) -> tuple:
         if key == "method":
-            order = self.method_order
-        elif key == "dataset":
+            from livar_bench.methods import table_order
+
+            text = str(value)
+            given = self.method_order
+            return (given.index(text), ()) if text in given else (len(given), table_order(text))
+        if key == "dataset":
             order = DATASET_ORDER
         else:
             return (0, value if isinstance(value, (int, float)) else str(value))
@@ -167,6 +183,10 @@ class Style:
             return f"α={value:g}" if isinstance(value, (int, float)) else f"α={value}"
         if key == "num_clients":
             return f"K={value}"
+        if key == "method" and str(value) not in self.labels:
+            from livar_bench.methods import display_name
+
+            return display_name(str(value))
         return self.labels.get(str(value), str(value))
 
 
@@ -278,16 +298,6 @@ def to_markdown(pivot: Pivot, style: Style | None = None) -> str:
             cells.append(f"**{text}**" if best.iat[i, j] else text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def latex_escape(text: str) -> str:
-    """Escape LaTeX special characters; α becomes $\\alpha$."""
-    escaped = "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
-    return escaped.replace("±", r"$\pm$").replace("α", r"$\alpha$").replace("–", "--")
 
 
 def to_latex(pivot: Pivot, style: Style | None = None, label: str = "tab:results") -> str:

@@ -131,6 +131,17 @@ def canonical_spec(spec: str) -> str:
     return str(MethodSpec.parse(spec))
 
 
+def upgrade_spec(text: str) -> str:
+    """A method string as stored by older versions, in today's form: a bare stage gets its implied
+    aggregator (results made before ``ccvr`` meant ``fedavg+ccvr`` in run ids). Reads no files."""
+    try:
+        first = next(_tokenise(text))[0]
+        bare_stage = get_entry(first).kind == "stage"
+    except BenchError:
+        return text
+    return f"{IMPLIED_AGGREGATOR}+{text.strip()}" if bare_stage else text
+
+
 def written_names(text: str) -> list[str]:
     """The component names as written in ``text`` (``ccvr`` -> ["ccvr"], before the implied aggregator)."""
     return [name for name, _ in _tokenise(text)]
