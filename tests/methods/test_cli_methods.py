@@ -9,9 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from livar_bench.cli import app, main
+from livar_bench.methods import canonical_spec, entries
 
-SPECS = ["livar", "livar+ccvr", "fedavg", "fedprox", "ccvr", "ties", "task_arithmetic", "ties+ccvr",
-         "livar[eval_delta=reference]"]
+# Every registered method and stage (a stage runs as fedavg+stage), plus a few compositions.
+SPECS = [e.name for e in entries()] + ["livar+ccvr", "ties+ccvr", "fedadam+ccvr", "livar[eval_delta=reference]"]
 TINY = ["--dataset", "synthetic", "--backbone", "livar_micro_vit", "--clients", "3", "--rounds", "1", "--epochs", "1",
         "--lora-rank", "2", "--lora-alpha", "2", "--lr", "3e-3", "--device", "cpu", "--max-test-samples", "60"]
 
@@ -23,7 +24,7 @@ def test_every_method_runs(tmp_path) -> None:
         assert result.exit_code == 0, f"{spec}: {result.output}\n{result.exception!r}"
         assert "final test acc" in result.output, spec
     runs = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
-    assert len(runs) == len(SPECS)  # distinct run ids: the spec (with its hyperparameters) is part of the id
+    assert len(runs) == len({canonical_spec(s) for s in SPECS})  # distinct run ids: the spec (with its hyperparameters) is part of the id
     for run in runs:
         metrics = pd.read_csv(run / "metrics.csv")
         assert set(metrics["round"]) >= {0, 1}
@@ -36,8 +37,26 @@ def test_param_option_reaches_the_method(tmp_path) -> None:
     assert "livar[head_subset=all]" in result.output
 
 
-@pytest.mark.parametrize("spec", ["nosuchmethod", "livar[nope=1]", "ties[density=2]"])
-def test_bad_method_is_exit_code_2_with_one_line(spec: str, tmp_path, monkeypatch, capsys) -> None:
+def test_ccvr_alias_is_the_same_run_as_fedavg_plus_ccvr(tmp_path) -> None:
+    runner = CliRunner()
+    first = runner.invoke(app, ["run", *TINY, "--method", "ccvr", "--out", str(tmp_path)])
+    second = runner.invoke(app, ["run", *TINY, "--method", "fedavg+ccvr", "--out", str(tmp_path)])
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert "already done" in second.output
+
+
+@pytest.mark.parametrize(("spec", "needles"), [
+    ("nosuchmethod", ["unknown method 'nosuchmethod'", "Known:"]),
+    ("livar[nope=1]", ["livar has no hyperparameter 'nope'", "valid: head"]),
+    ("ties[density=2]", ["ties: density must be in [0, 1]"]),
+    ("livar[", ["'[' is never closed"]),
+    ("livar++ccvr", ["expected a method name"]),
+    ("+ccvr", ["expected a method name at position 1"]),
+    ("fedadam[beta1=2]", ["fedadam: beta1 must be in [0, 1), got 2.0"]),
+    ("fedadam[beta1=x]", ["fedadam.beta1: cannot use 'x'"]),
+])
+def test_bad_method_is_exit_code_2_with_one_line(spec: str, needles: list[str], tmp_path, monkeypatch,
+                                                  capsys) -> None:
     monkeypatch.setattr(sys, "argv", ["livar-bench", "run", "--method", spec, "--dataset", "synthetic",
                                       "--out", str(tmp_path)])
     with pytest.raises(SystemExit) as exit_info:
@@ -46,4 +65,5 @@ def test_bad_method_is_exit_code_2_with_one_line(spec: str, tmp_path, monkeypatc
     captured = capsys.readouterr()
     lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in lines[0], lines
-    assert "error:" in lines[0]
+    assert "error:" in lines[0] and all(n in lines[0] for n in needles), lines[0]
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # nothing written
