@@ -229,3 +229,22 @@ def test_missing_rule_file_says_how_to_make_one(tmp_path) -> None:
     with pytest.raises(BenchError, match="livar-bench explain"):
         load_rule(tmp_path / "absent.json")
     assert load_rule(None) is PAPER_RULE and load_rule("paper") is PAPER_RULE
+
+
+def test_explain_clients_equal_the_clients_of_a_fedavg_run(tmp_path, tiny_spec_values) -> None:
+    """explain uses run's client phase and seeding: round-1 signals equal a FedAvg run's round 1."""
+    from livar_bench.client.round1_cache import Round1Cache
+    from livar_bench.config import make_spec
+    from livar_bench.explain.collect import ProbeSettings, collect
+    from livar_bench.federation import resolve_device, run_federation
+    from livar_bench.types import Signal
+
+    spec = make_spec({**tiny_spec_values, "rounds": 1, "val_fraction": 0.2, "method": "fedavg"})
+    run_federation(spec, tmp_path, share_round1=True, round1_signals=frozenset({Signal.LORA_SIGNAL}))
+    cache = Round1Cache.for_run(tmp_path, spec, spec.method_spec.build(), resolve_device("cpu"))
+    updates = {u.client_id: u for u in cache.load({Signal.LORA_SIGNAL}).updates}
+    table = collect(spec, ProbeSettings(max_val_samples=16, probe_pairs=4)).table
+    assert len(table) == 4
+    for row in table.itertuples():
+        assert row.signal_a == float(updates[row.client].lora_signals[f"{row.module}.lora_A"])
+        assert row.signal_b == float(updates[row.client].lora_signals[f"{row.module}.lora_B"])

@@ -6,6 +6,7 @@ fedavgm.py for one with server state), then add one import and one ``register`` 
 
 from livar_bench.methods.base import Aggregator, Method, Stage
 from livar_bench.methods.ccvr import CCVR
+from livar_bench.methods.clip import ClipUpdate
 from livar_bench.methods.fedadagrad import FedAdagrad
 from livar_bench.methods.fedadam import FedAdam
 from livar_bench.methods.fedavg import FedAvg
@@ -38,9 +39,11 @@ register("livar", kind="method", paper="https://arxiv.org/abs/2507.06813", label
          summary="Variance-weighted head per class; LoRA factors weighted by intrinsic training signals.")(Livar)
 register("ccvr", kind="stage", paper="https://arxiv.org/abs/2106.05001", label="CCVR", order=50,
          summary="Retrain the head on virtual features sampled from pooled per-class Gaussians.")(CCVR)
+register("clip", kind="stage", paper="https://arxiv.org/abs/1710.06963", label="Clip", order=60,
+         summary="Scale the round's global update to an L2 norm of at most max_norm.")(ClipUpdate)
 
 __all__ = [
-    "Aggregator", "CCVR", "ClassStats", "ClientUpdate", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedProx",
+    "Aggregator", "CCVR", "ClipUpdate", "ClassStats", "ClientUpdate", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedProx",
     "FedYogi", "Livar", "Method", "MethodSpec",
     "Params", "RoundContext", "ServerState", "Signal", "Stage", "TaskArithmetic", "TaskVectorMerge",
     "canonical_spec", "display_name", "entries", "get_entry", "parse_method", "register", "table_order",
