@@ -307,7 +307,7 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     for round_ in range(start_round, spec.rounds + 1):
         t0 = time.perf_counter()
         with base_deltas_applied(s.model, state.base_deltas):
-            updates, losses, images = _client_phase(s, method, settings, state.params, round_, round1, share[1], emit)
+            updates, losses, images = _client_phase(s, method, settings, state, round_, round1, share[1], emit)
         _sync(s.device)
         t1 = time.perf_counter()
         comm = round_costs(updates, [state.params, state.base_deltas], method.requires)
@@ -346,7 +346,7 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     return outcome
 
 
-def _client_phase(s: Setup, method: Method, settings: LocalSettings, global_params: Params, round_: int,
+def _client_phase(s: Setup, method: Method, settings: LocalSettings, state: ServerState, round_: int,
                   round1: Round1Cache | None, round1_signals: frozenset[Signal] | None,
                   emit: Event) -> tuple[list[ClientUpdate], list[float], int]:
     """Local training of the round's clients: (updates, mean losses, images seen).
@@ -359,10 +359,13 @@ def _client_phase(s: Setup, method: Method, settings: LocalSettings, global_para
     if round1 is not None and round_ == 1:  # shared first round: reuse, or train with more signals
         hit = round1.load(method.requires)
         todo, requires = ([] if hit else todo), round1.signals_to_collect(method.requires, round1_signals)
+    starts = {k: method.client_start(state, k) for k in todo}
+    personal = any(starts[k] is not state.params for k in todo)
     results = train_clients(
-        s.model, global_params, {k: s.clients[k] for k in todo}, s.train_tf, method.objective, settings,
+        s.model, state.params, {k: s.clients[k] for k in todo}, s.train_tf, method.objective, settings,
         seed=spec.seed, round_=round_, num_classes=s.bundle.num_classes, requires=requires, pack=spec.pack,
-        on_client=lambda k, r: emit("client", round=round_, client=k, loss=r.mean_loss))
+        on_client=lambda k, r: emit("client", round=round_, client=k, loss=r.mean_loss),
+        starts=starts if personal else None, frozen=method.frozen_keys(list(state.params)))
     updates = [r.update for r in results.values()]
     losses = [r.mean_loss for r in results.values()]
     images = sum(r.images for r in results.values())

@@ -69,6 +69,7 @@ class ClientUpdate:
     class_counts: Tensor  # [C] int64
     params: Params
     signals: Mapping[str, Any] = field(default_factory=dict)
+    lora_scale: float | None = None  # the client's LoRA scale alpha / r_k when ranks differ; None = ctx's
 
     @property
     def class_stats(self) -> ClassStats | None:
@@ -79,6 +80,11 @@ class ClientUpdate:
     def lora_signals(self) -> Mapping[str, Tensor] | None:
         """LoRA factor key -> scalar path-integral signal (``Signal.LORA_SIGNAL``), or None when not sent."""
         return self.signals.get(Signal.LORA_SIGNAL.value)
+
+
+def client_scale(update: ClientUpdate, ctx: RoundContext) -> float:
+    """The LoRA scale of ``update``'s client (its own with heterogeneous ranks, else the run's)."""
+    return ctx.lora_scale if update.lora_scale is None else update.lora_scale
 
 
 @dataclass(frozen=True)

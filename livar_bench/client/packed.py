@@ -120,7 +120,7 @@ def packed_forward(model: LoraViT, state: _Packed):
 
 def packed_local_train(
     model: LoraViT,
-    start: Params,
+    start: Params | Sequence[Params],
     datas: Sequence[ImageSplit],
     transform: DeviceTransform,
     objective: LocalObjective,
@@ -129,11 +129,15 @@ def packed_local_train(
     num_classes: int,
     requires: Collection[Signal] = (),
     client_ids: Sequence[int] | None = None,
+    frozen: Collection[str] = (),
 ) -> list[ClientResult]:
     """Train ``len(datas)`` clients from ``start`` together; results in the order of ``datas``.
 
-    Same contract as ``local_train`` for each client (see the module docstring for the equivalence).
+    ``start`` is one Params for every client or one per client (in the order of ``datas``). Same
+    contract as ``local_train`` for each client (see the module docstring for the equivalence); ``frozen``
+    keys keep their start values exactly (no gradient, no update, no weight decay).
     """
+    starts = [start] * len(datas) if isinstance(start, Mapping) else list(start)
     ids = list(client_ids) if client_ids is not None else list(range(len(datas)))
     device = next(iter(model.trainable.values())).device
     bsz = settings.batch_size
@@ -148,14 +152,18 @@ def packed_local_train(
     total = sum(sizes)
     flat = torch.empty(k_all, total, device=device, dtype=torch.float32)
     grad = torch.zeros_like(flat)
+    frozen_cols = torch.zeros(1, total, device=device, dtype=torch.bool)
     stacked: dict[str, Tensor] = {}
     offset = 0
     with torch.no_grad():
         for key, size in zip(keys, sizes, strict=True):
             shape = tuple(model.trainable[key].shape)
-            flat[:, offset : offset + size] = start[key].reshape(1, size).float()
-            leaf = flat[:, offset : offset + size].view(k_all, *shape).detach().requires_grad_(True)
-            leaf.grad = grad[:, offset : offset + size].view(k_all, *shape)
+            flat[:, offset : offset + size] = torch.stack([starts[i][key].reshape(size).float() for i in order])
+            leaf = flat[:, offset : offset + size].view(k_all, *shape).detach().requires_grad_(key not in frozen)
+            if key in frozen:
+                frozen_cols[:, offset : offset + size] = True
+            else:
+                leaf.grad = grad[:, offset : offset + size].view(k_all, *shape)
             stacked[key] = leaf
             offset += size
     exp_avg, exp_avg_sq = torch.zeros_like(flat), torch.zeros_like(flat)
@@ -166,9 +174,10 @@ def packed_local_train(
     active_mask = active_mask.to(device)[:, :, None]  # [S, K, 1]
     n_active = [sum(1 for i in order if steps[i] > s) for s in range(max_steps)]
     collectors = collectors_for(requires)
-    states = [c.start(stacked) for c in collectors]  # the same collectors as sequential training, K clients
+    watched = {k: leaf for k, leaf in stacked.items() if k not in frozen}
+    states = [c.start(watched) for c in collectors]  # the same collectors as sequential training, K clients
     stepping = [(c, st) for c, st in zip(collectors, states, strict=True) if st is not None]
-    grads = {k: leaf.grad for k, leaf in stacked.items()}
+    grads = {k: leaf.grad for k, leaf in watched.items()}
     loss_sums = torch.zeros(k_all, device=device)
 
     schedules = [batch_schedule(datas[i], settings.epochs, bsz, generators[i]) for i in order]
@@ -190,8 +199,8 @@ def packed_local_train(
                 ys.append(data.labels[index])
             with autocast(device, settings.autocast_dtype):
                 logits = model(torch.cat(xs))
-            losses = [objective(logits[j * bsz : j * bsz + len(ys[j])], ys[j], _ClientView(stacked, j), start)
-                      for j in range(m)]
+            losses = [objective(logits[j * bsz : j * bsz + len(ys[j])], ys[j], _ClientView(stacked, j),
+                                starts[order[j]]) for j in range(m)]
             stacked_losses = torch.stack(losses)
             with warnings.catch_warnings():
                 # Each leaf's .grad is a strided view of the flat gradient buffer, on purpose: autograd
@@ -201,10 +210,10 @@ def packed_local_train(
             with torch.no_grad():
                 mask = active_mask[s]  # [K, 1]
                 for c, st in stepping:
-                    c.before_step(st, stacked)
-                _masked_adamw(flat, grad, exp_avg, exp_avg_sq, step_count, mask, lr, wd)
+                    c.before_step(st, watched)
+                _masked_adamw(flat, grad, exp_avg, exp_avg_sq, step_count, mask, lr, wd, frozen_cols)
                 for c, st in stepping:
-                    c.after_step(st, stacked, grads, mask)
+                    c.after_step(st, watched, grads, mask)
                 grad.zero_()
                 loss_sums[:m] += stacked_losses.detach()
 
@@ -214,21 +223,21 @@ def packed_local_train(
         params = {k: stacked[k][j].detach().clone().to(model.trainable[k].dtype) for k in keys}
         results[i] = finish_client(model, params, datas[i], transform, settings, num_classes, requires, ids[i],
                                    sums[j], steps[i], list(zip(collectors, states, strict=True)), j)
-    for leaf in stacked.values():
+    for leaf in watched.values():
         leaf.grad = None
     return results  # type: ignore[return-value]
 
 
 def _masked_adamw(p: Tensor, g: Tensor, m: Tensor, v: Tensor, step: Tensor, mask: Tensor, lr: float,
-                  wd: float) -> None:
+                  wd: float, frozen_cols: Tensor | None = None) -> None:
     """torch.optim.AdamW's update (decoupled weight decay, bias-corrected moments) on rows with mask 1;
-    rows with mask 0 keep parameters, moments and step count exactly."""
+    rows with mask 0, and columns marked in ``frozen_cols`` [1, P], keep parameters and moments exactly."""
     beta1, beta2 = BETAS
     step.add_(mask.double())
     t = step.clamp(min=1)  # inactive clients before their first step: any finite value (discarded)
     bc1 = (1 - beta1**t).float()
     bc2_sqrt = (1 - beta2**t).sqrt().float()
-    keep = mask == 0
+    keep = mask == 0 if frozen_cols is None else (mask == 0) | frozen_cols
     new_m = m.lerp(g, 1 - beta1)
     new_v = v.mul(beta2).addcmul_(g, g, value=1 - beta2)
     denom = new_v.sqrt().div_(bc2_sqrt).add_(EPS)
@@ -240,7 +249,7 @@ def _masked_adamw(p: Tensor, g: Tensor, m: Tensor, v: Tensor, step: Tensor, mask
 
 def train_in_packs(
     model: LoraViT,
-    start: Params,
+    start: Params | Mapping[int, Params],
     clients: Mapping[int, ImageSplit],
     transform: DeviceTransform,
     objective: LocalObjective,
@@ -249,13 +258,20 @@ def train_in_packs(
     num_classes: int,
     requires: Collection[Signal],
     pack: int,
+    frozen: Collection[str] = (),
+    per_client: bool = False,
 ) -> dict[int, ClientResult]:
-    """Client id -> result for every client of ``clients``, trained ``pack`` at a time (in id order)."""
+    """Client id -> result for every client of ``clients``, trained ``pack`` at a time (in id order).
+
+    ``start``: one Params for all, or (``per_client``) client id -> that client's starting Params.
+    """
     ids = list(clients)
     out: dict[int, ClientResult] = {}
     for begin in range(0, len(ids), pack):
         chunk = ids[begin : begin + pack]
-        results = packed_local_train(model, start, [clients[k] for k in chunk], transform, objective, settings,
-                                     [generators[k] for k in chunk], num_classes, requires, client_ids=chunk)
+        starts = [start[k] for k in chunk] if per_client else start
+        results = packed_local_train(model, starts, [clients[k] for k in chunk], transform, objective, settings,
+                                     [generators[k] for k in chunk], num_classes, requires, client_ids=chunk,
+                                     frozen=frozen)
         out.update(zip(chunk, results, strict=True))
     return out

@@ -38,11 +38,16 @@ def train_clients(
     requires: frozenset[Signal] | set[Signal] = frozenset(),
     pack: int | None = None,
     on_client: Callable[[int, ClientResult], None] | None = None,
+    starts: Mapping[int, Params] | None = None,
+    frozen: frozenset[str] = frozenset(),
 ) -> dict[int, ClientResult]:
     """Client id -> result for every client in ``clients`` (trained in id order).
 
     Args:
         start: the round's global trainable tensors.
+        starts: per-client starting tensors, where a method personalises them (``client_start``);
+            overrides ``start``.
+        frozen: trainable keys clients leave unchanged (``Aggregator.frozen_keys``).
         seed, round_: select each client's random stream (``seeding.client_generator``).
         pack: clients per batched step (None = auto: off on CPU, up to 10 on CUDA).
         on_client: called after each client, e.g. for progress.
@@ -52,12 +57,13 @@ def train_clients(
     gens = {k: client_generator(seed, round_, k, device=device) for k in ids}
     per_pack = resolve_pack(pack, device, len(ids))
     packed = {} if per_pack <= 1 else train_in_packs(
-        model, start, {k: clients[k] for k in ids}, transform, objective, settings, gens, num_classes, requires,
-        per_pack)
+        model, starts if starts is not None else start, {k: clients[k] for k in ids}, transform, objective,
+        settings, gens, num_classes, requires, per_pack, frozen=frozen, per_client=starts is not None)
     out: dict[int, ClientResult] = {}
     for k in ids:
         out[k] = packed[k] if k in packed else local_train(
-            model, start, clients[k], transform, objective, settings, gens[k], num_classes, requires, client_id=k)
+            model, starts[k] if starts is not None else start, clients[k], transform, objective, settings, gens[k],
+            num_classes, requires, client_id=k, frozen=frozen)
         if on_client is not None:
             on_client(k, out[k])
     return out

@@ -67,19 +67,21 @@ def local_train(
     num_classes: int,
     requires: Collection[Signal] = (),
     client_id: int = 0,
+    frozen: Collection[str] = (),
 ) -> ClientResult:
     """Train one client from ``start`` and return its update (params and the requested signals).
 
     Args:
         model: the shared model; its trainable tensors are overwritten.
-        start: the round's global trainable tensors (also the anchor of proximal objectives).
+        start: the client's starting tensors (also the anchor of proximal objectives).
         data: the client's training split, already on the model's device.
         generator: the only source of randomness (sample order and augmentation).
+        frozen: trainable keys left exactly as in ``start`` (no gradient, no weight decay).
     """
     device = next(iter(model.trainable.values())).device
     model.load_params(start)
     model.train()
-    keys = list(model.trainable)
+    keys = [k for k in model.trainable if k not in frozen]
     params = [model.trainable[k] for k in keys]
     optimizer = make_optimizer(params, settings)
     collectors = collectors_for(requires)
@@ -87,6 +89,24 @@ def local_train(
     states = [c.start(stacked) for c in collectors]
     stepping = [(c, st) for c, st in zip(collectors, states, strict=True) if st is not None]
     loss_sum = torch.zeros((), device=device)
+    for k in frozen:
+        model.trainable[k].requires_grad_(False)
+    try:
+        loss_sum, steps = _steps(model, start, data, transform, objective, settings, generator, keys, optimizer,
+                                 stacked, stepping, loss_sum)
+    finally:
+        for k in frozen:
+            model.trainable[k].requires_grad_(True)
+    # float(loss_sum): the one read of the loss per client
+    return finish_client(model, model.get_params(), data, transform, settings, num_classes, requires, client_id,
+                         float(loss_sum), steps, list(zip(collectors, states, strict=True)), 0)
+
+
+def _steps(model: LoraViT, start: Params, data: ImageSplit, transform: DeviceTransform, objective: LocalObjective,
+           settings: LocalSettings, generator: torch.Generator, keys: list[str], optimizer: torch.optim.Optimizer,
+           stacked: dict[str, Tensor], stepping: list[tuple[Collector, Any]], loss_sum: Tensor) -> tuple[Tensor, int]:
+    """The local optimisation loop of one client: (summed loss on the device, steps taken)."""
+    device = loss_sum.device
     steps = 0
     for index in batch_schedule(data, settings.epochs, settings.batch_size, generator):
         x = transform.train(data.images[index], generator)
@@ -105,9 +125,7 @@ def local_train(
         optimizer.zero_grad(set_to_none=True)
         loss_sum += loss.detach()
         steps += 1
-    # float(loss_sum): the one read of the loss per client
-    return finish_client(model, model.get_params(), data, transform, settings, num_classes, requires, client_id,
-                         float(loss_sum), steps, list(zip(collectors, states, strict=True)), 0)
+    return loss_sum, steps
 
 
 def batch_schedule(data: ImageSplit, epochs: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:

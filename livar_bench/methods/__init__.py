@@ -11,9 +11,14 @@ from livar_bench.methods.fedadagrad import FedAdagrad
 from livar_bench.methods.fedadam import FedAdam
 from livar_bench.methods.fedavg import FedAvg
 from livar_bench.methods.fedavgm import FedAvgM
+from livar_bench.methods.fedex_lora import FedExLora
 from livar_bench.methods.fedprox import FedProx
+from livar_bench.methods.fedsa_lora import FedSALora
 from livar_bench.methods.fedyogi import FedYogi
+from livar_bench.methods.ffa_lora import FFALora
+from livar_bench.methods.flora import FLoRA
 from livar_bench.methods.livar import Livar
+from livar_bench.methods.livar_exact import LivarExact
 from livar_bench.methods.merge import TaskArithmetic, TaskVectorMerge
 from livar_bench.methods.registry import entries, get_entry, register
 from livar_bench.methods.spec import MethodSpec, canonical_spec, display_name, parse_method, table_order
@@ -35,16 +40,27 @@ register("task_arithmetic", kind="method", paper="https://arxiv.org/abs/2212.040
          order=30, summary="Task arithmetic: global + lam * mean (or sum) of client task vectors.")(TaskArithmetic)
 register("ties", kind="method", paper="https://arxiv.org/abs/2306.01708", label="TIES", order=40,
          summary="TIES-merging of client task vectors: trim, elect sign, disjoint mean, scale by lam.")(TaskVectorMerge)
+register("fedex_lora", kind="method", paper="https://arxiv.org/abs/2410.09432", label="FedEx-LoRA", order=70,
+         summary="FedAvg of A, B plus the exact-aggregation residual folded into the base weights.")(FedExLora)
+register("flora", kind="method", paper="https://arxiv.org/abs/2409.05976", label="FLoRA", order=72,
+         summary="Stacking: exact weighted product folded into the base weights; fresh adapters each round.")(FLoRA)
+register("ffa_lora", kind="method", paper="https://arxiv.org/abs/2403.12313", label="FFA-LoRA", order=74,
+         summary="A frozen at its seeded initialisation; FedAvg of B and head.")(FFALora)
+register("fedsa_lora", kind="method", paper="https://arxiv.org/abs/2410.01463", label="FedSA-LoRA", order=76,
+         summary="A and head shared (FedAvg); each client keeps its own B (personalised).")(FedSALora)
 register("livar", kind="method", paper="https://arxiv.org/abs/2507.06813", label="LIVAR", order=100,
          summary="Variance-weighted head per class; LoRA factors weighted by intrinsic training signals.")(Livar)
+register("livar_exact", kind="method", paper="https://arxiv.org/abs/2507.06813", label="LIVAR-Exact (ours)",
+         order=110, summary="This project's variant: LIVAR's signal weights on the LoRA products, with "
+         "FedEx-LoRA's residual in the base weights.")(LivarExact)
 register("ccvr", kind="stage", paper="https://arxiv.org/abs/2106.05001", label="CCVR", order=50,
          summary="Retrain the head on virtual features sampled from pooled per-class Gaussians.")(CCVR)
 register("clip", kind="stage", paper="https://arxiv.org/abs/1710.06963", label="Clip", order=60,
          summary="Scale the round's global update to an L2 norm of at most max_norm.")(ClipUpdate)
 
 __all__ = [
-    "Aggregator", "CCVR", "ClipUpdate", "ClassStats", "ClientUpdate", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedProx",
-    "FedYogi", "Livar", "Method", "MethodSpec",
+    "Aggregator", "CCVR", "ClipUpdate", "ClassStats", "ClientUpdate", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedExLora", "FedProx", "FedSALora", "FFALora", "FLoRA",
+    "FedYogi", "Livar", "LivarExact", "Method", "MethodSpec",
     "Params", "RoundContext", "ServerState", "Signal", "Stage", "TaskArithmetic", "TaskVectorMerge",
     "canonical_spec", "display_name", "entries", "get_entry", "parse_method", "register", "table_order",
 ]

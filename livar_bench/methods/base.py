@@ -64,6 +64,20 @@ class Aggregator:
         """The client loss this method trains with (cross-entropy unless overridden)."""
         return CrossEntropy()
 
+    def frozen_keys(self, keys: Sequence[str]) -> frozenset[str]:
+        """Trainable keys that clients must leave unchanged (FFA-LoRA freezes every A); none by default."""
+        return frozenset()
+
+    def client_start(self, state: ServerState, client_id: int) -> Params:
+        """What client ``client_id`` starts local training from: the global params by default; a
+        personalised method (FedSA-LoRA) mixes in the client's own tensors kept in ``state.buffers``."""
+        return state.params
+
+    def personal_params(self, state: ServerState, update: ClientUpdate) -> Params:
+        """The client's own model for personalised evaluation (``--eval-local``), given the state after
+        aggregation: the client's locally trained tensors by default."""
+        return update.params
+
     def evaluation_deltas(self, state: ServerState, updates: Sequence[ClientUpdate],
                           ctx: RoundContext) -> dict[str, Tensor] | None:
         """Evaluation-only dense corrections to the frozen base weights (module path -> [out, in]).
@@ -136,10 +150,22 @@ class Method:
                           ctx: RoundContext) -> dict[str, Tensor] | None:
         return self.aggregator.evaluation_deltas(state, updates, ctx)
 
+    def frozen_keys(self, keys: Sequence[str]) -> frozenset[str]:
+        return self.aggregator.frozen_keys(keys)
+
+    def client_start(self, state: ServerState, client_id: int) -> Params:
+        return self.aggregator.client_start(state, client_id)
+
+    def personal_params(self, state: ServerState, update: ClientUpdate) -> Params:
+        return self.aggregator.personal_params(state, update)
+
     @property
     def objective_key(self) -> str:
-        """Identifies the client objective, so round-1 client work can be shared between methods."""
-        return repr(self.objective)
+        """Identifies what decides client training (the objective, and an aggregator that freezes keys or
+        personalises starts), so round-1 client work is shared only between methods that train alike."""
+        agg = type(self.aggregator)
+        changes_clients = agg.frozen_keys is not Aggregator.frozen_keys or agg.client_start is not Aggregator.client_start
+        return repr(self.objective) + (f"|clients={self.aggregator!r}" if changes_clients else "")
 
 
 def hyperparameters(obj: object) -> dict[str, object]:

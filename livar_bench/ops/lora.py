@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
 from torch import Tensor
 
 LORA_A = "lora_A"
@@ -41,3 +42,30 @@ def factor_keys(module: str) -> tuple[str, str]:
 def lora_delta(b: Tensor, a: Tensor, scale: float) -> Tensor:
     """The weight update of one LoRA module: scale * B @ A, shape [out, in] (B: [out, r], A: [r, in])."""
     return (b.float() @ a.float()) * scale
+
+
+def weighted_product(bs: list[Tensor], as_: list[Tensor], weights: list[float], scales: list[float]) -> Tensor:
+    """sum_k weights[k] * scales[k] * B_k @ A_k as one matmul, [out, in] float32.
+
+    Stacking is what FLoRA sends: [w_1 s_1 B_1 | ... | w_K s_K B_K] [out, sum r_k] times
+    [A_1; ...; A_K] [sum r_k, in]; clients may have different ranks r_k.
+    """
+    b_cat = torch.cat([b.float() * (w * s) for b, w, s in zip(bs, weights, scales, strict=True)], dim=1)
+    a_cat = torch.cat([a.float() for a in as_], dim=0)
+    return b_cat @ a_cat
+
+
+def truncate_to_factors(delta: Tensor, rank: int) -> tuple[Tensor, Tensor]:
+    """The best rank-``rank`` factorisation (B [out, rank], A [rank, in]) of ``delta`` [out, in] in the
+    Frobenius norm (truncated SVD, singular values split evenly: B = U S^1/2, A = S^1/2 V^T).
+
+    Columns beyond the matrix rank are zero. Used by product-space merges to return to LoRA factors.
+    """
+    u, s, vh = torch.linalg.svd(delta.double(), full_matrices=False)
+    k = min(rank, s.numel())
+    root = s[:k].sqrt()
+    b = torch.zeros(delta.shape[0], rank, dtype=torch.float64, device=delta.device)
+    a = torch.zeros(rank, delta.shape[1], dtype=torch.float64, device=delta.device)
+    b[:, :k] = u[:, :k] * root
+    a[:k] = root[:, None] * vh[:k]
+    return b.float(), a.float()

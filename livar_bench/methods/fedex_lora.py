@@ -1,0 +1,48 @@
+"""FedEx-LoRA (Singhal, Ponkshe, Vepakomma, ACL 2025, arXiv 2410.09432): exact aggregation of LoRA updates.
+
+A and B are averaged as FedAvg does (sample weights w_k), and the error that this makes, per adapted
+module,
+
+    residual = sum_k w_k s_k B_k A_k - s (sum_k w_k B_k)(sum_k w_k A_k)      (s = LoRA scale)
+
+is added to the frozen base weight. The global model is then exactly the weighted average of the
+clients' models: W0 + base_delta + s B A = (previous base) + sum_k w_k s_k B_k A_k. The residuals
+accumulate over rounds in ``ServerState.base_deltas`` (checkpointed, applied to the backbone for
+training and evaluation, and downloaded by clients: a dense [out, in] tensor per module, counted in
+``download_bytes_per_client``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from livar_bench.methods.base import Aggregator
+from livar_bench.ops.lora import factor_keys, lora_delta, lora_modules, weighted_product
+from livar_bench.ops.weighted import sample_weights, weighted_average_params
+from livar_bench.types import ClientUpdate, RoundContext, ServerState, client_scale
+
+
+def exact_residuals(state: ServerState, params: dict, updates: Sequence[ClientUpdate], weights: list[float],
+                    ctx: RoundContext) -> dict:
+    """state.base_deltas plus, per module, sum_k w_k s_k B_k A_k - s B A for the new factors in ``params``."""
+    deltas = dict(state.base_deltas)
+    scales = [client_scale(u, ctx) for u in updates]
+    for module in lora_modules(state.params):
+        a_key, b_key = factor_keys(module)
+        exact = weighted_product([u.params[b_key] for u in updates], [u.params[a_key] for u in updates], weights,
+                                 scales)
+        residual = exact - lora_delta(params[b_key], params[a_key], ctx.lora_scale)
+        deltas[module] = deltas[module] + residual if module in deltas else residual
+    return deltas
+
+
+@dataclass(frozen=True)
+class FedExLora(Aggregator):
+    """FedAvg of A, B and head, plus the exact-aggregation residual folded into the base weights."""
+
+    def server_step(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext) -> ServerState:
+        weights = sample_weights([u.num_samples for u in updates])
+        params = weighted_average_params([u.params for u in updates], weights, keys=state.params)
+        deltas = exact_residuals(state, params, updates, weights.tolist(), ctx)
+        return state.evolve(params=params, base_deltas=deltas)

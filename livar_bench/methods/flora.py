@@ -1,0 +1,46 @@
+"""FLoRA (Wang et al., NeurIPS 2024, arXiv 2409.05976): stacking aggregation of LoRA adapters.
+
+The server stacks the clients' weighted factors, [w_1 s_1 B_1 | ... | w_K s_K B_K] [A_1; ...; A_K],
+whose product is exactly sum_k w_k s_k B_k A_k, folds that product into the base weights
+(``ServerState.base_deltas``), and clients start every round from freshly initialised adapters
+(A drawn as at initialisation, U(-1/sqrt(in), 1/sqrt(in)), from ``ctx.generator``; B = 0), so the
+evaluated global model is W0 + the sum of every round's exact average. The head is averaged (FedAvg).
+Stacking works for clients of different ranks r_k (``--client-ranks``), since the stacked rank is
+sum_k r_k.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from livar_bench.methods.base import Aggregator
+from livar_bench.ops.lora import factor_keys, is_lora_key, lora_modules, weighted_product
+from livar_bench.ops.weighted import sample_weights, weighted_average_params
+from livar_bench.types import ClientUpdate, RoundContext, ServerState, client_scale
+
+
+@dataclass(frozen=True)
+class FLoRA(Aggregator):
+    """Stack, fold the exact weighted product into the base weights, restart adapters; FedAvg head."""
+
+    def server_step(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext) -> ServerState:
+        weights = sample_weights([u.num_samples for u in updates]).tolist()
+        others = [k for k in state.params if not is_lora_key(k)]
+        params = weighted_average_params([u.params for u in updates], torch.tensor(weights), keys=others)
+        deltas = dict(state.base_deltas)
+        scales = [client_scale(u, ctx) for u in updates]
+        for module in lora_modules(state.params):
+            a_key, b_key = factor_keys(module)
+            folded = weighted_product([u.params[b_key] for u in updates], [u.params[a_key] for u in updates],
+                                      weights, scales)
+            deltas[module] = deltas[module] + folded if module in deltas else folded
+            a = state.params[a_key]
+            bound = 1.0 / math.sqrt(a.shape[1])
+            fresh = (torch.rand(a.shape, generator=ctx.generator, device=ctx.generator.device) * 2 - 1) * bound
+            params[a_key] = fresh.to(device=a.device, dtype=a.dtype)
+            params[b_key] = torch.zeros_like(state.params[b_key])
+        return state.evolve(params={k: params[k] for k in state.params}, base_deltas=deltas)
