@@ -62,6 +62,9 @@ class RunSpec(BaseModel):
     lora_rank: int = Field(16, ge=1)
     lora_alpha: float = Field(16.0, gt=0, description="LoRA alpha; the update is scaled by alpha / rank.")
     lora_targets: tuple[str, ...] = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+    client_ranks: tuple[int, ...] | None = Field(
+        None, description="LoRA rank of each client, cycled over clients (e.g. 4,8,16); unset = lora_rank for "
+        "all. Only methods that handle different ranks accept it (flora, product-space merges).")
     # local training
     rounds: int = Field(5, ge=1)
     local_epochs: int = Field(5, ge=1)
@@ -75,6 +78,9 @@ class RunSpec(BaseModel):
     # execution only
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     eval_batch_size: int = Field(256, ge=1)
+    eval_local: bool = Field(
+        False, description="Also evaluate each client's own model on a test subset drawn with its label "
+        "distribution (split=test_local: mean and worst-decile accuracy over clients).")
     pack: int | None = Field(
         None, ge=0, description="Clients trained together in one batched step (client/packed.py); "
         "0/1 = off, unset = auto (off on CPU, min(clients, 10) on CUDA). Same results up to rounding.",
@@ -109,7 +115,38 @@ class RunSpec(BaseModel):
             data = {**data, "method": str(parsed)}  # MethodSpec.parse raises BenchError naming method and key
         model = handler(data)
         model._method_spec = parsed
+        model._check_ranks()
         return model
+
+    @field_validator("client_ranks")
+    @classmethod
+    def _ranks(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and (not value or any(r < 1 for r in value)):
+            raise ValueError("every client rank must be at least 1 (e.g. --client-ranks 4,8,16)")
+        return value
+
+    def _check_ranks(self) -> None:
+        """Different client ranks only with a method that can aggregate them."""
+        if self.client_ranks is None or len(set(self.client_ranks)) == 1:
+            return
+        from livar_bench.errors import BenchError
+        from livar_bench.methods import entries
+
+        if not self.method_spec.components[0].accepts_mixed_ranks():
+            able = [e.name for e in entries() if e.kind == "method" and e.cls().accepts_mixed_ranks()]
+            able += ["fedavg[space=product]", "ties[space=product]", "task_arithmetic[space=product]"]
+            raise BenchError(f"--client-ranks {','.join(map(str, self.client_ranks))} gives clients different LoRA "
+                             f"ranks, which {self.method} cannot aggregate (it adds factors of different clients "
+                             f"entry by entry); methods that can: {', '.join(dict.fromkeys(able))}")
+
+    @property
+    def max_rank(self) -> int:
+        """The LoRA rank of the shared model: the largest client rank, or lora_rank."""
+        return max(self.client_ranks) if self.client_ranks else self.lora_rank
+
+    def client_rank(self, client: int) -> int:
+        """Client ``client``'s LoRA rank (``client_ranks`` cycled over clients)."""
+        return self.client_ranks[client % len(self.client_ranks)] if self.client_ranks else self.lora_rank
 
     @property
     def method_spec(self) -> Any:
@@ -125,8 +162,9 @@ class RunSpec(BaseModel):
         """Short hash of every field that can change the result (computed once per RunSpec)."""
         if self._run_id is None:
             payload = {k: v for k, v in self.model_dump(mode="json").items() if k not in NON_IDENTITY_FIELDS}
-            if not self.val_fraction:  # keeps the ids of runs made before val_fraction existed
-                payload.pop("val_fraction")
+            for optional in ("val_fraction", "eval_local", "client_ranks"):  # ids of runs made before they existed
+                if not payload[optional]:
+                    payload.pop(optional)
             if self.partition == "iid":  # alpha has no effect on an IID partition
                 payload.pop("alpha")
             digests = self.method_spec.content_digests

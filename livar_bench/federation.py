@@ -16,6 +16,7 @@ only closely (docs/determinism.md says what is and is not reproducible, and how 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -164,6 +165,7 @@ class Setup:
     test: Any
     dtype: torch.dtype | None
     val: Any = None  # union of the clients' validation carves, or None when val_fraction == 0
+    local_tests: dict[int, Any] | None = None  # client -> test subset with its label distribution (eval_local)
 
 
 def load_run_dataset(spec: RunSpec) -> DatasetBundle:
@@ -181,9 +183,10 @@ def setup_run(spec: RunSpec, bundle: DatasetBundle | None = None, partitions_dir
             raise WeightsError(problem)
         bundle = load_run_dataset(spec)
     model, info = build_model(
-        spec.backbone, bundle.num_classes, rank=spec.lora_rank, alpha=spec.lora_alpha, targets=spec.lora_targets,
+        spec.backbone, bundle.num_classes, rank=spec.max_rank, alpha=spec.lora_alpha, targets=spec.lora_targets,
         pretrained=spec.pretrained, weights=spec.weights, image_size=spec.image_size,
     )
+    model.check_rank()
     model.to(device)
     train_tf = DeviceTransform(info.input_size, info.mean, info.std, scale=bundle.crop_scale, eval_crop=bundle.eval_crop)
     labels = bundle.train.labels.numpy()
@@ -196,8 +199,33 @@ def setup_run(spec: RunSpec, bundle: DatasetBundle | None = None, partitions_dir
     val_split = None
     if val is not None:
         val_split = train.subset(torch.from_numpy(np.sort(np.concatenate(val.client_indices))).to(device))
-    return Setup(spec, device, bundle, model, train_tf, train_tf, partition, clients, bundle.test.to(device),
-                 autocast_dtype(spec, device), val_split)
+    local_tests = local_test_sets(spec, bundle.test, [c.labels.cpu() for c in clients], bundle.num_classes) \
+        if spec.eval_local else None
+    test = bundle.test.to(device)
+    return Setup(spec, device, bundle, model, train_tf, train_tf, partition, clients, test,
+                 autocast_dtype(spec, device), val_split,
+                 {k: test.subset(ix.to(device)) for k, ix in local_tests.items()} if local_tests else None)
+
+
+STREAM_EVAL_LOCAL = 6  # the per-client test subsets of eval_local
+LOCAL_TEST_SIZE = 200  # images per client test subset (fewer when the test set is smaller)
+
+
+def local_test_sets(spec: RunSpec, test: Any, client_labels: list[torch.Tensor], num_classes: int) -> dict[int, torch.Tensor]:
+    """Per client, test indices drawn with the client's training label distribution (seeded by the run's
+    seed and the client, so every method of a cell gets the same subsets): round(p_kc * M) images of class c,
+    without replacement, M = min(LOCAL_TEST_SIZE, test size), capped at what the test set holds."""
+    labels = test.labels.cpu().numpy()
+    by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
+    size = min(LOCAL_TEST_SIZE, len(labels))
+    out = {}
+    for k, own in enumerate(client_labels):
+        rng = np.random.default_rng(derive_seed(spec.seed, STREAM_EVAL_LOCAL, k))
+        share = np.bincount(own.numpy(), minlength=num_classes) / max(len(own), 1)
+        picks = [rng.choice(by_class[c], size=min(int(round(share[c] * size)), len(by_class[c])), replace=False)
+                 for c in range(num_classes) if share[c] > 0]
+        out[k] = torch.from_numpy(np.sort(np.concatenate(picks))) if picks else torch.zeros(0, dtype=torch.long)
+    return out
 
 
 def _rows(spec: RunSpec, round_: int, split: str, values: dict[str, float]) -> list[dict[str, Any]]:
@@ -302,6 +330,9 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
         if s.val is not None:
             rows += _rows(spec, 0, "val", evaluate(s.model, state.params, s.val, s.eval_tf, spec.eval_batch_size, s.dtype))
     server_data = HeldOutData(s) if s.val is not None else None
+    if method.aggregator.personalised and not spec.eval_local:
+        emit("warning", message=f"{spec.method} is a personalised method: its global accuracy is not its intended "
+                                "metric; add --eval-local for each client's own accuracy (split test_local)")
 
     emit("start", run_id=run_id, spec=spec, rounds=spec.rounds, clients=spec.num_clients, start_round=start_round)
     for round_ in range(start_round, spec.rounds + 1):
@@ -314,7 +345,7 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
         ctx = RoundContext(round=round_, num_rounds=spec.rounds, num_classes=s.bundle.num_classes,
                            lora_scale=s.model.scale, generator=generator(spec.seed, STREAM_SERVER, round_, device=s.device),
                            device=s.device, server_data=server_data)
-        state = method.server_step(state, updates, ctx)
+        before, state = state, method.server_step(state, updates, ctx)
         _sync(s.device)
         t2 = time.perf_counter()
         evaluated = add_deltas(state.base_deltas, method.evaluation_deltas(state, updates, ctx))
@@ -322,6 +353,8 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
             metrics = evaluate(s.model, state.params, s.test, s.eval_tf, spec.eval_batch_size, s.dtype)
             if s.val is not None:
                 rows += _rows(spec, round_, "val", evaluate(s.model, state.params, s.val, s.eval_tf, spec.eval_batch_size, s.dtype))
+        if s.local_tests is not None:
+            rows += _rows(spec, round_, "test_local", _local_metrics(s, method, before, state, updates))
         t3 = time.perf_counter()
         rows += _rows(spec, round_, "test", metrics)
         rows += _rows(spec, round_, "train", {"loss": float(np.mean(losses))})
@@ -346,6 +379,24 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     return outcome
 
 
+def _local_metrics(s: Setup, method: Method, before: ServerState, after: ServerState,
+                   updates: list[ClientUpdate]) -> dict[str, float]:
+    """Personalised evaluation: each client's own model (``Method.personal_params``; by default its locally
+    trained tensors, under the base-weight corrections it trained with) on its own test subset. Mean
+    accuracy and loss over clients, and the mean accuracy of the worst tenth of clients (at least one)."""
+    accs, losses = [], []
+    with base_deltas_applied(s.model, before.base_deltas):
+        for u in updates:
+            data = s.local_tests[u.client_id]
+            if len(data) == 0:
+                continue
+            m = evaluate(s.model, method.personal_params(after, u), data, s.eval_tf, s.spec.eval_batch_size, s.dtype)
+            accs.append(m["acc"])
+            losses.append(m["loss"])
+    worst = sorted(accs)[: max(1, int(np.ceil(0.1 * len(accs))))]
+    return {"acc": float(np.mean(accs)), "acc_worst10": float(np.mean(worst)), "loss": float(np.mean(losses))}
+
+
 def _client_phase(s: Setup, method: Method, settings: LocalSettings, state: ServerState, round_: int,
                   round1: Round1Cache | None, round1_signals: frozenset[Signal] | None,
                   emit: Event) -> tuple[list[ClientUpdate], list[float], int]:
@@ -360,12 +411,22 @@ def _client_phase(s: Setup, method: Method, settings: LocalSettings, state: Serv
         hit = round1.load(method.requires)
         todo, requires = ([] if hit else todo), round1.signals_to_collect(method.requires, round1_signals)
     starts = {k: method.client_start(state, k) for k in todo}
-    personal = any(starts[k] is not state.params for k in todo)
-    results = train_clients(
-        s.model, state.params, {k: s.clients[k] for k in todo}, s.train_tf, method.objective, settings,
-        seed=spec.seed, round_=round_, num_classes=s.bundle.num_classes, requires=requires, pack=spec.pack,
-        on_client=lambda k, r: emit("client", round=round_, client=k, loss=r.mean_loss),
-        starts=starts if personal else None, frozen=method.frozen_keys(list(state.params)))
+    results = {}
+    for rank, group in _rank_groups(spec, todo):  # one group unless clients have different ranks
+        scale = spec.lora_alpha / rank
+        own = {k: with_rank(starts[k], rank) for k in group} if rank != spec.max_rank else \
+            {k: starts[k] for k in group}
+        personal = any(own[k] is not state.params for k in group)
+        with s.model.scaled(scale):
+            trained = train_clients(
+                s.model, state.params, {k: s.clients[k] for k in group}, s.train_tf, method.objective, settings,
+                seed=spec.seed, round_=round_, num_classes=s.bundle.num_classes, requires=requires, pack=spec.pack,
+                on_client=lambda k, r: emit("client", round=round_, client=k, loss=r.mean_loss),
+                starts=own if personal else None, frozen=method.frozen_keys(list(state.params)))
+        for k, r in trained.items():
+            mixed = spec.client_ranks is not None and len(set(spec.client_ranks)) > 1
+            results[k] = dataclasses.replace(r, update=dataclasses.replace(r.update, lora_scale=scale)) if mixed else r
+    results = dict(sorted(results.items()))
     updates = [r.update for r in results.values()]
     losses = [r.mean_loss for r in results.values()]
     images = sum(r.images for r in results.values())
@@ -375,6 +436,30 @@ def _client_phase(s: Setup, method: Method, settings: LocalSettings, state: Serv
         for u, loss in zip(updates, losses, strict=True) if hit else ():
             emit("client", round=round_, client=u.client_id, loss=loss)
     return updates, losses, images
+
+
+def _rank_groups(spec: RunSpec, clients: list[int]) -> list[tuple[int, list[int]]]:
+    """The round's clients grouped by LoRA rank (packing only ever packs clients of one rank)."""
+    groups: dict[int, list[int]] = {}
+    for k in clients:
+        groups.setdefault(spec.client_rank(k) if spec.client_ranks else spec.max_rank, []).append(k)
+    return sorted(groups.items())
+
+
+def with_rank(params: Params, rank: int) -> Params:
+    """``params`` with LoRA rank components beyond ``rank`` set to zero (rows of A, columns of B).
+
+    A client of rank r_k < r trains on the shared rank-r model with the extra components zero: their
+    gradients are then exactly zero (each multiplies the other's zeros), so they stay zero and the client
+    trains a rank-r_k adapter.
+    """
+    out = dict(params)
+    for key, value in params.items():
+        if key.endswith(".lora_A") and value.shape[0] > rank:
+            out[key] = torch.cat([value[:rank], torch.zeros_like(value[rank:])])
+        elif key.endswith(".lora_B") and value.shape[1] > rank:
+            out[key] = torch.cat([value[:, :rank], torch.zeros_like(value[:, rank:])], dim=1)
+    return out
 
 
 def _final(frame: pd.DataFrame) -> dict[str, float]:

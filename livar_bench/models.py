@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,6 +274,30 @@ class LoraViT(nn.Module):
                 t = (torch.rand(p.shape, generator=generator) * 2 - 1) * bound
             out[key] = t.to(device=p.device, dtype=p.dtype)
         return out
+
+    @contextmanager
+    def scaled(self, scale: float) -> Iterator[None]:
+        """Use LoRA scale ``scale`` (alpha / r_k of a client with its own rank) for the duration."""
+        layers = [m for m in self.net.modules() if isinstance(getattr(m, "scaling", None), dict) and "default" in m.scaling]
+        saved, self_scale = [m.scaling["default"] for m in layers], self.scale
+        for m in layers:
+            m.scaling["default"] = scale
+        self.scale = scale
+        try:
+            yield
+        finally:
+            for m, value in zip(layers, saved, strict=True):
+                m.scaling["default"] = value
+            self.scale = self_scale
+
+    def check_rank(self) -> None:
+        """Refuse a LoRA rank above the smaller dimension of an adapted layer (its update cannot use it)."""
+        for name, module in self.net.named_modules():
+            base = getattr(module, "base_layer", None)
+            if base is not None and self.rank > min(base.in_features, base.out_features):
+                raise BenchError(f"LoRA rank {self.rank} is larger than layer {name} allows ({base.out_features} x "
+                                 f"{base.in_features}): use a rank of at most "
+                                 f"{min(base.in_features, base.out_features)}")
 
     # --- forward -----------------------------------------------------------------------------------
     def features(self, x: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from livar_bench.config import RunSpec
+from livar_bench.errors import BenchError
 
 
 def _default(field: str) -> str:
@@ -64,6 +65,8 @@ RUN_OPTIONS: dict[str, tuple[Any, str]] = {
     "lora_rank": _option("lora_rank", "LoRA rank r."),
     "lora_alpha": _option("lora_alpha", "LoRA alpha (update scaled by alpha/r)."),
     "lora_targets": _option("lora_targets", "Comma-separated LoRA target modules of each block.", kind=str),
+    "client_ranks": _option("client_ranks", "LoRA rank per client, cycled over clients, e.g. 4,8,16 (flora and "
+                                            "product-space merges only).", kind=str),
     "image_size": _option("image_size", "Input size in pixels."),
     "data_root": _option("data_root", "Folder holding the real datasets.", kind=Path),
     "cache_dir": _option("cache_dir", "Folder for decoded image caches.", kind=Path),
@@ -73,6 +76,8 @@ RUN_OPTIONS: dict[str, tuple[Any, str]] = {
     "precision": _option("precision", "auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32.", kind=str),
     "device": _option("device", "auto, cpu, cuda or cuda:N."),
     "eval_batch_size": _option("eval_batch_size", "Evaluation batch size."),
+    "eval_local": _option("eval_local", "Also evaluate each client's own model on a test subset with its label "
+                                        "distribution (split test_local).", "--eval-local/--no-eval-local"),
     "pack": _option("pack", "Clients trained together in one batched step (0/1 = off; unset = auto: off on CPU, "
                             "up to 10 on CUDA)."),
 }
@@ -121,6 +126,11 @@ def run_settings(iid: bool = False, **options: Any) -> dict[str, Any]:
             value = str(value)
         if field == "lora_targets" and isinstance(value, str):
             value = tuple(t.strip() for t in value.split(",") if t.strip())
+        if field == "client_ranks" and isinstance(value, str):
+            try:
+                value = tuple(int(t) for t in value.split(",") if t.strip())
+            except ValueError:
+                raise BenchError(f"--client-ranks {value!r}: expected comma-separated integers, e.g. 4,8,16") from None
         values[field] = value
     if iid:
         values["partition"] = "iid"

@@ -92,6 +92,8 @@ class SweepProgress:
                 self.log(f"{self.label}: round {info['round']} acc {m.get('acc', float('nan')):.4f}")
         elif event == "resume":
             self.log(f"{self.label}: resuming after round {info['round']}")
+        elif event == "warning":
+            self.log(f"{self.label}: warning: {info['message']}")
         elif event == "locked":
             self.log(f"{self.label}: another process is running it; skipped")
         elif event == "run_end":

@@ -57,6 +57,8 @@ class RunProgress:
                 self.progress.console.print(f"{self.label}round {info['round']}: acc {m['acc']:.4f}  loss {m['loss']:.4f}")
             else:
                 console.print(f"{self.label}round {info['round']}: acc {m['acc']:.4f}  loss {m['loss']:.4f}", highlight=False)
+        elif event == "warning":
+            console.print(f"{self.label}warning: {info['message']}", highlight=False, soft_wrap=True)
         elif event == "resume":
             console.print(f"{self.label}resuming run {info['run_id']} after round {info['round']}", highlight=False)
         elif event == "locked":

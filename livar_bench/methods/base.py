@@ -47,6 +47,7 @@ class Aggregator:
     """
 
     requires: ClassVar[frozenset[Signal]] = frozenset()
+    personalised: ClassVar[bool] = False  # its intended metric is per-client accuracy (--eval-local)
 
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
         """The new global params (stateless methods implement this)."""
@@ -67,6 +68,11 @@ class Aggregator:
     def frozen_keys(self, keys: Sequence[str]) -> frozenset[str]:
         """Trainable keys that clients must leave unchanged (FFA-LoRA freezes every A); none by default."""
         return frozenset()
+
+    def accepts_mixed_ranks(self) -> bool:
+        """Whether clients may have different LoRA ranks (``--client-ranks``): only methods that never add
+        factors of different clients entry by entry (FLoRA, product-space merges)."""
+        return False
 
     def client_start(self, state: ServerState, client_id: int) -> Params:
         """What client ``client_id`` starts local training from: the global params by default; a

@@ -27,6 +27,9 @@ from livar_bench.types import ClientUpdate, RoundContext, ServerState, client_sc
 class FLoRA(Aggregator):
     """Stack, fold the exact weighted product into the base weights, restart adapters; FedAvg head."""
 
+    def accepts_mixed_ranks(self) -> bool:
+        return True
+
     def server_step(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext) -> ServerState:
         weights = sample_weights([u.num_samples for u in updates]).tolist()
         others = [k for k in state.params if not is_lora_key(k)]

@@ -69,3 +69,15 @@ def truncate_to_factors(delta: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     b[:, :k] = u[:, :k] * root
     a[:k] = root[:, None] * vh[:k]
     return b.float(), a.float()
+
+
+def to_factors(dense: dict[str, Tensor], params: dict[str, Tensor], scale: float) -> dict[str, Tensor]:
+    """{module: target update scale * B A [out, in]} -> {factor key: tensor}, each module's target truncated
+    to the rank of ``params``' factors (the global rank) by SVD, in the factors' dtypes."""
+    out = {}
+    for module, target in dense.items():
+        a_key, b_key = factor_keys(module)
+        b, a = truncate_to_factors(target / scale, params[a_key].shape[0])
+        out[a_key] = a.to(device=params[a_key].device, dtype=params[a_key].dtype)
+        out[b_key] = b.to(device=params[b_key].device, dtype=params[b_key].dtype)
+    return out

@@ -67,3 +67,12 @@ def test_bad_method_is_exit_code_2_with_one_line(spec: str, needles: list[str], 
     assert len(lines) == 1 and "Traceback" not in lines[0], lines
     assert "error:" in lines[0] and all(n in lines[0] for n in needles), lines[0]
     assert not tmp_path.exists() or not any(tmp_path.iterdir())  # nothing written
+
+
+def test_personalised_method_without_eval_local_warns_once(tmp_path) -> None:
+    result = CliRunner().invoke(app, ["run", *TINY, "--method", "fedsa_lora", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "--eval-local" in warnings[0]
+    quiet = CliRunner().invoke(app, ["run", *TINY, "--method", "fedsa_lora", "--eval-local", "--out", str(tmp_path)])
+    assert quiet.exit_code == 0 and "warning:" not in quiet.output

@@ -172,3 +172,46 @@ def test_dense_residuals_are_counted_in_the_download(tmp_path, tiny_spec_values)
     dense = sum(4 * m.base_layer.weight.numel() for name, m in model.net.named_modules() if hasattr(m, "base_layer"))
     assert download("fedex_lora") == download("fedavg") + dense
     assert math.isfinite(download("flora"))
+
+
+def svd_best(dense: torch.Tensor, rank: int) -> torch.Tensor:
+    """Independent reference: the best rank-r approximation via numpy's SVD."""
+    import numpy as np
+
+    u, s, vh = np.linalg.svd(dense.double().numpy(), full_matrices=False)
+    return torch.from_numpy((u[:, :rank] * s[:rank]) @ vh[:rank])
+
+
+def test_fedavg_in_product_space_is_the_truncated_exact_mean() -> None:
+    params, updates = make_updates()
+    out = parse_method("fedavg[space=product]").aggregate(params, updates, context(lora_scale=SCALE))
+    n = torch.tensor([u.num_samples for u in updates], dtype=torch.float64)
+    for m in MODULES:
+        mean = sum(float(n[k] / n.sum()) * (u.params[f"{m}.lora_B"].double() @ u.params[f"{m}.lora_A"].double())
+                   for k, u in enumerate(updates))
+        got = out[f"{m}.lora_B"].double() @ out[f"{m}.lora_A"].double()
+        torch.testing.assert_close(got, svd_best(mean, params[f"{m}.lora_A"].shape[0]), rtol=1e-4, atol=1e-5)
+    factors = parse_method("fedavg").aggregate(params, updates, context(lora_scale=SCALE))
+    torch.testing.assert_close(out["head.weight"], factors["head.weight"])  # the head is merged as before
+
+
+def test_task_arithmetic_in_product_space_by_hand() -> None:
+    # taus are dense products; task arithmetic (no trim, no election) at lam 1 with the mean reduce is the
+    # plain mean of the client products (uniform weights), truncated to the global rank.
+    params, updates = make_updates()
+    out = parse_method("task_arithmetic[space=product,lam=1]").aggregate(params, updates, context(lora_scale=SCALE))
+    for m in MODULES:
+        mean = sum(u.params[f"{m}.lora_B"].double() @ u.params[f"{m}.lora_A"].double() for u in updates) / len(updates)
+        got = out[f"{m}.lora_B"].double() @ out[f"{m}.lora_A"].double()
+        torch.testing.assert_close(got, svd_best(mean, params[f"{m}.lora_A"].shape[0]), rtol=1e-4, atol=1e-5)
+
+
+def test_ties_in_product_space_trims_dense_task_vectors() -> None:
+    params, updates = make_updates()
+    full = parse_method("ties[space=product,density=1,sign_election=false,lam=1]").aggregate(
+        params, updates, context(lora_scale=SCALE))
+    ta = parse_method("task_arithmetic[space=product,lam=1]").aggregate(params, updates, context(lora_scale=SCALE))
+    for key in params:
+        torch.testing.assert_close(full[key], ta[key])  # TIES at full density without election = task arithmetic
+    trimmed = parse_method("ties[space=product]").aggregate(params, updates, context(lora_scale=SCALE))
+    assert not torch.allclose(trimmed["blocks.0.attn.qkv.lora_B"], ta["blocks.0.attn.qkv.lora_B"])
