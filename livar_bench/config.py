@@ -132,6 +132,9 @@ class RunSpec(BaseModel):
             digests = self.method_spec.content_digests
             if digests:  # contents of files the method reads (a LIVAR rule), not just their paths
                 payload["method_files"] = digests
+            recipes = self.method_spec.recipe_versions
+            if recipes:  # components whose default behaviour changed (CCVR, TIES): new ids for new numbers
+                payload["method_recipes"] = recipes
             self._run_id = json_digest(payload)
         return self._run_id
 

@@ -1,16 +1,25 @@
 """Task-vector merging of client updates: TIES-merging and task arithmetic, one parametrised merge.
 
-For every trainable tensor (LoRA factors A and B separately, and the head) the task vector of client k
-is tau_k = theta_k - theta_global, and the new global tensor is
+For every trainable entry (LoRA factors A and B, and the head) the task vector of client k is
+tau_k = theta_k - theta_global, and the new global value is
 
     theta_global + lam * merge(tau_1, ..., tau_K)
 
-where ``merge`` is trim (keep the top ``density`` fraction of each client's tau by magnitude, per
-tensor) -> optional sign election (sign of the summed kept values) -> disjoint ``reduce`` over the
-clients that kept an entry and agree with the elected sign (``ops/ties.py``).
+where ``merge`` is trim (keep the top ``density`` fraction of each client's tau by magnitude) ->
+optional sign election (sign of the summed kept values) -> disjoint ``reduce`` over the clients that
+kept an entry and agree with the elected sign (``ops/ties.py``).
+
+Trim scope (``trim``):
+- ``"global"`` (default; the LIVAR reference code, fed-mammoth ``_models/ties_merging.py``): each
+  client's update over all trainable tensors is one vector with one magnitude threshold,
+  ``quantile(|tau_k|, 1 - density)`` (numpy's linear interpolation), entries at or above it kept; a
+  zero sum of kept values elects no sign (the entry stays 0). With unequal update scales (LoRA B vs A
+  vs head) the tensors keep very different fractions.
+- ``"tensor"`` (PEFT's ``merge_utils.ties``): every tensor is trimmed on its own, keeping the floor
+  ``int(density * numel)`` largest entries per client; a zero sum elects +.
 
 - TIES (Yadav et al., 2023, arXiv 2306.01708): density 0.3, sign election, disjoint mean, lam 0.4,
-  the settings of the LIVAR authors' code base.
+  global trim: the settings of the LIVAR authors' code base.
 - Task arithmetic (Ilharco et al., 2023, arXiv 2212.04089): no trimming, no election. The paper adds
   the task vectors, ``lam * sum_k tau_k``. We default to the *mean* (``reduce="mean"``) with the same
   lam 0.4 as TIES: with a sum, the right lam scales as 1/K (sum with lam equals mean with lam*K), so a
@@ -20,8 +29,7 @@ clients that kept an entry and agree with the elected sign (``ops/ties.py``).
   uniform (not sample-count) weights.
 
 Clients are weighted uniformly, as in both papers and the reference code's TIES (sample counts are not
-used). Trimming is per tensor (the reference code merges parameter by parameter), not over the whole
-flattened update. Neither method is a fixed point for identical clients unless lam = 1 (and, for TIES,
+used). Neither method is a fixed point for identical clients unless lam = 1 (and, for TIES,
 density = 1): with lam < 1 the global model only moves part of the way towards the clients.
 """
 
@@ -40,6 +48,9 @@ from livar_bench.types import ClientUpdate, Params, RoundContext, Signal
 # Reference-code TIES settings (LIVAR authors' code base, PAPER.md): top 30 %, lambda 0.4.
 TIES_DENSITY = 0.3
 TIES_LAMBDA = 0.4
+# Bumped when the resolved behaviour of an existing ``ties`` spec changes, so that its run id changes
+# (config.RunSpec.run_id): 2 = global trim by default and PEFT's floor count for per-tensor trim.
+TIES_RECIPE = 2
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,9 @@ class TaskVectorMerge(Aggregator):
     sign_election: bool = True
     lam: float = TIES_LAMBDA
     reduce: Literal["mean", "sum"] = "mean"
+    trim: Literal["global", "tensor"] = "global"
     requires: ClassVar[frozenset[Signal]] = frozenset()
+    recipe: ClassVar[int] = TIES_RECIPE
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.density <= 1.0:
@@ -63,8 +76,12 @@ class TaskVectorMerge(Aggregator):
             raise ValueError(f"lam must be a finite number, got {self.lam}")
         if self.reduce not in ("mean", "sum"):
             raise ValueError(f"reduce must be mean or sum, got {self.reduce!r}")
+        if self.trim not in ("global", "tensor"):
+            raise ValueError(f"trim must be global or tensor, got {self.trim!r}")
 
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
+        if self.trim == "global":
+            return self._merge_global(global_params, updates)
         out: Params = {}
         for key, base in global_params.items():
             acc = torch.float64 if base.dtype == torch.float64 else torch.float32
@@ -73,6 +90,25 @@ class TaskVectorMerge(Aggregator):
             merged = merge_task_vectors(taus, density=self.density, sign_election=self.sign_election,
                                         reduce=self.reduce)
             out[key] = (start + self.lam * merged).to(base.dtype)
+        return out
+
+    def _merge_global(self, global_params: Params, updates: Sequence[ClientUpdate]) -> Params:
+        """Every client's update joined into one vector [K, N] (keys in ``global_params``' order), merged
+        entry by entry after one trim per client, then split back into tensors."""
+        keys = list(global_params)
+        wide = any(global_params[k].dtype == torch.float64 for k in keys)
+        acc = torch.float64 if wide else torch.float32
+        start = torch.cat([global_params[k].to(acc).reshape(-1) for k in keys])  # [N]
+        clients = torch.stack([torch.cat([u.params[k].to(acc).reshape(-1) for k in keys]) for u in updates])
+        merged = merge_task_vectors(clients - start, density=self.density, sign_election=self.sign_election,
+                                    reduce=self.reduce, trim="global")
+        new = start + self.lam * merged
+        out: Params = {}
+        offset = 0
+        for key in keys:
+            base = global_params[key]
+            out[key] = new[offset : offset + base.numel()].reshape(base.shape).to(base.dtype)
+            offset += base.numel()
         return out
 
 
@@ -93,7 +129,9 @@ class TaskArithmetic(Aggregator):
 
     @property
     def merge(self) -> TaskVectorMerge:
-        return TaskVectorMerge(density=1.0, sign_election=False, lam=self.lam, reduce=self.reduce)
+        # Per tensor: at density 1 both trims keep everything; "tensor" is the path task arithmetic has
+        # always taken, so its numbers (and run ids) do not move.
+        return TaskVectorMerge(density=1.0, sign_election=False, lam=self.lam, reduce=self.reduce, trim="tensor")
 
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
         return self.merge(global_params, updates, ctx)
