@@ -16,11 +16,12 @@ entry) is sum_k w_kc head_k[c].
   "head weights ignore sample counts" as a reference-code defect; off by default, as in the paper).
 
 LoRA (``lora=True``), from intrinsic signals (paper sec. 3.2). Each client sends, per LoRA factor, its
-accumulated path-integral signal S (``client/signals.py``). Thresholds are quantiles over all (client,
-module) values of the round (A25, A50 of the A-signals; B60, B80 of the B-signals, ``rule``); each
-(client, module) gets the raw weight ``rule.table[B bucket, A bucket]``; raw weights are renormalised
-over clients per module (sample-count weights if they sum to zero), and the module's A and B factors are
-each the weighted mean with those weights. Factors are averaged separately, not their products.
+accumulated path-integral signal S (``client/collectors/lora_signal.py``; a non-finite step adds
+nothing). Thresholds are quantiles over all (client, module) values of the round (A25, A50 of the
+A-signals; B60, B80 of the B-signals, ``rule``); each (client, module) gets the raw weight
+``rule.table[B bucket, A bucket]``; raw weights are renormalised over clients per module
+(sample-count weights if they sum to zero), and the module's A and B factors are each the weighted
+mean with those weights. Factors are averaged separately, not their products.
 ``rule`` is "paper" (the published constants, ``livar_rule.PAPER_RULE``) or the path of a rule JSON file
 as written by ``livar-bench explain``.
 
