@@ -248,3 +248,10 @@ def test_ls_csv_and_json(monkeypatch, capsys):
 def test_ls_bad_format_is_a_user_error(tmp_path, monkeypatch, capsys):
     code, _, err = invoke(["ls", "methods", "--format", "xml"], monkeypatch, capsys)
     assert_user_error(code, err, tmp_path, "--format")
+
+
+def test_ls_wide_terminal_draws_the_table(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "1000")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, _ = invoke(["ls", "methods"], monkeypatch, capsys)
+    assert code == 0 and "\t" not in out and "task_arithmetic" in out and "┃" in out
