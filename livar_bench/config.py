@@ -27,6 +27,8 @@ from pydantic import (
 from livar_bench.digest import json_digest
 from livar_bench.errors import BenchError
 
+HEAD_INIT = "timm"  # models.LoraViT.initial_params draws the head as timm does (part of every run id)
+
 # Fields that do not change what is computed, only where files are or how fast it runs.
 NON_IDENTITY_FIELDS = frozenset({"data_root", "device", "eval_batch_size", "cache_dir", "download", "pack"})
 
@@ -170,6 +172,12 @@ class RunSpec(BaseModel):
             digests = self.method_spec.content_digests
             if digests:  # contents of files the method reads (a LIVAR rule), not just their paths
                 payload["method_files"] = digests
+            # Every run starts from timm's head initialisation since issue 13 (before: nn.Linear's uniform draw):
+            # every number changed, so every id did too; results made before are different experiments.
+            payload["head_init"] = HEAD_INIT
+            recipes = self.method_spec.recipe_versions
+            if recipes:  # components whose default behaviour changed (CCVR, TIES): new ids for new numbers
+                payload["method_recipes"] = recipes
             self._run_id = json_digest(payload)
         return self._run_id
 

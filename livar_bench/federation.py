@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from livar_bench.client.collectors import diagnostic_names
+from livar_bench.client.global_stats import GlobalStatsPass
 from livar_bench.client.phase import add_deltas, base_deltas_applied, train_clients
 from livar_bench.client.round1_cache import Round1Cache, Round1Result
 from livar_bench.client.train import LocalSettings, embed, evaluate
@@ -342,12 +344,15 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
         _sync(s.device)
         t1 = time.perf_counter()
         comm = round_costs(updates, [state.params, state.base_deltas], method.requires)
+        extra = GlobalStatsPass(s.model, {u.client_id: s.clients[u.client_id] for u in updates}, s.eval_tf,
+                                s.bundle.num_classes, settings, base_deltas=state.base_deltas)
         ctx = RoundContext(round=round_, num_rounds=spec.rounds, num_classes=s.bundle.num_classes,
                            lora_scale=s.model.scale, generator=generator(spec.seed, STREAM_SERVER, round_, device=s.device),
-                           device=s.device, server_data=server_data)
+                           device=s.device, server_data=server_data, global_class_stats=extra)
         before, state = state, method.server_step(state, updates, ctx)
         _sync(s.device)
         t2 = time.perf_counter()
+        comm = extra.add_costs(comm, len(updates))
         evaluated = add_deltas(state.base_deltas, method.evaluation_deltas(state, updates, ctx))
         with base_deltas_applied(s.model, evaluated):
             metrics = evaluate(s.model, state.params, s.test, s.eval_tf, spec.eval_batch_size, s.dtype)
@@ -357,9 +362,9 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
             rows += _rows(spec, round_, "test_local", _local_metrics(s, method, before, state, updates))
         t3 = time.perf_counter()
         rows += _rows(spec, round_, "test", metrics)
-        rows += _rows(spec, round_, "train", {"loss": float(np.mean(losses))})
+        rows += _rows(spec, round_, "train", {"loss": float(np.mean(losses)), **client_diagnostics(updates, method.requires)})
         rows += _rows(spec, round_, "cost", {
-            "train_s": t1 - t0, "aggregate_s": t2 - t1, "eval_s": t3 - t2,
+            "train_s": t1 - t0, "aggregate_s": t2 - t1 - extra.seconds, "eval_s": t3 - t2,
             "train_images_per_s": images / max(t1 - t0, 1e-9), "wall_s": t3 - t0,
             **comm, **peak_memory(s.device),
         })
@@ -373,6 +378,10 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     for offset, (name, value) in enumerate(measured.items()):
         frame.insert(at + offset, name, value)
     write_csv(partial / "metrics.csv", frame)
+    bad = nonfinite_total(frame)
+    if bad:
+        emit("warning", run_id=run_id, message=f"run {run_id}: {bad} client step(s) had a non-finite LoRA signal "
+             "contribution, which counted as zero (metric nonfinite_signal_steps in metrics.csv)")
     final_dir = store.commit(run_id, replace=replace)
     outcome = RunOutcome(run_id, final_dir, _final(frame))
     emit("done", run_id=run_id, final=outcome.final)
@@ -460,6 +469,18 @@ def with_rank(params: Params, rank: int) -> Params:
         elif key.endswith(".lora_B") and value.shape[1] > rank:
             out[key] = torch.cat([value[:, :rank], torch.zeros_like(value[:, rank:])], dim=1)
     return out
+
+
+def client_diagnostics(updates: list[ClientUpdate], requires: frozenset[Signal]) -> dict[str, float]:
+    """Each diagnostic the method's collectors report (e.g. ``nonfinite_signal_steps``), summed over the
+    round's clients."""
+    return {name: float(sum(u.diagnostics.get(name, 0.0) for u in updates)) for name in diagnostic_names(requires)}
+
+
+def nonfinite_total(frame: pd.DataFrame) -> int:
+    """Client steps of a whole run whose LoRA signal contribution was dropped as non-finite."""
+    rows = frame[(frame["split"] == "train") & (frame["metric"] == "nonfinite_signal_steps")]
+    return int(rows["value"].sum())
 
 
 def _final(frame: pd.DataFrame) -> dict[str, float]:

@@ -27,6 +27,10 @@ TINY_BACKBONES: dict[str, dict] = {
     "livar_micro_vit": dict(img_size=16, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
 }
 TINY_INIT_SEED = 0
+# timm's VisionTransformer head initialisation (``init_weights_vit_timm`` on nn.Linear): weights from a
+# normal with std 0.02 truncated to [-2, 2] (absolute bounds, timm's ``trunc_normal_`` defaults), bias 0.
+HEAD_INIT_STD = 0.02
+HEAD_INIT_BOUND = 2.0
 
 WEIGHTS_HOW = (
     "Download the weights on a machine with internet access, e.g. "
@@ -262,15 +266,18 @@ class LoraViT(nn.Module):
         torch._foreach_copy_(list(self.trainable.values()), [params[k] for k in self.trainable])
 
     def initial_params(self, generator: torch.Generator) -> Params:
-        """Seeded initial trainable tensors: LoRA A Kaiming-uniform (PEFT's default), B zero, head as
-        ``nn.Linear``'s default. Drawn on the CPU so every device starts from the same numbers."""
+        """Seeded initial trainable tensors: LoRA A Kaiming-uniform (PEFT's default), B zero, and the head
+        as timm's VisionTransformer initialises it (what ``timm.create_model(..., num_classes=C)`` gives
+        the LIVAR reference code): weight trunc-normal std 0.02, bias zero. Drawn on the CPU so every
+        device starts from the same numbers."""
         out: Params = {}
         for key, p in self.trainable.items():
-            if key.endswith(".lora_B"):
+            if key.endswith(".lora_B") or key == "head.bias":
                 t = torch.zeros(p.shape)
-            else:  # lora_A [r, in] and head.weight [C, D]: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) = kaiming_uniform(a=sqrt(5))
-                fan_in = p.shape[1] if p.dim() == 2 else self.trainable["head.weight"].shape[1]
-                bound = 1.0 / math.sqrt(fan_in)
+            elif key == "head.weight":
+                t = timm_head_weight(p.shape, generator)
+            else:  # lora_A [r, in]: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) = kaiming_uniform(a=sqrt(5))
+                bound = 1.0 / math.sqrt(p.shape[1])
                 t = (torch.rand(p.shape, generator=generator) * 2 - 1) * bound
             out[key] = t.to(device=p.device, dtype=p.dtype)
         return out
@@ -309,6 +316,19 @@ class LoraViT(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classify(self.features(x))
+
+
+def timm_head_weight(shape: torch.Size, generator: torch.Generator) -> Tensor:
+    """A head weight drawn by timm's own ``trunc_normal_`` (std 0.02, bounds [-2, 2]), as
+    ``init_weights_vit_timm`` draws it, with ``generator`` (CPU) standing in for the global RNG: the
+    global state is swapped in for the call and the advanced state handed back to ``generator``."""
+    from timm.layers import trunc_normal_
+
+    with torch.random.fork_rng(devices=[]):
+        torch.set_rng_state(generator.get_state())
+        weight = trunc_normal_(torch.empty(shape), std=HEAD_INIT_STD, a=-HEAD_INIT_BOUND, b=HEAD_INIT_BOUND)
+        generator.set_state(torch.get_rng_state())
+    return weight
 
 
 def build_model(

@@ -11,7 +11,7 @@ Parameter keys are canonical and short:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -70,6 +70,8 @@ class ClientUpdate:
     params: Params
     signals: Mapping[str, Any] = field(default_factory=dict)
     lora_scale: float | None = None  # the client's LoRA scale alpha / r_k when ranks differ; None = ctx's
+    # client-side counters reported in the tidy rows, not sent (e.g. "nonfinite_signal_steps")
+    diagnostics: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def class_stats(self) -> ClassStats | None:
@@ -103,6 +105,9 @@ class RoundContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     head_keys: tuple[str, str] = ("head.weight", "head.bias")
     server_data: Any = None
+    # (params, with_cov) -> class statistics of every sampled client's training data under ``params``:
+    # one extra client pass (CCVR's features=global); set by the federation loop, which counts its cost.
+    global_class_stats: Callable[[Params, bool], Sequence[ClassStats]] | None = None
 
 
 @dataclass(frozen=True)

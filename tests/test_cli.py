@@ -204,3 +204,54 @@ def test_val_fraction_and_pack_options_reach_the_run(tmp_path, monkeypatch, caps
     assert set(frame[frame["split"] == "val"]["round"]) == {0, 1}
     spec = json.loads((run_dir / "spec.json").read_text())
     assert spec["val_fraction"] == 0.2 and spec["pack"] == 3
+
+
+def _method_names() -> list[str]:
+    from livar_bench.methods import entries
+
+    return [e.name for e in entries()]
+
+
+def test_ls_piped_prints_complete_rows_one_per_line(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "40")  # a narrow terminal must not cut or wrap either
+    code, out, err = invoke(["ls", "methods"], monkeypatch, capsys)
+    assert code == 0, err
+    lines = out.strip("\n").split("\n")
+    assert lines[0].split("\t") == ["name", "kind", "client signals", "hyperparameters", "paper", "summary"]
+    assert [line.split("\t")[0] for line in lines[1:]] == _method_names()  # task_arithmetic in full
+    assert all(len(line.split("\t")) == 6 for line in lines)
+    assert any("https://arxiv.org/abs/2212.04089" in line for line in lines)
+
+
+def test_ls_narrow_terminal_falls_back_to_lines(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, _ = invoke(["ls", "methods"], monkeypatch, capsys)
+    assert code == 0 and "\t" in out and "…" not in out
+
+
+def test_ls_csv_and_json(monkeypatch, capsys):
+    import csv
+    import io
+    import json
+
+    code, out, _ = invoke(["ls", "methods", "--format", "csv"], monkeypatch, capsys)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [r["name"] for r in rows] == _method_names()
+    code, out, _ = invoke(["ls", "methods", "--format", "json"], monkeypatch, capsys)
+    items = json.loads(out)
+    assert code == 0 and [i["name"] for i in items] == _method_names()
+    ties = next(i for i in items if i["name"] == "ties")
+    assert "trim=global" in ties["hyperparameters"]
+
+
+def test_ls_bad_format_is_a_user_error(tmp_path, monkeypatch, capsys):
+    code, _, err = invoke(["ls", "methods", "--format", "xml"], monkeypatch, capsys)
+    assert_user_error(code, err, tmp_path, "--format")
+
+
+def test_ls_wide_terminal_draws_the_table(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "1000")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, out, _ = invoke(["ls", "methods"], monkeypatch, capsys)
+    assert code == 0 and "\t" not in out and "task_arithmetic" in out and "┃" in out

@@ -72,8 +72,9 @@ def test_registered_methods_request_what_is_counted() -> None:
     from livar_bench.methods import parse_method
 
     assert parse_method("livar").requires == LIVAR_SIGNALS
-    assert parse_method("ccvr").requires == CCVR_SIGNALS
-    assert parse_method("livar+ccvr").requires == LIVAR_SIGNALS | CCVR_SIGNALS
+    assert parse_method("ccvr[model=pooled_full]").requires == CCVR_SIGNALS
+    assert parse_method("livar+ccvr[model=pooled_full]").requires == LIVAR_SIGNALS | CCVR_SIGNALS
+    assert parse_method("ccvr").requires == {Signal.CLASS_STATS}  # the reference: diagonal client Gaussians
     # Ablations send less: head-only LIVAR no path integrals, LoRA-only LIVAR no class statistics.
     u = hand_update(with_cov=False)
     assert upload_bytes(u, parse_method("livar[lora=false]").requires) == PARAMS_B + META_B + STATS_B

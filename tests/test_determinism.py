@@ -51,5 +51,5 @@ def test_methods_share_partition_init_and_order(runs) -> None:
                                   f0[f0["round"] == 0][r0].reset_index(drop=True), check_exact=True)
     # Round-1 client training starts from the same weights on the same data in the same order, and
     # FedAvg's and LIVAR's clients use the same objective, so the mean local loss of round 1 matches.
-    loss1 = [f[(f["round"] == 1) & (f["split"] == "train")]["value"].item() for f in (l0, f0)]
+    loss1 = [f[(f["round"] == 1) & (f["split"] == "train") & (f["metric"] == "loss")]["value"].item() for f in (l0, f0)]
     assert loss1[0] == loss1[1]

@@ -47,7 +47,7 @@ def _metrics(outcome) -> pd.DataFrame:
     return frame[frame["split"].isin(["test", "train"])][["round", "split", "metric", "value"]].reset_index(drop=True)
 
 
-@pytest.mark.parametrize("second", ["livar", "ccvr", SIGNAL_METHOD])
+@pytest.mark.parametrize("second", ["livar", "ccvr", "ccvr[model=pooled_full]", SIGNAL_METHOD])
 def test_reused_round1_is_bit_identical(tmp_path, tiny_spec_values, signal_method, second):
     base = make_spec(tiny_spec_values)
     shared_out, plain_out = tmp_path / "shared", tmp_path / "plain"
@@ -59,7 +59,7 @@ def test_reused_round1_is_bit_identical(tmp_path, tiny_spec_values, signal_metho
     stamp = (stat.st_ino, stat.st_mtime_ns)  # os.replace gives a rewritten file a new inode
     spec = base.replace(method=second)
     reused = run_federation(spec, shared_out, share_round1=True)
-    if second == "ccvr":  # needs covariances, which the file lacked: trained again, file rewritten
+    if second == "ccvr[model=pooled_full]":  # needs covariances, which the file lacked: trained again, file rewritten
         assert (files[0].stat().st_ino, files[0].stat().st_mtime_ns) != stamp
         assert Signal.CLASS_COV in torch.load(files[0], weights_only=False)["signals"]
     else:  # read, not rewritten: round 1 was not retrained

@@ -1,6 +1,16 @@
-"""``livar-bench ls``: list datasets, methods and backbones."""
+"""``livar-bench ls``: list datasets, methods and backbones.
+
+``--format auto`` (default) draws a table on a terminal wide enough for it and otherwise (piped, or a
+narrow terminal) prints ``tsv``: a header and one tab-separated line per row, never cut or wrapped.
+``csv`` and ``json`` (a list of objects) are for scripts.
+"""
 
 from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
 
 import typer
 from rich.table import Table
@@ -8,38 +18,83 @@ from rich.table import Table
 from livar_bench.cli import app
 from livar_bench.errors import BenchError
 
+FORMATS = ("auto", "table", "tsv", "csv", "json")
 
-@app.command("ls")
-def ls(what: str = typer.Argument(..., help="datasets, methods or backbones")) -> None:
-    """List what can be used. Example: livar-bench ls methods"""
-    from rich.console import Console
 
-    out = Console(markup=False)
+def rows_for(what: str) -> tuple[list[str], list[list[str]]]:
+    """(column names, rows of text) for ``datasets``, ``methods`` or ``backbones``."""
     kind = what.lower().rstrip("s")
     if kind == "dataset":
         from livar_bench.data import DATASETS, HF_HOW
 
-        table = Table("name", "classes", "description", "how to get it")
-        for d in DATASETS.values():
-            table.add_row(d.name, str(d.num_classes), d.summary, d.how_to_get)
-        table.add_row("hf:<source>", "any", "an image-classification dataset in Hugging Face datasets format "
-                      "(Image + ClassLabel columns, train/test splits)", HF_HOW)
-    elif kind == "method":
+        rows = [[d.name, str(d.num_classes), d.summary, d.how_to_get] for d in DATASETS.values()]
+        rows.append(["hf:<source>", "any", "an image-classification dataset in Hugging Face datasets format "
+                     "(Image + ClassLabel columns, train/test splits)", HF_HOW])
+        return ["name", "classes", "description", "how to get it"], rows
+    if kind == "method":
         from livar_bench.methods import entries
 
-        table = Table("name", "kind", "client signals", "hyperparameters", "paper", "summary")
-        for column in table.columns[2:5]:  # signals, settings and links cut short with "…" are useless
-            column.overflow = "fold"
+        rows = []
         for e in entries():
             signals = ", ".join(sorted(s.value for s in e.requires)) or "-"
             hp = ", ".join(f"{k}={v}" for k, v in e.defaults().items()) or "-"
-            table.add_row(e.name, e.kind, signals, hp, e.paper, e.summary)
-    elif kind == "backbone":
+            rows.append([e.name, e.kind, signals, hp, e.paper, e.summary])
+        return ["name", "kind", "client signals", "hyperparameters", "paper", "summary"], rows
+    if kind == "backbone":
         from livar_bench.models import TINY_BACKBONES, list_backbones
 
-        table = Table("name", "note")
-        for name in list_backbones("vit_*patch16_224*"):
-            table.add_row(name, "offline, seeded random weights" if name in TINY_BACKBONES else "timm pretrained")
+        rows = [[name, "offline, seeded random weights" if name in TINY_BACKBONES else "timm pretrained"]
+                for name in list_backbones("vit_*patch16_224*")]
+        return ["name", "note"], rows
+    raise BenchError(f"cannot list {what!r}; choose datasets, methods or backbones")
+
+
+def render(columns: list[str], rows: list[list[str]], fmt: str) -> str | Table:
+    """Text for ``tsv``, ``csv`` and ``json``; a rich ``Table`` for ``table``."""
+    if fmt == "json":
+        return json.dumps([dict(zip(columns, row, strict=True)) for row in rows], indent=2)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return buffer.getvalue().rstrip("\n")
+    if fmt == "tsv":
+        def clean(cell: str) -> str:
+            return " ".join(cell.split())  # no tab or newline inside a cell: one row per line
+
+        return "\n".join("\t".join(clean(c) for c in line) for line in [columns, *rows])
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def table_width(columns: list[str], rows: list[list[str]]) -> int:
+    """Characters a rich table needs to show every cell on one line: the widest cell of each column,
+    plus one space of padding on each side and one border character per column and at the end."""
+    widths = [max(len(line) for line in [name, *(row[i] for row in rows)]) for i, name in enumerate(columns)]
+    return sum(widths) + 3 * len(columns) + 1
+
+
+@app.command("ls")
+def ls(
+    what: str = typer.Argument(..., help="datasets, methods or backbones"),
+    format: str = typer.Option("auto", "--format", help="auto, table, tsv, csv or json (auto: a table on a "
+                               "terminal wide enough for it, else tsv: one complete row per line)."),
+) -> None:
+    """List what can be used. Example: livar-bench ls methods"""
+    from rich.console import Console
+
+    fmt = format.lower()
+    if fmt not in FORMATS:
+        raise BenchError(f"unknown --format {format!r}; choose {', '.join(FORMATS)}")
+    columns, rows = rows_for(what)
+    out = Console(markup=False, highlight=False)
+    if fmt == "auto":
+        fmt = "table" if sys.stdout.isatty() and table_width(columns, rows) <= out.width else "tsv"
+    result = render(columns, rows, fmt)
+    if isinstance(result, str):
+        typer.echo(result)
     else:
-        raise BenchError(f"cannot list {what!r}; choose datasets, methods or backbones")
-    out.print(table)
+        out.print(result)

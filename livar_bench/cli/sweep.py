@@ -96,6 +96,8 @@ class SweepProgress:
             self.log(f"{self.label}: warning: {info['message']}")
         elif event == "locked":
             self.log(f"{self.label}: another process is running it; skipped")
+        elif event == "warning":
+            self.log(f"warning: {info['message']}")
         elif event == "run_end":
             outcome = info["outcome"]
             if not outcome.skipped:

@@ -26,6 +26,8 @@ class _TuneLog:
             console.print(f"[{self.count}/{info['total']}] {info['spec']} seed={info['seed']}", highlight=False)
         elif event == "locked":
             console.print(f"run {info['run_id']} is being run by another process", highlight=False)
+        elif event == "warning":
+            console.print(f"warning: {info['message']}", highlight=False, soft_wrap=True)
 
 
 @app.command()

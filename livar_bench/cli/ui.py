@@ -63,3 +63,5 @@ class RunProgress:
             console.print(f"{self.label}resuming run {info['run_id']} after round {info['round']}", highlight=False)
         elif event == "locked":
             console.print(f"{self.label}run {info['run_id']} is being run by another process; skipped", highlight=False)
+        elif event == "warning":
+            console.print(f"warning: {info['message']}", highlight=False, soft_wrap=True)

@@ -26,7 +26,7 @@ from livar_bench.config import NON_IDENTITY_FIELDS, RunSpec
 from livar_bench.digest import json_digest
 from livar_bench.types import Signal
 
-CACHE_VERSION = 2  # 2: ClientUpdate carries a ``signals`` mapping (collectors)
+CACHE_VERSION = 3  # 2: ClientUpdate carries a ``signals`` mapping (collectors); 3: timm head initialisation
 # Spec fields that do not change round-1 client training (the method's server side, the run length).
 NOT_IN_ROUND1 = frozenset({"method", "rounds"})
 # Collected on a cache miss unless the caller says otherwise: cheap, and what LIVAR and CCVR's means need.

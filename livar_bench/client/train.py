@@ -152,12 +152,14 @@ def finish_client(model: LoraViT, params: Params, data: ImageSplit, transform: D
         )
     end = _End(model, params, data, transform, settings, num_classes)
     signals = {c.name: c.payload(state, index, end, requires) for c, state in collected}
+    diagnostics = {k: v for c, state in collected for k, v in c.diagnostics(state, index).items()}
     update = ClientUpdate(
         client_id=client_id,
         num_samples=len(data),
         class_counts=torch.bincount(data.labels, minlength=num_classes).cpu(),
         params=params,
         signals=signals,
+        diagnostics=diagnostics,
     )
     return ClientResult(update, mean_loss, settings.epochs * len(data))
 

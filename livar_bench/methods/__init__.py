@@ -54,7 +54,7 @@ register("livar_exact", kind="method", paper="https://arxiv.org/abs/2507.06813",
          order=110, summary="This project's variant: LIVAR's signal weights on the LoRA products, with "
          "FedEx-LoRA's residual in the base weights.")(LivarExact)
 register("ccvr", kind="stage", paper="https://arxiv.org/abs/2106.05001", label="CCVR", order=50,
-         summary="Retrain the head on virtual features sampled from pooled per-class Gaussians.")(CCVR)
+         summary="Retrain the head on virtual features drawn from per-class Gaussians of client feature statistics.")(CCVR)
 register("clip", kind="stage", paper="https://arxiv.org/abs/1710.06963", label="Clip", order=60,
          summary="Scale the round's global update to an L2 norm of at most max_norm.")(ClipUpdate)
 

@@ -1,57 +1,94 @@
 """CCVR: classifier calibration with virtual representations (Luo et al., 2021, arXiv 2106.05001).
 
 A server stage that runs after any aggregator (``livar+ccvr``, ``ties+ccvr``; bare ``ccvr`` means
-``fedavg+ccvr``):
+``fedavg+ccvr``): per-class Gaussians are built from client feature statistics, virtual features are
+drawn from them with ``ctx.generator``, and only the classifier head is retrained on them, starting from
+the aggregated head. Two sources disagree on almost every detail, so every choice is an option and
+``preset`` picks a consistent set (explicit options override it):
 
-1. pool the clients' per-class feature moments into one Gaussian per class (exact pooled mean and
-   covariance, ``ops.gaussian.pool_moments``);
-2. draw ``samples_per_class`` virtual features from each class present in the round, with
-   ``ctx.generator``;
-3. retrain only the classifier head on them, starting from the aggregated head.
+``preset=reference`` (default; the LIVAR authors' fed-mammoth ``_models/ccvr.py``, whose numbers the
+LIVAR paper reports):
+- ``model=client_diag``: per class, a mixture of the clients' diagonal Gaussians N(mu_kc, diag(var_kc)
+  + 1e-8 I), weighted by the clients' class counts; clients with a single sample of the class are left
+  out (their variance is undefined);
+- ``counts=multinomial``, ``resample_per_epoch=true``: every epoch draws fresh features, the per-class
+  counts from a multinomial of ``samples_per_class`` x C draws over the C classes (classes nobody holds
+  lose their draws), then each feature's mixture component with the clients' weights;
+- SGD(lr 0.01, momentum 0.9), ``schedule=cosine`` (CosineAnnealingLR with T_max = epochs, stepped per
+  epoch), 5 epochs, ``batch_size=256``, LogitNorm cross-entropy with temperature 0.1;
+- ``when=every_round``, ``features=local``: calibrates after every round's aggregation, with statistics
+  of each client's features under its own final local model.
 
-Defaults follow the LIVAR authors' code base (PAPER.md): 256 samples per class, 5 epochs of SGD with
-lr 0.01 and momentum 0.9 on logit-normalised cross-entropy with temperature 0.1. The batch size is not
-given there; 64 is ours. ``cov="diag"`` uses per-dimension variances only: clients then send no D x D
-matrices (the signal drops from CLASS_COV to CLASS_STATS), at the cost of ignoring correlations.
-Features are pooled from all of a client's training samples of a class, after local training, with the
-client's final model (the CCVR paper's description).
+``preset=paper`` (the CCVR paper): ``model=pooled_full`` (one Gaussian per class with the exact pooled
+mean and covariance, ``ops.gaussian.pool_moments``), ``counts=fixed`` (``samples_per_class`` per class
+present), drawn once (``resample_per_epoch=false``), plain cross-entropy (``logit_norm=false``),
+``when=final`` (only after the last round) and ``features=global`` (statistics of the clients' data
+under the final *global* model: one extra client pass, run by the federation loop through
+``ctx.global_class_stats`` and counted in the cost columns). Sample count, optimiser, schedule and batch
+size are the reference's: the paper's own values were not available to us (baselines/ccvr/README.md).
+
+``model=pooled_diag`` is the pooled Gaussian with per-dimension variances only (clients send no D x D
+matrices).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal
 
 import torch
+from torch import Tensor
 
 from livar_bench.methods.base import Stage
-from livar_bench.ops.gaussian import covariance_factor, pool_moments, sample_gaussians, std_factor
+from livar_bench.ops.gaussian import covariance_factor, pool_moments, std_factor
 from livar_bench.ops.head import fit_linear_head
-from livar_bench.types import ClientUpdate, Params, RoundContext, Signal
+from livar_bench.types import ClassStats, ClientUpdate, Params, RoundContext, Signal
 
-# Reference-code settings (LIVAR authors' fed-mammoth code base, as summarised in PAPER.md).
-REFERENCE_SAMPLES_PER_CLASS = 256
-REFERENCE_EPOCHS = 5
-REFERENCE_LR = 0.01
-REFERENCE_MOMENTUM = 0.9
-REFERENCE_TEMPERATURE = 0.1
+# The reference adds 1e-8 to every variance (``MultivariateNormal(mean, diag(var) + 1e-8 I)``).
+REFERENCE_VAR_EPS = 1e-8
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "reference": dict(samples_per_class=256, epochs=5, lr=0.01, momentum=0.9, batch_size=256, schedule="cosine",
+                      resample_per_epoch=True, counts="multinomial", model="client_diag", when="every_round",
+                      features="local", temperature=0.1, logit_norm=True),
+    "paper": dict(samples_per_class=256, epochs=5, lr=0.01, momentum=0.9, batch_size=256, schedule="cosine",
+                  resample_per_epoch=False, counts="fixed", model="pooled_full", when="final", features="global",
+                  temperature=0.1, logit_norm=False),
+}
+
+Draw = Callable[[], tuple[Tensor, Tensor]]
 
 
 @dataclass(frozen=True)
 class CCVR(Stage):
-    """Head calibration on virtual features sampled from pooled per-class Gaussians."""
+    """Head calibration on virtual features; unset options come from ``preset``."""
 
-    samples_per_class: int = REFERENCE_SAMPLES_PER_CLASS
-    epochs: int = REFERENCE_EPOCHS
-    lr: float = REFERENCE_LR
-    momentum: float = REFERENCE_MOMENTUM
-    batch_size: int = 64
-    temperature: float = REFERENCE_TEMPERATURE
-    logit_norm: bool = True
-    cov: Literal["full", "diag"] = "full"
+    preset: Literal["reference", "paper"] = "reference"
+    samples_per_class: int | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    batch_size: int | None = None
+    schedule: Literal["const", "cosine"] | None = None
+    resample_per_epoch: bool | None = None
+    counts: Literal["multinomial", "fixed"] | None = None
+    model: Literal["pooled_full", "pooled_diag", "client_diag"] | None = None
+    when: Literal["every_round", "final"] | None = None
+    features: Literal["local", "global"] | None = None
+    temperature: float | None = None
+    logit_norm: bool | None = None
+    preset_fields: ClassVar[tuple[str, ...]] = ("preset",)
+    # Bumped when the resolved behaviour of existing ``ccvr`` specs changes (part of the run id):
+    # 2 = the reference recipe by default (issue 13).
+    recipe: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        for f in fields(self):
+            if getattr(self, f.name) is None:
+                object.__setattr__(self, f.name, PRESETS[self.preset][f.name])
         for name in ("samples_per_class", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -59,34 +96,112 @@ class CCVR(Stage):
             raise ValueError("lr and temperature must be positive")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.cov not in ("full", "diag"):
-            raise ValueError(f"cov must be full or diag, got {self.cov!r}")
+        choices = {"schedule": ("const", "cosine"), "counts": ("multinomial", "fixed"),
+                   "model": ("pooled_full", "pooled_diag", "client_diag"), "when": ("every_round", "final"),
+                   "features": ("local", "global")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
     @property
     def requires(self) -> frozenset[Signal]:
-        return frozenset({Signal.CLASS_COV if self.cov == "full" else Signal.CLASS_STATS})
+        if self.features == "global":  # statistics come from the extra pass over the global model
+            return frozenset()
+        return frozenset({Signal.CLASS_COV if self.model == "pooled_full" else Signal.CLASS_STATS})
 
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
+        if self.when == "final" and ctx.round != ctx.num_rounds:
+            return dict(global_params)
+        stats = self._statistics(global_params, updates, ctx)
         w_key, b_key = ctx.head_keys
-        stats = [u.class_stats for u in updates]
-        if any(s is None for s in stats) or (self.cov == "full" and any(s.cov is None for s in stats)):
-            raise ValueError("CCVR needs per-class statistics (with covariances for cov=full) from every client")
         head_w, head_b = global_params[w_key], global_params[b_key]
-        spread = [s.cov for s in stats] if self.cov == "full" else [s.var for s in stats]
-        total, mean, cov = pool_moments([s.count for s in stats], [s.mean for s in stats], spread)
-        present = torch.nonzero(total > 0).flatten()  # [P] classes some client holds
+        draw = self._sampler(stats, ctx.num_classes, ctx.generator)
         out = dict(global_params)
-        if present.numel() == 0:
+        if draw is None:  # no class has a usable Gaussian
             return out
-        factors = covariance_factor(cov[present]) if self.cov == "full" else std_factor(cov[present])
-        draws = sample_gaussians(mean[present].float(), factors.float(), self.samples_per_class, ctx.generator)
-        features = draws.reshape(-1, draws.shape[-1])  # [P * S, D]
-        labels = present.repeat_interleave(self.samples_per_class)  # class-major, matching the reshape
+        features, labels = draw()
         weight, bias = fit_linear_head(
             head_w, head_b, features, labels, epochs=self.epochs, lr=self.lr, momentum=self.momentum,
             batch_size=self.batch_size, generator=ctx.generator,
-            temperature=self.temperature if self.logit_norm else None,
+            temperature=self.temperature if self.logit_norm else None, schedule=self.schedule,
+            redraw=draw if self.resample_per_epoch else None,
         )
         out[w_key] = weight.to(head_w.dtype)
         out[b_key] = bias.to(head_b.dtype)
         return out
+
+    def _statistics(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> list[ClassStats]:
+        with_cov = self.model == "pooled_full"
+        if self.features == "global":
+            if ctx.global_class_stats is None:
+                raise ValueError("ccvr[features=global] needs the federation loop's pass over the global model "
+                                 "(RoundContext.global_class_stats)")
+            stats = list(ctx.global_class_stats(global_params, with_cov))
+        else:
+            stats = [u.class_stats for u in updates]
+        if any(s is None for s in stats) or (with_cov and any(s.cov is None for s in stats)):
+            raise ValueError("CCVR needs per-class statistics (with covariances for model=pooled_full) from every client")
+        return stats
+
+    def _class_counts(self, present: Tensor, generator: torch.Generator) -> Tensor:
+        """Virtual features per class for one draw: [C] int64, zero for classes not ``present``."""
+        c = present.shape[0]
+        if self.counts == "fixed":
+            counts = torch.full((c,), self.samples_per_class, dtype=torch.long, device=present.device)
+        else:  # the reference: samples_per_class x C draws over all C classes, uniformly
+            uniform = torch.ones(c, device=generator.device)
+            picks = torch.multinomial(uniform, self.samples_per_class * c, replacement=True, generator=generator)
+            counts = torch.bincount(picks, minlength=c).to(present.device)
+        return counts * present
+
+    def _sampler(self, stats: Sequence[ClassStats], num_classes: int, generator: torch.Generator) -> Draw | None:
+        """A function drawing one set of (features [N, D] float32, labels [N]) from the class Gaussians."""
+        if self.model == "client_diag":
+            return self._client_mixture(stats, generator)
+        spread = [s.cov for s in stats] if self.model == "pooled_full" else [s.var for s in stats]
+        total, mean, cov = pool_moments([s.count for s in stats], [s.mean for s in stats], spread)
+        present = total > 0  # [C]
+        if not bool(present.any()):
+            return None
+        held = torch.nonzero(present).flatten()
+        factors = torch.zeros_like(cov, dtype=torch.float32)
+        factors[held] = (covariance_factor(cov[held]) if self.model == "pooled_full" else std_factor(cov[held])).float()
+        mean = mean.float()
+
+        def draw() -> tuple[Tensor, Tensor]:
+            counts = self._class_counts(present, generator)
+            labels = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+            z = torch.randn(len(labels), mean.shape[1], generator=generator, device=generator.device)
+            z = z.to(mean.device)
+            if self.model == "pooled_diag":
+                return mean[labels] + z * factors[labels], labels
+            feats = torch.empty_like(z)
+            begin = 0
+            for c in torch.nonzero(counts).flatten().tolist():  # one [n_c, D] x [D, D] product per class
+                n = int(counts[c])
+                feats[begin : begin + n] = mean[c] + z[begin : begin + n] @ factors[c].T
+                begin += n
+            return feats, labels
+
+        return draw
+
+    def _client_mixture(self, stats: Sequence[ClassStats], generator: torch.Generator) -> Draw | None:
+        counts = torch.stack([s.count for s in stats]).double()  # [K, C]
+        weights = counts * (counts > 1)  # single-sample holders are left out, as in the reference
+        present = weights.sum(0) > 0  # [C]
+        if not bool(present.any()):
+            return None
+        means = torch.stack([s.mean for s in stats]).float()  # [K, C, D]
+        stds = (torch.stack([s.var for s in stats]).float().clamp(min=0) + REFERENCE_VAR_EPS).sqrt()
+        mixture = weights.T.to(generator.device).float()  # [C, K] rows: the class's component weights
+
+        def draw() -> tuple[Tensor, Tensor]:
+            class_counts = self._class_counts(present, generator)
+            labels = torch.repeat_interleave(torch.arange(len(class_counts), device=class_counts.device), class_counts)
+            component = torch.multinomial(mixture[labels.to(generator.device)], 1, generator=generator).flatten()
+            component = component.to(means.device)
+            z = torch.randn(len(labels), means.shape[2], generator=generator, device=generator.device).to(means.device)
+            labels = labels.to(means.device)
+            return means[component, labels] + z * stds[component, labels], labels
+
+        return draw

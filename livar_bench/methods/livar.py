@@ -8,16 +8,20 @@ entry) is sum_k w_kc head_k[c].
 - ``head_subset="correct"`` (default, the paper's text): variances over the correctly classified
   samples; ``"all"``: over every sample of the class (the reference code).
 - A class no client holds keeps the previous global row. If every holder's variance is 0 or undefined
-  (e.g. at most one correctly classified sample each), the holders are weighted by their class counts.
+  (e.g. at most one correctly classified sample each, possible with ``head_subset="correct"`` in early
+  rounds), ``head_fallback="previous"`` (default, the reference code's ``weighted_head_per_class``)
+  keeps the previous global row too; ``"count"`` averages the holders' rows weighted by their class
+  counts.
 - ``head_count_weighting=True`` multiplies v_kc by the client's class count n_kc (PAPER.md lists
   "head weights ignore sample counts" as a reference-code defect; off by default, as in the paper).
 
 LoRA (``lora=True``), from intrinsic signals (paper sec. 3.2). Each client sends, per LoRA factor, its
-accumulated path-integral signal S (``client/signals.py``). Thresholds are quantiles over all (client,
-module) values of the round (A25, A50 of the A-signals; B60, B80 of the B-signals, ``rule``); each
-(client, module) gets the raw weight ``rule.table[B bucket, A bucket]``; raw weights are renormalised
-over clients per module (sample-count weights if they sum to zero), and the module's A and B factors are
-each the weighted mean with those weights. Factors are averaged separately, not their products.
+accumulated path-integral signal S (``client/collectors/lora_signal.py``; a non-finite step adds
+nothing). Thresholds are quantiles over all (client, module) values of the round (A25, A50 of the
+A-signals; B60, B80 of the B-signals, ``rule``); each (client, module) gets the raw weight
+``rule.table[B bucket, A bucket]``; raw weights are renormalised over clients per module
+(sample-count weights if they sum to zero), and the module's A and B factors are each the weighted
+mean with those weights. Factors are averaged separately, not their products.
 ``rule`` is "paper" (the published constants, ``livar_rule.PAPER_RULE``) or the path of a rule JSON file
 as written by ``livar-bench explain``.
 
@@ -56,12 +60,15 @@ class Livar(Aggregator):
     head_count_weighting: bool = False
     rule: str = "paper"
     eval_delta: Literal["livar", "reference"] = "livar"
+    head_fallback: Literal["previous", "count"] = "previous"
 
     def __post_init__(self) -> None:
         if self.head_subset not in ("correct", "all"):
             raise ValueError(f"head_subset must be correct or all, got {self.head_subset!r}")
         if self.eval_delta not in ("livar", "reference"):
             raise ValueError(f"eval_delta must be livar or reference, got {self.eval_delta!r}")
+        if self.head_fallback not in ("previous", "count"):
+            raise ValueError(f"head_fallback must be previous or count, got {self.head_fallback!r}")
         # Parsed once, here, so that a missing or malformed rule file is a BenchError at spec time, not
         # after the first round of training. Derived from ``rule``, so not a hidden hyperparameter.
         object.__setattr__(self, "_rule", load_rule(self.rule))
@@ -109,7 +116,8 @@ class Livar(Aggregator):
     def _merge_head(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
         w_key, b_key = ctx.head_keys
         old_w, old_b = global_params[w_key], global_params[b_key]
-        weights, held = head_weights(updates, self.head_subset, self.head_count_weighting)  # [K, C], [C]
+        weights, held = head_weights(updates, self.head_subset, self.head_count_weighting,
+                                     self.head_fallback)  # [K, C], [C]
         weights = weights.to(old_w.device)
         held = held.to(old_w.device)
         stacked_w = torch.stack([u.params[w_key].double() for u in updates])  # [K, C, D]
@@ -148,17 +156,20 @@ class Livar(Aggregator):
 
 
 def head_weights(updates: Sequence[ClientUpdate], subset: Literal["correct", "all"] = "correct",
-                 count_weighting: bool = False) -> tuple[Tensor, Tensor]:
+                 count_weighting: bool = False,
+                 fallback: Literal["previous", "count"] = "previous") -> tuple[Tensor, Tensor]:
     """LIVAR's per-class head weights.
 
     Args:
         updates: client updates carrying ``class_stats``.
         subset: "correct" uses ``var_correct``, "all" uses ``var``.
         count_weighting: multiply each variance by the client's class count.
+        fallback: for a held class whose holders all have zero variance, "previous" leaves the row to
+            the previous global one (``held`` is False there), "count" weights holders by class count.
 
     Returns:
-        (weights [K, C] float64, summing to 1 over clients for every held class and 0 elsewhere,
-        held [C] bool: some client holds the class).
+        (weights [K, C] float64, summing to 1 over clients for every class to merge,
+        held [C] bool: the classes whose row is merged; the others keep the previous global row).
     """
     if any(u.class_stats is None for u in updates):
         raise ValueError("LIVAR head aggregation needs class statistics from every client (Signal.CLASS_STATS)")
@@ -175,6 +186,8 @@ def head_weights(updates: Sequence[ClientUpdate], subset: Literal["correct", "al
     count_total = counts.sum(0)
     by_variance = raw / torch.where(total > 0, total, torch.ones_like(total))
     by_count = counts / torch.where(count_total > 0, count_total, torch.ones_like(count_total))
+    if fallback == "previous":
+        return by_variance, total > 0
     return torch.where(total > 0, by_variance, by_count), count_total > 0
 
 

@@ -1,16 +1,25 @@
 """Task-vector merging of client updates: TIES-merging and task arithmetic, one parametrised merge.
 
-For every trainable tensor (LoRA factors A and B separately, and the head) the task vector of client k
-is tau_k = theta_k - theta_global, and the new global tensor is
+For every trainable entry (LoRA factors A and B, and the head) the task vector of client k is
+tau_k = theta_k - theta_global, and the new global value is
 
     theta_global + lam * merge(tau_1, ..., tau_K)
 
-where ``merge`` is trim (keep the top ``density`` fraction of each client's tau by magnitude, per
-tensor) -> optional sign election (sign of the summed kept values) -> disjoint ``reduce`` over the
-clients that kept an entry and agree with the elected sign (``ops/ties.py``).
+where ``merge`` is trim (keep the top ``density`` fraction of each client's tau by magnitude) ->
+optional sign election (sign of the summed kept values) -> disjoint ``reduce`` over the clients that
+kept an entry and agree with the elected sign (``ops/ties.py``).
+
+Trim scope (``trim``):
+- ``"global"`` (default; the LIVAR reference code, fed-mammoth ``_models/ties_merging.py``): each
+  client's update over all trainable tensors is one vector with one magnitude threshold,
+  ``quantile(|tau_k|, 1 - density)`` (numpy's linear interpolation), entries at or above it kept; a
+  zero sum of kept values elects no sign (the entry stays 0). With unequal update scales (LoRA B vs A
+  vs head) the tensors keep very different fractions.
+- ``"tensor"`` (PEFT's ``merge_utils.ties``): every tensor is trimmed on its own, keeping the floor
+  ``int(density * numel)`` largest entries per client; a zero sum elects +.
 
 - TIES (Yadav et al., 2023, arXiv 2306.01708): density 0.3, sign election, disjoint mean, lam 0.4,
-  the settings of the LIVAR authors' code base.
+  global trim: the settings of the LIVAR authors' code base.
 - Task arithmetic (Ilharco et al., 2023, arXiv 2212.04089): no trimming, no election. The paper adds
   the task vectors, ``lam * sum_k tau_k``. We default to the *mean* (``reduce="mean"``) with the same
   lam 0.4 as TIES: with a sum, the right lam scales as 1/K (sum with lam equals mean with lam*K), so a
@@ -25,8 +34,7 @@ trimmed and elected entry-wise over the [out, in] matrix) and truncates the resu
 rank by SVD (PEFT's ``ties_svd`` / ``task_arithmetic_svd``); it accepts clients of different ranks.
 
 Clients are weighted uniformly, as in both papers and the reference code's TIES (sample counts are not
-used). Trimming is per tensor (the reference code merges parameter by parameter), not over the whole
-flattened update. Neither method is a fixed point for identical clients unless lam = 1 (and, for TIES,
+used). Neither method is a fixed point for identical clients unless lam = 1 (and, for TIES,
 density = 1): with lam < 1 the global model only moves part of the way towards the clients.
 """
 
@@ -37,6 +45,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
+from torch import Tensor
 
 from livar_bench.methods.base import Aggregator
 from livar_bench.ops.lora import factor_keys, lora_delta, lora_modules, to_factors
@@ -46,6 +55,9 @@ from livar_bench.types import ClientUpdate, Params, RoundContext, Signal, client
 # Reference-code TIES settings (LIVAR authors' code base, PAPER.md): top 30 %, lambda 0.4.
 TIES_DENSITY = 0.3
 TIES_LAMBDA = 0.4
+# Bumped when the resolved behaviour of an existing ``ties`` spec changes, so that its run id changes
+# (config.RunSpec.run_id): 2 = global trim by default and PEFT's floor count for per-tensor trim.
+TIES_RECIPE = 2
 
 
 @dataclass(frozen=True)
@@ -60,8 +72,10 @@ class TaskVectorMerge(Aggregator):
     sign_election: bool = True
     lam: float = TIES_LAMBDA
     reduce: Literal["mean", "sum"] = "mean"
+    trim: Literal["global", "tensor"] = "global"
     space: Literal["factors", "product"] = "factors"
     requires: ClassVar[frozenset[Signal]] = frozenset()
+    recipe: ClassVar[int] = TIES_RECIPE
 
     def __post_init__(self) -> None:
         if self.space not in ("factors", "product"):
@@ -72,34 +86,55 @@ class TaskVectorMerge(Aggregator):
             raise ValueError(f"lam must be a finite number, got {self.lam}")
         if self.reduce not in ("mean", "sum"):
             raise ValueError(f"reduce must be mean or sum, got {self.reduce!r}")
+        if self.trim not in ("global", "tensor"):
+            raise ValueError(f"trim must be global or tensor, got {self.trim!r}")
 
     def accepts_mixed_ranks(self) -> bool:
         return self.space == "product"
 
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
-        out: Params = {}
-        modules = lora_modules(global_params) if self.space == "product" else []
-        in_product = {k for m in modules for k in factor_keys(m)}
-        for key, base in global_params.items():
-            if key in in_product:
-                continue
-            acc = torch.float64 if base.dtype == torch.float64 else torch.float32
-            start = base.to(acc)
-            taus = torch.stack([u.params[key].to(acc) for u in updates]) - start  # [K, *shape]
-            merged = merge_task_vectors(taus, density=self.density, sign_election=self.sign_election,
-                                        reduce=self.reduce)
-            out[key] = (start + self.lam * merged).to(base.dtype)
-        dense = {}
-        for module in modules:
-            a_key, b_key = factor_keys(module)
-            start = lora_delta(global_params[b_key], global_params[a_key], ctx.lora_scale)  # [out, in]
-            taus = torch.stack([lora_delta(u.params[b_key], u.params[a_key], client_scale(u, ctx)) - start
-                                for u in updates])  # [K, out, in]
-            merged = merge_task_vectors(taus, density=self.density, sign_election=self.sign_election,
-                                        reduce=self.reduce)
-            dense[module] = start + self.lam * merged
-        out.update(to_factors(dense, global_params, ctx.lora_scale))
+        starts, taus = self._task_vectors(global_params, updates, ctx)
+        names = list(starts)
+        if self.trim == "global":  # every client's whole update as one vector [K, N]: one trim per client
+            joined = torch.cat([taus[n].reshape(len(updates), -1) for n in names], dim=1)
+            flat = merge_task_vectors(joined, density=self.density, sign_election=self.sign_election,
+                                      reduce=self.reduce, trim="global")
+            merged, offset = {}, 0
+            for n in names:
+                merged[n] = flat[offset : offset + starts[n].numel()].reshape(starts[n].shape)
+                offset += starts[n].numel()
+        else:
+            merged = {n: merge_task_vectors(taus[n], density=self.density, sign_election=self.sign_election,
+                                            reduce=self.reduce) for n in names}
+        new = {n: starts[n] + self.lam * merged[n] for n in names}
+        out: Params = {k: new[k].to(v.dtype) for k, v in global_params.items() if k in new}
+        modules = [n for n in names if n not in global_params]  # product space: dense module updates
+        out.update(to_factors({m: new[m] for m in modules}, global_params, ctx.lora_scale))
         return {key: out[key] for key in global_params}
+
+    def _task_vectors(self, global_params: Params, updates: Sequence[ClientUpdate],
+                      ctx: RoundContext) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """(start [*shape], task vectors [K, *shape]) per merged item, in ``global_params``' order: each
+        tensor, or in product space each LoRA module's dense update s B A [out, in] in place of its factors."""
+        wide = any(v.dtype == torch.float64 for v in global_params.values())
+        acc = torch.float64 if wide else torch.float32
+        modules = lora_modules(global_params) if self.space == "product" else []
+        factor_of = {k: m for m in modules for k in factor_keys(m)}
+        starts: dict[str, Tensor] = {}
+        taus: dict[str, Tensor] = {}
+        for key, base in global_params.items():
+            if key in factor_of:
+                module = factor_of[key]
+                if module in starts:
+                    continue
+                a_key, b_key = factor_keys(module)
+                starts[module] = lora_delta(global_params[b_key], global_params[a_key], ctx.lora_scale).to(acc)
+                taus[module] = torch.stack([lora_delta(u.params[b_key], u.params[a_key], client_scale(u, ctx)).to(acc)
+                                            for u in updates]) - starts[module]
+            else:
+                starts[key] = base.to(acc)
+                taus[key] = torch.stack([u.params[key].to(acc) for u in updates]) - starts[key]
+        return starts, taus
 
 
 # The registered "ties" method is the general merge itself: its defaults are TIES' settings.
@@ -123,7 +158,10 @@ class TaskArithmetic(Aggregator):
 
     @property
     def merge(self) -> TaskVectorMerge:
-        return TaskVectorMerge(density=1.0, sign_election=False, lam=self.lam, reduce=self.reduce, space=self.space)
+        # Per tensor: at density 1 both trims keep everything; "tensor" is the path task arithmetic has
+        # always taken, so its numbers (and run ids) do not move.
+        return TaskVectorMerge(density=1.0, sign_election=False, lam=self.lam, reduce=self.reduce, trim="tensor",
+                               space=self.space)
 
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
         return self.merge(global_params, updates, ctx)

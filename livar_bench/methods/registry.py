@@ -41,6 +41,11 @@ class Entry:
         return self.cls().requires
 
     def defaults(self) -> dict[str, Any]:
+        """Default hyperparameter values; for a component with presets (CCVR), the default preset's
+        choices resolved (its fields default to None, "from the preset")."""
+        if getattr(self.cls, "preset_fields", ()):
+            instance = self.cls()
+            return {f.name: getattr(instance, f.name) for f in dataclasses.fields(self.cls)}
         return {f.name: f.default for f in dataclasses.fields(self.cls)}
 
 

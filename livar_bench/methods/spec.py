@@ -99,6 +99,16 @@ class MethodSpec:
                 out[part.name] = digest
         return out
 
+    @cached_property
+    def recipe_versions(self) -> dict[str, int]:
+        """Recipe versions of the components that declare one (``recipe: ClassVar[int]``), by name.
+
+        Part of the run id: a component whose default behaviour changed after runs were made with it
+        (CCVR and TIES, issue 13) bumps its version, so its specs get new ids while every other
+        method keeps its ids.
+        """
+        return {p.name: int(p.entry.cls.recipe) for p in self.parts if getattr(p.entry.cls, "recipe", None) is not None}
+
     def with_param(self, name: str, key: str, value: Any) -> MethodSpec:
         """A new spec with hyperparameter ``key`` of component ``name`` set to ``value`` (validated)."""
         name, key = name.strip().lower(), key.strip().lower()
@@ -194,6 +204,16 @@ def _canonical_part(name: str, args: dict[str, Any], text: str, position: int) -
                          f"stages that can follow: {stages}")
     defaults = entry.defaults()
     typed = {key: coerce(entry, key, value) for key, value in args.items()}
+    # A component with presets (CCVR's ``preset``) resolves its other settings from the chosen preset:
+    # a setting is "changed" when it differs from that preset's value, a preset when it differs from the
+    # default one. So ``ccvr[preset=paper,model=pooled_full]`` is ``ccvr[preset=paper]``.
+    presets = getattr(entry.cls, "preset_fields", ())
+    if presets:
+        try:
+            base = entry.cls(**{k: v for k, v in typed.items() if k in presets})
+        except (TypeError, ValueError) as err:
+            raise BenchError(f"{name}: {err}") from None
+        defaults = {k: defaults[k] if k in presets else getattr(base, k) for k in defaults}
     changed = tuple((k, typed[k]) for k in sorted(typed) if typed[k] != defaults[k])
     return Part(name, changed)
 

@@ -67,16 +67,18 @@ def test_ccvr_head_classifies_well_separated_gaussians() -> None:
     g = torch.Generator().manual_seed(0)
     glob, updates, means = separated_updates(g)
     test_x, test_y = client_features(g, [200, 200, 200], means, 0.5)
-    for cov in ("full", "diag"):
-        out = CCVR(cov=cov)(glob, updates, RoundContext(1, 1, 3, 1.0, torch.Generator().manual_seed(0)))
+    for model in ("pooled_full", "pooled_diag", "client_diag"):
+        out = CCVR(model=model)(glob, updates, RoundContext(1, 1, 3, 1.0, torch.Generator().manual_seed(0)))
         logits = test_x @ out["head.weight"].T + out["head.bias"]
         assert (logits.argmax(1) == test_y).float().mean() > 0.95
         assert out["x.lora_A"] is glob["x.lora_A"]  # only the head is touched
 
 
 def test_ccvr_signals_and_composition() -> None:
-    assert CCVR().requires == {Signal.CLASS_COV}
-    assert CCVR(cov="diag").requires == {Signal.CLASS_STATS}
+    assert CCVR().requires == {Signal.CLASS_STATS}  # the reference's diagonal mixture
+    assert CCVR(model="pooled_full").requires == {Signal.CLASS_COV}
+    assert CCVR(model="pooled_diag").requires == {Signal.CLASS_STATS}
+    assert CCVR(preset="paper").requires == frozenset()  # statistics come from the pass over the global model
     method = parse_method("ccvr")
     assert method.spec == "fedavg+ccvr" and type(method.aggregator).__name__ == "FedAvg" and len(method.stages) == 1
     assert type(parse_method("ties+ccvr").aggregator).__name__ == "TaskVectorMerge"

@@ -74,17 +74,57 @@ def test_head_subset_all_and_count_weighting() -> None:
     torch.testing.assert_close(out["head.weight"][1], torch.full((2,), 4.2))
 
 
-def test_head_falls_back_to_class_counts_when_variances_are_zero() -> None:
+def zero_variance_round() -> tuple[dict, list[ClientUpdate]]:
+    """Class 1 held by both clients with zero correct-sample variance each (class 0 and 2 positive)."""
     glob, updates = head_clients(var_c1=[[0, 0], [0, 0], [1, 1], [0, 0]])
-    # class 1: client 1 variance 0, client 0 positive -> client 0 gets everything
-    out = Livar(lora=False)(glob, updates, ctx())
-    torch.testing.assert_close(out["head.weight"][1], torch.ones(2))
-    # both zero: counts 3 vs 4 -> 3/7, 4/7; row 1 = 3/7 + 20/7 = 23/7
     updates[0] = ClientUpdate(0, 8, updates[0].class_counts, updates[0].params,
                               signals={"class_stats": stats([5, 3, 0, 0], [[1, 3], [0, 0], [0, 0], [0, 0]],
                                                             [[1, 3], [0, 0], [0, 0], [0, 0]])})
-    out = Livar(lora=False)(glob, updates, ctx())
+    return glob, updates
+
+
+def test_head_with_one_zero_variance_holder_gives_the_other_everything() -> None:
+    glob, updates = head_clients(var_c1=[[0, 0], [0, 0], [1, 1], [0, 0]])
+    # class 1: client 1 variance 0, client 0 positive -> client 0 gets everything (either fallback)
+    for fallback in ("previous", "count"):
+        out = Livar(lora=False, head_fallback=fallback)(glob, updates, ctx())
+        torch.testing.assert_close(out["head.weight"][1], torch.ones(2))
+
+
+def test_head_fallback_count_weights_holders_by_class_count() -> None:
+    glob, updates = zero_variance_round()
+    # both zero: counts 3 vs 4 -> 3/7, 4/7; row 1 = 3/7 + 20/7 = 23/7
+    out = Livar(lora=False, head_fallback="count")(glob, updates, ctx())
     torch.testing.assert_close(out["head.weight"][1], torch.full((2,), 23 / 7))
+    torch.testing.assert_close(out["head.bias"][1], torch.tensor(3 / 7 * 10 + 4 / 7 * 20))
+
+
+def reference_head(glob: dict, updates: list[ClientUpdate]) -> tuple[torch.Tensor, torch.Tensor]:
+    """fed-mammoth ``weighted_head_per_class``, written out: per client and class the weight is
+    v_kc / sum_j v_jc (v = mean per-dimension variance; 0 where the total is 0 or the client lacks the
+    class); a class no client weights above 0 gets (1/K) * previous row from each client, i.e. keeps it."""
+    k = len(updates)
+    v = torch.stack([u.class_stats.var_correct.double().mean(1) * (u.class_counts > 0) for u in updates])  # [K, C]
+    total = v.sum(0)
+    norm = torch.where(total > 0, v / torch.where(total > 0, total, 1.0), torch.zeros_like(v))
+    covered = (norm > 0).any(0)
+    not_covered = torch.where(covered, 0.0, 1.0 / k).double()
+    w = sum((u.params["head.weight"].double().T * norm[i] + glob["head.weight"].double().T * not_covered).T
+            for i, u in enumerate(updates))
+    b = sum(u.params["head.bias"].double() * norm[i] + glob["head.bias"].double() * not_covered
+            for i, u in enumerate(updates))
+    return w.float(), b.float()
+
+
+def test_head_fallback_previous_is_the_reference_rule() -> None:
+    for glob, updates in (zero_variance_round(), head_clients()):
+        out = Livar(lora=False)(glob, updates, ctx())  # the default is the reference's fallback
+        ref_w, ref_b = reference_head(glob, updates)
+        torch.testing.assert_close(out["head.weight"], ref_w)
+        torch.testing.assert_close(out["head.bias"], ref_b)
+    glob, updates = zero_variance_round()
+    out = Livar(lora=False)(glob, updates, ctx())
+    torch.testing.assert_close(out["head.weight"][1], glob["head.weight"][1])  # row 1 keeps the global 9s
 
 
 # Signals for 4 clients (rows) x 4 modules (cols), each a permutation of 1..16 (see the bucket table).
@@ -201,14 +241,15 @@ def test_requires_follows_the_parts() -> None:
     assert Livar().requires == {Signal.CLASS_STATS, Signal.LORA_SIGNAL}
     assert Livar(head=False).requires == {Signal.LORA_SIGNAL}
     assert Livar(lora=False).requires == {Signal.CLASS_STATS}
-    assert parse_method("livar[head=false]+ccvr").requires == {Signal.LORA_SIGNAL, Signal.CLASS_COV}
+    assert parse_method("livar[head=false]+ccvr").requires == {Signal.LORA_SIGNAL, Signal.CLASS_STATS}
+    assert parse_method("livar[head=false]+ccvr[model=pooled_full]").requires == {Signal.LORA_SIGNAL, Signal.CLASS_COV}
 
 
 def test_hyperparameters_from_spec_and_param_option() -> None:
     assert parse_method("livar[head_subset=all]").aggregator.head_subset == "all"
-    spec = apply_params("livar+ccvr", ["livar.head_subset=all", "ccvr.cov=diag"])
+    spec = apply_params("livar+ccvr", ["livar.head_subset=all", "ccvr.model=pooled_diag"])
     method = parse_method(spec)
-    assert method.aggregator.head_subset == "all" and method.stages[0].cov == "diag"
+    assert method.aggregator.head_subset == "all" and method.stages[0].model == "pooled_diag"
     for bad in ("livar[head_subset=some]", "livar[head=maybe]", "livar[nope=1]", "ties[density=x]",
                 "ties[density=2]", "ccvr[epochs=0]", "fedprox[mu=-1]"):
         with pytest.raises(BenchError):

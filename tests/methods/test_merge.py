@@ -58,10 +58,12 @@ def test_ties_at_full_density_without_election_is_task_arithmetic(seed: int, num
     glob = {"a": torch.randn(3, 4, generator=g), "b": torch.randn(5, generator=g)}
     updates = [ClientUpdate(k, 1, torch.zeros(2), {n: v + torch.randn(v.shape, generator=g) for n, v in glob.items()})
                for k in range(num_clients)]
-    ties = TaskVectorMerge(density=1.0, sign_election=False, lam=lam, reduce=reduce)(glob, updates, ctx())
+    ties = TaskVectorMerge(density=1.0, sign_election=False, lam=lam, reduce=reduce, trim="tensor")(glob, updates, ctx())
+    ties_global = TaskVectorMerge(density=1.0, sign_election=False, lam=lam, reduce=reduce)(glob, updates, ctx())
     ta = TaskArithmetic(lam=lam, reduce=reduce)(glob, updates, ctx())
     for key in glob:
         assert torch.equal(ties[key], ta[key])
+        torch.testing.assert_close(ties_global[key], ta[key])  # the same sums, in another memory layout
         # and task arithmetic is global + lam * mean (or sum) of the task vectors, written out here
         taus = torch.stack([u.params[key] - glob[key] for u in updates])
         combined = taus.mean(0) if reduce == "mean" else taus.sum(0)

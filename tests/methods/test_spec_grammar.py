@@ -23,7 +23,8 @@ def test_canonical_strings_render_as_themselves(spec: str) -> None:
     ("ccvr", "fedavg+ccvr"),  # a bare stage means the implied aggregator followed by it
     ("LIVAR[HEAD_SUBSET=correct]", "livar"),  # defaults dropped, names and keys case-insensitive
     ("ties[lam=1, density=0.5]", "ties[density=0.5,lam=1.0]"),  # keys sorted, values typed
-    (" livar + ccvr[cov=DIAG] ", "livar+ccvr[cov=diag]"),
+    (" livar + ccvr[model=POOLED_DIAG] ", "livar+ccvr[model=pooled_diag]"),
+    ("ccvr[preset=paper,model=pooled_full]", "fedavg+ccvr[preset=paper]"),  # the preset's own value: dropped
 ])
 def test_canonical_form(written: str, canonical: str) -> None:
     assert canonical_spec(written) == canonical
@@ -40,7 +41,7 @@ def specs(draw: st.DrawFn) -> str:
         f"ties[{','.join(f'{k}={v}' for k, v in ties.items() if draw(st.booleans()))}]",
         f"livar[head={draw(st.booleans())},head_subset={draw(st.sampled_from(['correct', 'all']))}]",
         f"fedprox[mu={draw(st.floats(0, 10))}]", "fedavg", "task_arithmetic"]))
-    stage = draw(st.sampled_from(["", "+ccvr", f"+ccvr[epochs={draw(st.integers(1, 9))},cov=diag]"]))
+    stage = draw(st.sampled_from(["", "+ccvr", f"+ccvr[epochs={draw(st.integers(1, 9))},model=pooled_diag]"]))
     return (head + stage).replace("[]", "")
 
 
@@ -91,7 +92,7 @@ def test_with_param_validates_and_canonicalises() -> None:
     ("ties[density=2]", "ties: density must be in \\[0, 1\\], got 2.0"),
     ("ties[lam=inf]", "ties.lam: cannot use 'inf' \\(expected a finite number\\)"),
     ("ties[sign_election=maybe]", "ties.sign_election: cannot use 'maybe' \\(expected true or false\\)"),
-    ("ccvr[cov=half]", "ccvr.cov: cannot use 'half' \\(expected one of full, diag\\)"),
+    ("ccvr[model=half]", "ccvr.model: cannot use 'half'"),
 ])
 def test_malformed_specs_name_the_problem(text: str, message: str) -> None:
     with pytest.raises(BenchError, match=message):

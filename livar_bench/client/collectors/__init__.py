@@ -33,7 +33,14 @@ def restrict_update(update: ClientUpdate, requires: Collection[Signal]) -> Clien
         kept = by_name[name].restrict(payload, requires)
         if kept is not None:
             signals[name] = kept
-    return dataclasses.replace(update, signals=signals)
+    reported = {n for c in collectors_for(requires) for n in c.diagnostic_names}
+    diagnostics = {k: v for k, v in update.diagnostics.items() if k in reported}
+    return dataclasses.replace(update, signals=signals, diagnostics=diagnostics)
+
+
+def diagnostic_names(requires: Collection[Signal]) -> tuple[str, ...]:
+    """The diagnostics clients report for a method requiring ``requires`` (tidy ``train`` metrics)."""
+    return tuple(n for c in collectors_for(requires) for n in c.diagnostic_names)
 
 
 def signal_bytes(update: ClientUpdate, requires: Collection[Signal]) -> dict[str, int]:
@@ -45,4 +52,5 @@ def signal_bytes(update: ClientUpdate, requires: Collection[Signal]) -> dict[str
     return out
 
 
-__all__ = ["COLLECTORS", "ClientEnd", "Collector", "collectors_for", "restrict_update", "signal_bytes"]
+__all__ = ["COLLECTORS", "ClientEnd", "Collector", "collectors_for", "diagnostic_names", "restrict_update",
+           "signal_bytes"]

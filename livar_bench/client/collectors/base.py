@@ -37,6 +37,7 @@ class Collector:
 
     name: ClassVar[str] = ""
     serves: ClassVar[frozenset[Signal]] = frozenset()
+    diagnostic_names: ClassVar[tuple[str, ...]] = ()  # what ``diagnostics`` reports
 
     def start(self, params: Mapping[str, Tensor]) -> Any:
         """Per-pack accumulator state before the first step (None for end-of-client signals)."""
@@ -52,6 +53,10 @@ class Collector:
     def payload(self, state: Any, index: int, end: ClientEnd, requires: Collection[Signal]) -> Any:
         """What client ``index`` of the stack sends (may stay on the device)."""
         raise NotImplementedError
+
+    def diagnostics(self, state: Any, index: int) -> dict[str, float]:
+        """Client-side counters of client ``index`` for the tidy rows (not sent, not counted as bytes)."""
+        return {}
 
     def nbytes(self, payload: Any, requires: Collection[Signal]) -> int:
         """Bytes of ``payload`` as sent for a method requiring ``requires``."""

@@ -4,6 +4,11 @@ S_f = sum over steps |sum over entries of grad * (theta_before - theta_after)| f
 the Synaptic-Intelligence-style importance the LIVAR reference code accumulates. It stays on the device
 (one [K, F] accumulator, foreach kernels per step) and is read once per round. One scalar per factor
 is sent.
+
+A factor's step contribution that is not finite (a NaN or inf gradient or parameter) adds nothing, as
+in the reference code (which replaces NaN by 0): one NaN would otherwise make every B threshold NaN
+and all of LIVAR's module weights uniform, silently. The steps in which that happened for at least one
+factor are counted per client (diagnostic ``nonfinite_signal_steps``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class _State:
         first = params[self.keys[0]]
         self.before = [torch.empty_like(params[k], dtype=params[k].dtype) for k in self.keys]
         self.total = torch.zeros(first.shape[0], len(self.keys), device=first.device, dtype=torch.float32)
+        self.nonfinite = torch.zeros(first.shape[0], device=first.device, dtype=torch.int64)  # [K] steps
 
 
 class LoraSignal(Collector):
@@ -31,6 +37,7 @@ class LoraSignal(Collector):
 
     name: ClassVar[str] = Signal.LORA_SIGNAL.value
     serves: ClassVar[frozenset[Signal]] = frozenset({Signal.LORA_SIGNAL})
+    diagnostic_names: ClassVar[tuple[str, ...]] = ("nonfinite_signal_steps",)
 
     def start(self, params: Mapping[str, Tensor]) -> _State:
         return _State(params)
@@ -45,11 +52,20 @@ class LoraSignal(Collector):
         delta = torch._foreach_sub(state.before, [params[k].detach() for k in state.keys])
         prods = torch._foreach_mul([grads[k] for k in state.keys], delta)
         k = state.total.shape[0]
-        step = torch.stack([t.reshape(k, -1).float().sum(1) for t in prods], 1).abs()  # [K, F]
-        state.total.add_(step if active is None else step * active)
+        step = torch.stack([t.reshape(k, -1).float().sum(1) for t in prods], 1)  # [K, F]
+        finite = torch.isfinite(step)
+        step = torch.where(finite, step.abs(), torch.zeros_like(step))
+        bad = (~finite).any(1)  # [K]
+        if active is not None:
+            step, bad = step * active, bad & (active[:, 0] > 0)
+        state.total.add_(step)
+        state.nonfinite.add_(bad)
 
     def payload(self, state: _State, index: int, end: ClientEnd, requires: Collection[Signal]) -> Any:
         return dict(zip(state.keys, state.total[index].clone().unbind(0), strict=True))
+
+    def diagnostics(self, state: _State, index: int) -> dict[str, float]:
+        return {"nonfinite_signal_steps": float(state.nonfinite[index])}  # one host read per client
 
     def nbytes(self, payload: Any, requires: Collection[Signal]) -> int:
         return sum(t.numel() * t.element_size() for t in payload.values())
