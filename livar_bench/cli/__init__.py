@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 
 from livar_bench.cli import bench as _bench  # noqa: E402,F401
+from livar_bench.cli import bench_server as _bench_server  # noqa: E402,F401
 from livar_bench.cli import compare as _compare  # noqa: E402,F401
 from livar_bench.cli import demo as _demo  # noqa: E402,F401
 from livar_bench.cli import explain as _explain  # noqa: E402,F401
