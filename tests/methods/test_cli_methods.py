@@ -76,3 +76,22 @@ def test_personalised_method_without_eval_local_warns_once(tmp_path) -> None:
     assert len(warnings) == 1 and "--eval-local" in warnings[0]
     quiet = CliRunner().invoke(app, ["run", *TINY, "--method", "fedsa_lora", "--eval-local", "--out", str(tmp_path)])
     assert quiet.exit_code == 0 and "warning:" not in quiet.output
+
+
+@pytest.mark.parametrize(("extra", "needles"), [
+    (["--method", "livar", "--client-ranks", "1,2"], ["gives clients different LoRA ranks", "methods that can: flora"]),
+    (["--method", "flora", "--client-ranks", "0,2"], ["every client rank must be at least 1"]),
+    (["--method", "flora", "--client-ranks", "a,b"], ["--client-ranks 'a,b': expected comma-separated integers"]),
+    (["--method", "flora", "--lora-rank", "4000"], ["LoRA rank 4000 is larger than layer", "use a rank of at most"]),
+])
+def test_bad_rank_inputs_are_one_line(extra, needles, tmp_path, monkeypatch, capsys) -> None:
+    args = ["livar-bench", "run", *TINY[:6], "--device", "cpu", *extra, "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", args)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), lines
+    written = [p for p in tmp_path.rglob("*") if p.is_file()] if tmp_path.exists() else []
+    assert written == []  # no run, partition or record files
