@@ -127,9 +127,14 @@ class RunSpec(BaseModel):
             raise ValueError("every client rank must be at least 1 (e.g. --client-ranks 4,8,16)")
         return value
 
+    @property
+    def mixed_ranks(self) -> bool:
+        """Whether clients have different LoRA ranks."""
+        return self.client_ranks is not None and len(set(self.client_ranks)) > 1
+
     def _check_ranks(self) -> None:
         """Different client ranks only with a method that can aggregate them."""
-        if self.client_ranks is None or len(set(self.client_ranks)) == 1:
+        if not self.mixed_ranks:
             return
         from livar_bench.errors import BenchError
         from livar_bench.methods import entries

@@ -432,9 +432,9 @@ def _client_phase(s: Setup, method: Method, settings: LocalSettings, state: Serv
                 seed=spec.seed, round_=round_, num_classes=s.bundle.num_classes, requires=requires, pack=spec.pack,
                 on_client=lambda k, r: emit("client", round=round_, client=k, loss=r.mean_loss),
                 starts=own if personal else None, frozen=method.frozen_keys(list(state.params)))
-        for k, r in trained.items():
-            mixed = spec.client_ranks is not None and len(set(spec.client_ranks)) > 1
-            results[k] = dataclasses.replace(r, update=dataclasses.replace(r.update, lora_scale=scale)) if mixed else r
+        for k, r in trained.items():  # with mixed ranks, each update says its client's scale
+            results[k] = dataclasses.replace(r, update=dataclasses.replace(r.update, lora_scale=scale)) \
+                if spec.mixed_ranks else r
     results = dict(sorted(results.items()))
     updates = [r.update for r in results.values()]
     losses = [r.mean_loss for r in results.values()]
