@@ -97,9 +97,13 @@ def read_runs(out: str | Path) -> tuple[pd.DataFrame, Callable[[], None]]:
     settings = {i: settings[i] for i in keep if i in settings}
     for i in ids:
         if i not in settings:
-            spec = json.loads((store.run_dir(i) / "spec.json").read_bytes())
-            spec.pop("run_id", None)
-            settings[i] = spec
+            try:  # a legacy run (DONE "ok") may lack spec.json: run_settings then reports it when asked
+                spec = json.loads((store.run_dir(i) / "spec.json").read_bytes())
+            except (OSError, ValueError):
+                continue
+            if isinstance(spec, dict):
+                spec.pop("run_id", None)
+                settings[i] = spec
     _SETTINGS[root] = settings
     frames = [cached[cached["run_id"].isin(keep)]] if keep and cached is not None else []
     fresh = set(keep)
