@@ -185,3 +185,20 @@ def test_one_broken_run_never_stops_the_rest(folders, tmp_path):
     again = LocalExecutor().run(SPECS, tmp_path)  # resumes the broken run from its checkpoint
     assert again.trained == 1 and not again.failures
     pd.testing.assert_frame_equal(science(tmp_path), science(ref))
+
+
+def test_checkpoint_from_before_digests_still_resumes(folders, tmp_path, capsys):
+    """A plain torch checkpoint (what earlier versions wrote) is resumed, not set aside."""
+    from livar_bench.store import load_tensors
+
+    ref, crashed = folders
+    out = tmp_path / "out"
+    shutil.copytree(crashed, out)
+    path = RunStore(out).partial_dir(SPECS[0].run_id) / "checkpoint.pt"
+    torch.save(load_tensors(path), path)  # same payload, no header
+    capsys.readouterr()
+    rec = Recorder()
+    LocalExecutor().run(SPECS, out, on_event=rec)
+    assert [i["round"] for i in rec.names("resume")] == [1]
+    assert "warning:" not in capsys.readouterr().err
+    pd.testing.assert_frame_equal(science(out), science(ref))
