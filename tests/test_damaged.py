@@ -67,8 +67,13 @@ def round1_file(out: Path) -> Path:
     return Round1Cache.for_run(out, SPECS[0], parse_method(SPECS[0].method), resolve_device("cpu")).path
 
 
-@pytest.mark.parametrize("which,how", [("checkpoint", "empty"), ("checkpoint", "truncated"), ("checkpoint", "garbage"),
-                                       ("checkpoint", "flipped"), ("round1", "garbage"), ("round1", "flipped")])
+SLOW = pytest.mark.slow  # the default suite keeps one case of each kind of damage and file
+
+
+@pytest.mark.parametrize("which,how", [pytest.param("checkpoint", "empty", marks=SLOW),
+                                       pytest.param("checkpoint", "truncated", marks=SLOW),
+                                       ("checkpoint", "garbage"), ("checkpoint", "flipped"), ("round1", "garbage"),
+                                       pytest.param("round1", "flipped", marks=SLOW)])
 def test_damaged_checkpoint_or_round1_cache_is_set_aside_and_recomputed(folders, tmp_path, capsys, which, how):
     ref, crashed = folders
     out = tmp_path / "out"
@@ -88,8 +93,8 @@ def test_damaged_checkpoint_or_round1_cache_is_set_aside_and_recomputed(folders,
     pd.testing.assert_frame_equal(science(out), science(ref))
 
 
-@pytest.mark.parametrize("name,how", [("metrics.csv", "truncated"), ("spec.json", "garbage"), ("DONE", "garbage"),
-                                      ("partition.json", "empty")])
+@pytest.mark.parametrize("name,how", [("metrics.csv", "truncated"), pytest.param("spec.json", "garbage", marks=SLOW),
+                                      ("DONE", "garbage"), pytest.param("partition.json", "empty", marks=SLOW)])
 def test_damaged_finished_run_is_reported_then_rerun(folders, tmp_path, monkeypatch, capsys, name, how):
     ref, _ = folders
     out = tmp_path / "out"
@@ -112,7 +117,7 @@ def test_damaged_finished_run_is_reported_then_rerun(folders, tmp_path, monkeypa
     pd.testing.assert_frame_equal(science(out), science(ref))
 
 
-@pytest.mark.parametrize("how", ["empty", "flipped"])
+@pytest.mark.parametrize("how", [pytest.param("empty", marks=SLOW), "flipped"])
 def test_damaged_partition_file_is_redrawn(folders, tmp_path, capsys, how):
     ref, _ = folders
     out = tmp_path / "out"

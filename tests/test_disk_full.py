@@ -163,9 +163,11 @@ def _check_full_disk_at(index: int, reference, tmp_path, monkeypatch, capsys) ->
 
 KINDS = ["sweep record", "partition", "spec.json", "env.json", "partition.json", "round-1 cache", "checkpoint.pt",
          "metrics.csv", "DONE", "tables", "tidy.pkl", "verified.pkl"]
+COVERED_BY_SLOW = {"sweep record", "partition", "env.json", "partition.json"}  # test_full_disk_at_every_write
 
 
-@pytest.mark.parametrize("what", KINDS)
+@pytest.mark.parametrize("what", [pytest.param(k, marks=pytest.mark.slow) if k in COVERED_BY_SLOW else k
+                                  for k in KINDS])
 def test_full_disk_at_each_kind_of_write(what, reference, tmp_path, monkeypatch, capsys):
     index = next(i for i, p in enumerate(reference[1]) if kind(p) == what)
     _check_full_disk_at(index, reference, tmp_path, monkeypatch, capsys)
