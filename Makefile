@@ -13,7 +13,7 @@ install:  ## install the package with test tools (torch comes from the local whe
 	$(PIP) install -e '.[dev]'
 
 demo: install  ## install, then run the offline demo pipeline on digits (a few minutes on 2 CPU cores)
-	$(PYTHON) -m livar_bench.cli.demo --out $(OUT)/demo
+	$(PYTHON) -m livar_bench demo --out $(OUT)/demo
 
 test:  ## fast CPU test suite
 	$(PYTHON) -m pytest -q

@@ -36,7 +36,7 @@ NON_IDENTITY_FIELDS = frozenset({"data_root", "device", "eval_batch_size", "cach
 class RunSpec(BaseModel):
     """One federated run: data, partition, backbone, local training, method and seed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # inf/nan refused
 
     # data
     dataset: str = Field("digits", description="Dataset name (`livar-bench ls datasets`).")
@@ -236,7 +236,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:
-        raise BenchError(f"config file {p} is not valid YAML: {err}") from None
+        raise BenchError(f"config file {p} is not valid YAML: {' '.join(str(err).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -19,3 +19,20 @@ class WeightsError(BenchError):
 
 class DivergedError(BenchError):
     """Training produced a non-finite loss."""
+
+
+class DiskFullError(BenchError):
+    """A write failed because the disk (or its inodes, or a quota) is full."""
+
+
+_WARNED: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """Print one ``warning:`` line on stderr (each distinct message once per process)."""
+    import sys
+
+    if message in _WARNED:
+        return
+    _WARNED.add(message)
+    print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from livar_bench.config import RunSpec
-from livar_bench.errors import BenchError, DataNotFoundError, WeightsError
+from livar_bench.errors import BenchError, DataNotFoundError, DiskFullError, WeightsError
 from livar_bench.federation import RunOutcome, load_run_dataset, run_federation
-from livar_bench.store import RunStore
+from livar_bench.resources import configure_threads
+from livar_bench.store import RunStore, sweep_temp_files
 
 Event = Callable[..., None]
 
@@ -45,6 +46,11 @@ class SweepResult:
     def trained(self) -> int:
         """Runs that trained at least one round in this call."""
         return sum(1 for o in self.outcomes if not o.skipped)
+
+    @property
+    def already_done(self) -> int:
+        """Runs that were finished before this call (skipped with their stored results)."""
+        return sum(1 for o in self.outcomes if o.skipped and o.final)
 
     @property
     def locked(self) -> list[str]:
@@ -78,6 +84,8 @@ class LocalExecutor:
     def run(self, specs: list[RunSpec], out: str | Path, on_event: Event | None = None) -> SweepResult:
         emit = on_event or _quiet
         store = RunStore(out)
+        sweep_temp_files(out)  # what killed processes left behind
+        configure_threads(workers=1)  # one run at a time uses this process's share of the cores
         signals = sweep_signals(specs)
         start = time.perf_counter()
         emit("sweep_start", total=len(specs), done=sum(store.is_done(s.run_id) for s in specs))
@@ -101,10 +109,17 @@ class LocalExecutor:
                 outcome = run_federation(spec, out, on_event=emit, bundle=cached[1],
                                          share_round1=self.share_round1, round1_signals=signals)
             except BenchError as err:
-                if not self.keep_going or isinstance(err, (DataNotFoundError, WeightsError)):
-                    raise  # missing data or weights fail every later run the same way: stop now
+                if not self.keep_going or isinstance(err, (DataNotFoundError, WeightsError, DiskFullError)):
+                    raise  # missing data or weights, or a full disk, fail every later run the same way: stop now
                 failures.append((spec.run_id, str(err)))
                 emit("run_failed", index=index, total=len(specs), spec=spec, error=str(err))
+                continue
+            except Exception as err:  # noqa: BLE001 (one broken run never stops the rest of the sweep)
+                if not self.keep_going:
+                    raise
+                message = f"unexpected {type(err).__name__}: {err}"
+                failures.append((spec.run_id, message))
+                emit("run_failed", index=index, total=len(specs), spec=spec, error=message)
                 continue
             outcomes.append(outcome)
             emit("run_end", index=index, total=len(specs), outcome=outcome)
@@ -136,6 +151,11 @@ class _Round1Files:
             if last < index:
                 path.unlink(missing_ok=True)
                 del self.last[path]
+                for folder in (path.parent, path.parent.parent):  # cache/round1, cache: no empty folders left
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
 
 
 def sweep_signals(specs: list[RunSpec]) -> frozenset:
@@ -150,14 +170,19 @@ def sweep_signals(specs: list[RunSpec]) -> frozenset:
 RAY_HOW = "the Ray executor needs Ray: pip install 'livar-bench[ray]' (or use --executor local)"
 
 
-def _ray_task(spec_json: dict[str, Any], out: str, signals: list[str]) -> tuple[RunOutcome | None, str | None]:
+def _ray_task(spec_json: dict[str, Any], out: str, signals: list[str],
+              cpus: int = 1) -> tuple[RunOutcome | None, str | None]:
     """Body of one Ray task: run a spec, turning user errors into a message instead of a crash."""
+    import os
+
     import torch
 
     from livar_bench.config import make_spec
 
-    if not torch.cuda.is_available():
-        torch.set_num_threads(1)  # one CPU slot per task: threads beyond it would oversubscribe the host
+    if torch.cuda.is_available():  # one task per GPU: the node's cores are shared by as many tasks
+        configure_threads(workers=max(1, torch.cuda.device_count()))
+    else:  # threads beyond the task's CPU slots would oversubscribe the host
+        torch.set_num_threads(int(os.environ.get("LIVAR_BENCH_THREADS") or cpus))
     try:
         from livar_bench.methods import Signal
 
@@ -165,6 +190,8 @@ def _ray_task(spec_json: dict[str, Any], out: str, signals: list[str]) -> tuple[
         return run_federation(make_spec(spec_json), out, share_round1=True, round1_signals=shared), None
     except BenchError as err:
         return None, str(err)
+    except Exception as err:  # noqa: BLE001 (one broken run never stops the rest of the sweep)
+        return None, f"unexpected {type(err).__name__}: {err}"
 
 
 @dataclass(frozen=True)
@@ -188,6 +215,7 @@ class RayExecutor:
 
         emit = on_event or _quiet
         store = RunStore(out)
+        sweep_temp_files(out)
         start = time.perf_counter()
         emit("sweep_start", total=len(specs), done=sum(store.is_done(s.run_id) for s in specs))
         if not ray.is_initialized():
@@ -202,7 +230,8 @@ class RayExecutor:
             # specs travel as JSON-safe dicts so workers rebuild (and revalidate) them
             # round 1 is shared through <out>/cache/round1 (atomic writes; concurrent runs of a cell may
             # both compute it, with identical results)
-            pending[remote.remote(spec.model_dump(mode="json"), str(Path(out).resolve()), signals)] = (index, spec)
+            pending[remote.remote(spec.model_dump(mode="json"), str(Path(out).resolve()), signals,
+                                  self.cpus_per_run)] = (index, spec)
         outcomes: list[RunOutcome] = []
         failures: list[tuple[str, str]] = []
         while pending:

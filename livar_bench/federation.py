@@ -17,7 +17,6 @@ only closely (docs/determinism.md says what is and is not reproducible, and how 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,8 +41,8 @@ from livar_bench.data.partition import (
     dirichlet_partition,
     heterogeneity,
     iid_partition,
-    partition_from_record,
     partition_record,
+    read_partition_file,
 )
 from livar_bench.data.transforms import DeviceTransform
 from livar_bench.errors import BenchError, WeightsError
@@ -59,7 +58,7 @@ from livar_bench.seeding import (  # noqa: F401  (STREAM_CLIENT: re-exported for
     derive_seed,
     generator,
 )
-from livar_bench.store import RunStore, environment, write_csv, write_json
+from livar_bench.store import RunStore, environment, load_checkpoint, save_checkpoint, write_csv, write_json
 from livar_bench.types import ClientUpdate, Params, RoundContext, ServerData, ServerState, Signal
 
 Event = Callable[..., None]
@@ -101,12 +100,9 @@ def obtain_partition(
     results folder with the same partition id therefore trains on exactly the same client data.
     """
     path = partitions_dir / f"{spec.partition_id}.json" if partitions_dir is not None else None
-    if path is not None and path.is_file():
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise BenchError(f"cannot read partition file {path} ({err}); delete it to redraw the partition") from None
-        return partition_from_record(record, labels, num_classes, where=f"partition file {path}")
+    stored = read_partition_file(path, labels, num_classes) if path is not None and path.is_file() else None
+    if stored is not None:  # None: no file yet, or a damaged one (set aside, redrawn identically below)
+        return stored
     partition = make_partition(spec, labels)
     val = None
     if spec.val_fraction > 0:
@@ -318,8 +314,8 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     rows: list[dict[str, Any]] = []
     start_round = 1
     checkpoint = partial / "checkpoint.pt"
-    if checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location=s.device, weights_only=False)
+    saved = load_checkpoint(checkpoint, map_location=s.device)  # None: none yet, or damaged (set aside)
+    if saved is not None:
         # Checkpoints before server state held only "params".
         state = ServerState.from_dict(saved["state"]) if "state" in saved else ServerState(saved["params"])
         rows = saved["rows"]
@@ -368,8 +364,7 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
             "train_images_per_s": images / max(t1 - t0, 1e-9), "wall_s": t3 - t0,
             **comm, **peak_memory(s.device),
         })
-        torch.save({"round": round_, "state": state.to_dict(), "rows": rows}, checkpoint.with_suffix(".tmp"))
-        checkpoint.with_suffix(".tmp").replace(checkpoint)
+        save_checkpoint(checkpoint, {"round": round_, "state": state.to_dict(), "rows": rows})
         emit("round", round=round_, metrics=metrics)
     frame = pd.DataFrame(rows)
     # Measured heterogeneity beside alpha, so tables can show what a given alpha actually produced.

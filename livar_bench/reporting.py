@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from livar_bench.analysis import select_values
 from livar_bench.config import NON_IDENTITY_FIELDS
 from livar_bench.errors import BenchError
 from livar_bench.latex import latex_escape
-from livar_bench.store import RunStore
+from livar_bench.store import RunStore, atomic_file, write_csv
 
 DEFAULT_METRIC = "acc"
 METRIC_TITLES = {
@@ -49,17 +49,104 @@ PUBLISHED_COLUMNS = ("method", "dataset", "alpha", "metric", "value", "source")
 
 # --- collecting -----------------------------------------------------------------------------------
 
+TIDY_CACHE = ("cache", "tidy.pkl")  # under <out>: the tidy rows of the finished runs, with their signatures
+
+
 def collect(out: str | Path) -> pd.DataFrame:
-    """Tidy rows of every finished run under ``<out>/runs`` (runs in progress are not read)."""
+    """Tidy rows of every intact finished run under ``<out>/runs`` (runs in progress are not read);
+    the cache of ``read_runs`` is updated at once."""
+    frame, remember = read_runs(out)
+    remember()
+    return frame
+
+
+def read_runs(out: str | Path) -> tuple[pd.DataFrame, Callable[[], None]]:
+    """(tidy rows of every intact finished run, a function that updates the caches): a command calls the
+    latter once it has succeeded, so a failed command writes nothing.
+
+    Incremental: the rows are cached in ``<out>/cache/tidy.pkl`` with each run's file signatures (size,
+    mtime, inode of DONE and the files it digests); only runs that are new, or whose files changed, are
+    verified and read again. A damaged finished run is left out with a warning (store.RunStore).
+    """
+    from livar_bench.store import DamagedFile, load_pickle, save_pickle, set_aside
+
     store = RunStore(out)
     ids = store.done_ids()
     if not ids:
         raise BenchError(f"no finished runs under {store.runs}; run `livar-bench sweep --out {out}` first")
+    signatures = {i: store.signature(i) for i in ids}
+    path = store.root.joinpath(*TIDY_CACHE)
+    cached_sigs: dict[str, tuple] = {}
+    cached, settings = None, {}
+    if path.is_file():
+        try:
+            data = load_pickle(path)
+            cached_sigs, cached, settings = dict(data["signatures"]), data["frame"], dict(data["settings"])
+            if not isinstance(cached, pd.DataFrame):
+                raise DamagedFile("not a table")
+        except (OSError, DamagedFile, KeyError, TypeError, ValueError) as err:
+            set_aside(path, str(err), "the tidy rows are read again")
+            cached_sigs, cached, settings = {}, None, {}
+    root = str(store.root.resolve())
+    if cached is not None and cached_sigs == signatures:
+        _SETTINGS[root] = settings
+        unchanged = _Remember(store.save_index)
+        unchanged.fresh = False
+        return cached, unchanged
+    keep = [i for i in ids if cached_sigs.get(i) == signatures[i]]
+    settings = {i: settings[i] for i in keep if i in settings}
+    for i in ids:
+        if i not in settings:
+            try:  # a legacy run (DONE "ok") may lack spec.json: run_settings then reports it when asked
+                spec = json.loads((store.run_dir(i) / "spec.json").read_bytes())
+            except (OSError, ValueError):
+                continue
+            if isinstance(spec, dict):
+                spec.pop("run_id", None)
+                settings[i] = spec
+    _SETTINGS[root] = settings
+    frames = [cached[cached["run_id"].isin(keep)]] if keep and cached is not None else []
+    fresh = set(keep)
+    new = [store.run_dir(i) / "metrics.csv" for i in ids if i not in fresh]
+    if new:
+        frames.append(read_metrics(new))
+    frame = pd.concat(frames, ignore_index=True)
+    frame = frame.sort_values("run_id", kind="stable", ignore_index=True)  # the order of an uncached read
+
+    def remember() -> None:
+        save_pickle(path, {"signatures": signatures, "frame": frame, "settings": settings})
+        store.save_index()
+
+    return frame, _Remember(remember)
+
+
+def read_metrics(paths: Sequence[Path]) -> pd.DataFrame:
+    """The rows of many metrics.csv files, parsed in one ``read_csv`` per distinct header (pandas costs
+    milliseconds per call: thousands of runs read one by one took minutes)."""
+    import io
+
+    groups: dict[bytes, list[bytes]] = {}
+    for path in paths:
+        header, _, body = path.read_bytes().partition(b"\n")
+        if body and not body.endswith(b"\n"):
+            body += b"\n"
+        groups.setdefault(header, []).append(body)
     # ids are hex strings; read as text so an all-digit id keeps its leading zeros
     ids_as_text = {"run_id": str, "partition_id": str}
-    frame = pd.concat([pd.read_csv(store.run_dir(i) / "metrics.csv", dtype=ids_as_text) for i in ids],
-                      ignore_index=True)
-    return upgrade_methods(frame)
+    frames = [pd.read_csv(io.BytesIO(header + b"\n" + b"".join(bodies)), dtype=ids_as_text)
+              for header, bodies in groups.items()]
+    return upgrade_methods(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
+
+
+class _Remember:
+    """The cache update ``read_runs`` hands back; ``fresh``: whether any run was read anew."""
+
+    def __init__(self, save: Callable[[], None]) -> None:
+        self.save = save
+        self.fresh = True
+
+    def __call__(self) -> None:
+        self.save()
 
 
 def upgrade_methods(frame: pd.DataFrame) -> pd.DataFrame:
@@ -74,20 +161,46 @@ def upgrade_methods(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_settings(out: str | Path, run_ids: Sequence[str]) -> pd.DataFrame:
-    """The stored RunSpec of each run, one row per run (index: run_id)."""
+    """The stored RunSpec of each run, one row per run (index: run_id); cached with the tidy rows."""
     store = RunStore(out)
-    rows = [json.loads((store.run_dir(r) / "spec.json").read_text()) for r in run_ids]
-    return pd.DataFrame(rows).set_index("run_id")
+    cached = _SETTINGS.get(str(store.root.resolve()))
+    known = [r for r in run_ids if cached is not None and r in cached]
+    have = set(known)
+    rows = [json.loads((store.run_dir(r) / "spec.json").read_text()) for r in run_ids if r not in have]
+    settings = [{"run_id": r, **cached[r]} for r in known] if cached is not None else []
+    frame = pd.DataFrame(settings + rows).set_index("run_id")
+    return frame.loc[list(run_ids)] if known and rows else frame
 
 
-def write_tidy(frame: pd.DataFrame, out: str | Path) -> list[Path]:
-    """Write ``<out>/tables/tidy.csv`` (and ``tidy.parquet`` when pyarrow is installed)."""
+# spec.json of each finished run, as read by read_runs (results folder -> run id -> settings)
+_SETTINGS: dict[str, dict[str, dict]] = {}
+
+
+def write_tidy(frame: pd.DataFrame, out: str | Path, unchanged: bool = False) -> list[Path]:
+    """Write ``<out>/tables/tidy.csv`` (and ``tidy.parquet`` when pyarrow is installed).
+
+    ``unchanged``: the rows came from the cache unchanged; files written after the cache are kept.
+    """
     folder = Path(out) / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "tidy.csv"]
-    frame.to_csv(written[0], index=False)
+    parquet = folder / "tidy.parquet"
+    if unchanged:
+        import importlib.util
+
+        wanted = [written[0], *([parquet] if importlib.util.find_spec("pyarrow") else [])]
+        try:
+            cache = Path(out).joinpath(*TIDY_CACHE).stat().st_mtime_ns
+            if all(p.stat().st_mtime_ns >= cache for p in wanted):
+                return wanted
+        except OSError:
+            pass
+    write_csv(written[0], frame)
     try:
-        frame.to_parquet(folder / "tidy.parquet", index=False)
+        import pyarrow  # noqa: F401
+
+        with atomic_file(folder / "tidy.parquet") as sink:
+            frame.to_parquet(sink.fh, index=False)
         written.append(folder / "tidy.parquet")
     except ImportError:
         pass  # parquet is optional (pip install 'livar-bench[parquet]'); the CSV holds the same rows
@@ -369,9 +482,14 @@ def _save(fig, path: Path) -> list[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for suffix in (".png", ".pdf"):
-        fig.savefig(path.with_suffix(suffix), bbox_inches="tight", dpi=150)
+        with atomic_file(path.with_suffix(suffix)) as sink:
+            fig.savefig(sink.fh, format=suffix[1:], bbox_inches="tight", dpi=150)
         written.append(path.with_suffix(suffix))
     return written
+
+
+BAND_NOTE = "line: mean over seeds\nband: ± 1 std over seeds"
+BAR_NOTE = "mean over seeds\nbars: ± 1 std over seeds"
 
 
 def plot_curves(tidy: pd.DataFrame, folder: Path, metric: str = DEFAULT_METRIC, style: Style | None = None) -> list[Path]:
@@ -395,7 +513,7 @@ def plot_curves(tidy: pd.DataFrame, folder: Path, metric: str = DEFAULT_METRIC, 
             ax.set_xlabel("round")
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel(f"test {metric}{' (%)' if scale == 100 else ''}")
-        axes[0][-1].legend(fontsize=8)
+        axes[0][-1].legend(fontsize=8, title=BAND_NOTE, title_fontsize=8)
         written += _save(fig, folder / f"curves_{metric}_{dataset}")
         plt.close(fig)
     return written
@@ -419,7 +537,7 @@ def plot_final_vs_alpha(finals: pd.DataFrame, folder: Path, metric: str = DEFAUL
         ax.set_xlabel("Dirichlet α (smaller = more heterogeneous)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"final test {metric}{' (%)' if scale == 100 else ''}")
-    axes[0][-1].legend(fontsize=8)
+    axes[0][-1].legend(fontsize=8, title=BAR_NOTE, title_fontsize=8)
     written = _save(fig, folder / f"final_{metric}_vs_alpha")
     plt.close(fig)
     return written

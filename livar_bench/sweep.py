@@ -50,7 +50,7 @@ LOOP_ORDER = ("datasets", "backbones", "num_clients", "alphas", "lora_ranks", "l
 class SweepGrid(BaseModel):
     """Lists whose Cartesian product is the set of runs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     datasets: list[str] | None = Field(None, description="Dataset names (livar-bench ls datasets).")
     methods: list[str] | None = Field(None, description="Method specs, e.g. livar, livar+ccvr.")

@@ -7,10 +7,12 @@ import os
 import pytest
 import torch
 
+os.environ.setdefault("LIVAR_BENCH_FSYNC", "0")  # ~7 ms per file on this machine; process crashes never need it
 os.environ.setdefault("LIVAR_BENCH_CACHE", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "livar-bench"))
 # One thread: the test models are tiny, and on a shared 2-core machine several threads per process
 # spin against each other (measured ~60x slower local training under load than with one thread).
 torch.set_num_threads(int(os.environ.get("LIVAR_BENCH_TEST_THREADS", "1")))
+os.environ.setdefault("LIVAR_BENCH_THREADS", os.environ.get("LIVAR_BENCH_TEST_THREADS", "1"))  # sweeps keep it
 
 
 def pytest_collection_modifyitems(config, items):

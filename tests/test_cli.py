@@ -255,3 +255,20 @@ def test_ls_wide_terminal_draws_the_table(monkeypatch, capsys):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     code, out, _ = invoke(["ls", "methods"], monkeypatch, capsys)
     assert code == 0 and "\t" not in out and "task_arithmetic" in out and "┃" in out
+
+
+def test_ls_datasets_never_cuts_a_download_url_and_states_the_loaders_split(monkeypatch, capsys):
+    import re
+
+    from livar_bench.data import DATASETS
+    from livar_bench.data.offline import load_digits_bundle
+
+    monkeypatch.setenv("COLUMNS", "120")
+    code, out, _ = invoke(["ls", "datasets"], monkeypatch, capsys)
+    assert code == 0
+    urls = [u for d in DATASETS.values() for u in re.findall(r"https?://[^\s)]+", d.how_to_get)]
+    assert len(urls) >= 4
+    for url in urls:
+        assert url in out  # whole, on one line
+    digits = load_digits_bundle(None)
+    assert f"{len(digits.train):,}/{len(digits.test):,} split" in DATASETS["digits"].summary

@@ -27,8 +27,9 @@ MICRO = dict(backbone="livar_micro_vit", num_clients=3, rounds=2, local_epochs=1
 GRID = dict(datasets=["synthetic"], methods=["fedavg", "fedprox", "livar"], alphas=[0.5, 1.0], seeds=[0, 1])
 
 
-class Injected(RuntimeError):
-    """Stands in for a crash (power cut, OOM kill) in the middle of a run."""
+class Injected(BaseException):
+    """Stands in for a crash (power cut, OOM kill) in the middle of a run: not an Exception, which a
+    sweep records as that run's failure and goes on."""
 
 
 class Recorder:
@@ -78,6 +79,9 @@ def test_crash_then_rerun_completes_the_grid_without_duplicates(swept):
     store = RunStore(out)
     assert sorted(store.done_ids()) == sorted(s.run_id for s in specs)
     assert not list((out / "runs" / ".partial").glob("*")) and not list((out / "runs" / ".locks").glob("*"))
+    # no empty bookkeeping folders are left behind either
+    assert not (out / "runs" / ".partial").exists() and not (out / "runs" / ".locks").exists()
+    assert not (out / "cache" / "round1").exists()
     tidy = rp.collect(out)
     assert not tidy.duplicated(["run_id", "round", "split", "metric"]).any()
     acc = tidy[(tidy["split"] == "test") & (tidy["metric"] == "acc")]
@@ -196,6 +200,16 @@ def test_table_latex_and_csv(swept):
     assert len(frame) == 6 and set(frame["n"]) == {2} and frame["metric"].eq("acc").all()
     bad = runner.invoke(app, ["table", "--out", str(out), "--format", "docx"])
     assert "unknown --format" in str(bad.exception)
+
+
+def test_plots_say_what_bands_and_bars_are(swept, tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(rp, "_save", lambda fig, path: figures.append(fig) or [])
+    tidy = rp.collect(swept["out"])
+    rp.plot_curves(tidy, tmp_path)
+    rp.plot_final_vs_alpha(rp.final_values(tidy), tmp_path)
+    titles = [ax.get_legend().get_title().get_text() for fig in figures for ax in fig.axes if ax.get_legend()]
+    assert titles == ["line: mean over seeds\nband: ± 1 std over seeds", "mean over seeds\nbars: ± 1 std over seeds"]
 
 
 def test_plot_writes_png_and_pdf(swept):

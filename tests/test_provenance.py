@@ -39,16 +39,19 @@ def test_saved_once_and_reused(tmp_path) -> None:
     assert reused.fingerprint() == other.fingerprint() != part.fingerprint()
 
 
-def test_damaged_file_is_refused(tmp_path) -> None:
+def test_damaged_file_is_set_aside_and_redrawn(tmp_path, capsys) -> None:
     s = spec()
-    obtain_partition(s, LABELS, 5, tmp_path)
+    first, _ = obtain_partition(s, LABELS, 5, tmp_path)
     path = tmp_path / f"{s.partition_id}.json"
     record = json.loads(path.read_text())
     a, b = record["clients"][0]["indices"], record["clients"][1]["indices"]
     a[0], b[0] = b[0], a[0]  # move samples between clients; fingerprint now stale
     path.write_text(json.dumps(record))
-    with pytest.raises(BenchError, match="damaged"):
-        obtain_partition(s, LABELS, 5, tmp_path)
+    again, _ = obtain_partition(s, LABELS, 5, tmp_path)
+    assert again.fingerprint() == first.fingerprint()  # redrawn from the seed, not the damaged indices
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith("warning:") and "do not match its fingerprint" in warning and "\n" not in warning
+    assert path.with_name(path.name + ".damaged").is_file() and json.loads(path.read_text()) != record
 
 
 def test_file_from_other_dataset_is_refused(tmp_path) -> None:

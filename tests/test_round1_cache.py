@@ -16,6 +16,7 @@ from livar_bench.config import make_spec
 from livar_bench.federation import run_federation
 from livar_bench.methods import Aggregator, ClientUpdate, FedAvg, Method, Params, RoundContext, Signal
 from livar_bench.methods import registry as reg
+from livar_bench.store import load_tensors
 
 SIGNAL_METHOD = "test_signal_weighted"
 
@@ -61,7 +62,7 @@ def test_reused_round1_is_bit_identical(tmp_path, tiny_spec_values, signal_metho
     reused = run_federation(spec, shared_out, share_round1=True)
     if second == "ccvr[model=pooled_full]":  # needs covariances, which the file lacked: trained again, file rewritten
         assert (files[0].stat().st_ino, files[0].stat().st_mtime_ns) != stamp
-        assert Signal.CLASS_COV in torch.load(files[0], weights_only=False)["signals"]
+        assert Signal.CLASS_COV in load_tensors(files[0])["signals"]
     else:  # read, not rewritten: round 1 was not retrained
         assert (files[0].stat().st_ino, files[0].stat().st_mtime_ns) == stamp
     fresh = run_federation(spec, plain_out)

@@ -14,7 +14,7 @@ from livar_bench.sweep import SweepConfig, write_manifest
 from tests.test_cli import invoke
 
 
-class Stop(Exception):
+class Stop(BaseException):
     pass
 
 
@@ -35,13 +35,14 @@ def test_status_counts_each_state(tmp_path, tiny_spec_values, monkeypatch, capsy
     assert store.state(specs[0].run_id) == ("done", None)
     assert store.state(specs[1].run_id) == ("interrupted", 1)
     assert store.state(specs[3].run_id) == ("pending", None)
-    # a live process holding the lock makes a run "running"
+    # a lock file naming a live pid is not enough (pids are reused): only a held lock makes it "running"
     locks = tmp_path / "runs" / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     (locks / f"{specs[2].run_id}.lock").write_text(f"{os.getpid()}@{socket.gethostname()}")
-    assert store.state(specs[2].run_id)[0] == "running"
-
-    code, out, err = invoke(["status", "--out", str(tmp_path), "--runs"], monkeypatch, capsys)
+    assert store.state(specs[2].run_id)[0] == "pending"
+    with store.lock(specs[2].run_id) as held:
+        assert held and store.state(specs[2].run_id)[0] == "running"
+        code, out, err = invoke(["status", "--out", str(tmp_path), "--runs"], monkeypatch, capsys)
     assert code == 0, err
     row = next(line for line in out.splitlines() if "│ t " in line)
     assert [c.strip() for c in row.split("│")[3:8]] == ["4", "1", "1", "1", "1"]

@@ -30,6 +30,20 @@ from livar_bench.cli import sweep as _sweep  # noqa: E402,F401
 from livar_bench.cli import table as _table  # noqa: E402,F401
 from livar_bench.cli import tune as _tune  # noqa: E402,F401
 
+INTERRUPTED = "interrupted; finished runs are kept, and rerunning the same command resumes the rest"
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether an exit came from Ctrl-C (typer turns KeyboardInterrupt into a silent exit code 130)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
@@ -37,15 +51,48 @@ def main() -> None:
 
     from livar_bench.cli.ui import console
 
+    def fail(message: str) -> None:
+        console.print(Text("error: ", style="bold red") + Text(message), highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+    try:  # typer 0.29 ships its own copy of click
+        from typer._click import exceptions as cx
+    except ImportError:  # older typer: click itself
+        from click import exceptions as cx
+
     try:
-        app()
+        code = app(standalone_mode=False)  # typer then raises click's errors instead of printing a usage box
+    except cx.NoArgsIsHelpError as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except cx.UsageError as err:  # unknown option, value of the wrong type, ...
+        hint = f" (see `{err.ctx.command_path} --help`)" if err.ctx is not None else ""
+        fail(err.format_message().replace("\n", " ") + hint)
+    except cx.ClickException as err:
+        fail(err.format_message().replace("\n", " "))
+    except typer.Abort:  # end of input at a prompt
+        console.print("aborted", highlight=False)
+        sys.exit(1)
     except BenchError as err:
-        console.print(Text("error: ", style="bold red") + Text(str(err)), highlight=False, soft_wrap=True)
-        sys.exit(2)
+        fail(str(err))
     except OSError as err:  # an output folder that cannot be created or written, a full disk, ...
+        import errno
+        from pathlib import Path
+
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            from livar_bench.store import disk_full
+
+            fail(str(disk_full(err, Path(err.filename or "."))))
         where = f": {err.filename}" if err.filename else ""
-        console.print(Text("error: ", style="bold red") + Text(f"{err.strerror or err}{where}"), highlight=False)
-        sys.exit(2)
+        fail(f"{err.strerror or err}{where}")
     except KeyboardInterrupt:
-        console.print("interrupted; finished runs are kept, and rerunning resumes the rest", highlight=False)
+        console.print(INTERRUPTED, highlight=False, soft_wrap=True)
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130 and _interrupted(exc):
+            console.print(INTERRUPTED, highlight=False, soft_wrap=True)
+        raise
+    if code == 130:  # typer turned Ctrl-C into exit code 130 (it handles KeyboardInterrupt itself)
+        console.print(INTERRUPTED, highlight=False, soft_wrap=True)
+    if isinstance(code, int) and code:
+        sys.exit(code)

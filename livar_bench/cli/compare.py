@@ -8,6 +8,7 @@ import typer
 
 from livar_bench.cli import app
 from livar_bench.cli.ui import console
+from livar_bench.store import write_csv
 
 DEFAULT_PUBLISHED = Path("results/paper/published.csv")
 
@@ -18,7 +19,7 @@ def build_comparison(out: Path, published: Path | None = None, metrics: tuple[st
     already collected by the caller."""
     from livar_bench import reporting as rp
 
-    tidy = rp.collect(out) if tidy is None else tidy
+    tidy, remember = rp.read_runs(out) if tidy is None else (tidy, lambda: None)
     ours = rp.ours_summary({m: rp.final_values(tidy, m) for m in metrics})
     candidates = [published] if published else [Path(out) / "paper" / "published.csv", DEFAULT_PUBLISHED]
     source = next((p for p in candidates if p is not None and p.is_file()), None)
@@ -41,7 +42,8 @@ def build_comparison(out: Path, published: Path | None = None, metrics: tuple[st
                     f"method, dataset, alpha and metric")
     path = Path(out) / "tables" / "compare.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False)
+    write_csv(path, table)
+    remember()
     return table, note, path
 
 

@@ -1,7 +1,7 @@
 """``livar-bench demo``: the whole offline pipeline at toy scale on digits (sweep, table, plots, compare).
 
 Run it with ``make demo``, ``livar-bench demo --out results/demo`` or
-``python -m livar_bench.cli.demo --out results/demo``. Rerunning reuses the finished runs.
+``python -m livar_bench demo --out results/demo``. Rerunning reuses the finished runs.
 """
 
 from __future__ import annotations

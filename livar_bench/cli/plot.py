@@ -15,10 +15,12 @@ def build_plots(out: Path, metric: str = "acc", tidy=None) -> list[Path]:
     collected by the caller)."""
     from livar_bench import reporting as rp
 
-    tidy = rp.collect(out) if tidy is None else tidy
+    tidy, remember = rp.read_runs(out) if tidy is None else (tidy, lambda: None)
+    finals = rp.final_values(tidy, metric)  # an unknown metric fails before any figure is written
     folder = Path(out) / "figures"
     written = rp.plot_curves(tidy, folder, metric)
-    written += rp.plot_final_vs_alpha(rp.final_values(tidy, metric), folder, metric)
+    written += rp.plot_final_vs_alpha(finals, folder, metric)
+    remember()
     return written
 
 

@@ -58,14 +58,20 @@ def run(
     """
     from livar_bench.cli.ui import RunProgress, console
     from livar_bench.config import make_spec
-    from livar_bench.federation import run_federation
+    from livar_bench.federation import resolve_device, run_federation
+    from livar_bench.resources import check_image_size, configure_threads
+    from livar_bench.store import nothing_left_on_failure, sweep_temp_files
 
     values = o.spec_values(config, settings or {})
     values["method"] = apply_params(method or values.get("method", "fedavg"), param)
     if livar_rule is not None:
         values["method"] = apply_livar_rule(values["method"], livar_rule)
     spec = make_spec(values)
-    with RunProgress() as progress:
+    check_image_size(spec.image_size, spec.batch_size, spec.eval_batch_size)
+    resolve_device(spec.device)  # also when the run is already done (the device is not part of its id)
+    sweep_temp_files(out)
+    configure_threads()
+    with nothing_left_on_failure(out, [spec.run_id]), RunProgress() as progress:
         outcome = run_federation(spec, out, on_event=progress, force=force)
     if outcome.skipped and outcome.final:
         console.print(f"run {outcome.run_id} already done ({outcome.run_dir}); use --force to rerun", highlight=False)

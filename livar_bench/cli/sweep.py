@@ -139,15 +139,27 @@ def sweep(
     if not spec.grid.methods and "method" not in spec.base:
         raise BenchError("no methods given; pass --methods (e.g. --methods fedavg,livar) or --config FILE")
     runs = sw.expand(spec)
+    from livar_bench.resources import check_image_size
+
+    for size, batch, eval_batch in {(r.image_size, r.batch_size, r.eval_batch_size) for r in runs}:
+        check_image_size(size, batch, eval_batch)
+    if not dry_run:  # refused before anything is printed or written
+        sw.check_data(runs)
+        from livar_bench.executors import get_executor
+
+        get_executor(executor, **({"address": ray_address} if executor == "ray" else {}))
     console.print(sw.sweep_summary(runs), highlight=False, soft_wrap=True)
     if dry_run:
         for r in runs:
             typer.echo(f"{r.run_id}  {r.method}  {r.dataset}  alpha={r.alpha:g}  seed={r.seed}")
         return
-    result = run_sweep(spec, runs, out, executor, ray_address)
-    if result.failures:
-        raise BenchError(f"{len(result.failures)} run(s) failed ({result.failures[0][1]}); fix and rerun the same "
-                         f"command: finished runs are kept")
+    from livar_bench.store import nothing_left_on_failure
+
+    with nothing_left_on_failure(out, [r.run_id for r in runs]):
+        result = run_sweep(spec, runs, out, executor, ray_address)
+        if result.failures:
+            raise BenchError(f"{len(result.failures)} run(s) failed ({result.failures[0][1]}); fix and rerun the "
+                             f"same command: finished runs are kept")
 
 
 def run_sweep(config: Any, runs: list, out: Path, executor: str = "local", ray_address: str | None = None) -> Any:
@@ -162,7 +174,7 @@ def run_sweep(config: Any, runs: list, out: Path, executor: str = "local", ray_a
         result = runner.run(runs, out, on_event=progress)
     console.print(
         f"sweep finished in {result.seconds:.0f}s: {result.trained} trained, "
-        f"{len(result.outcomes) - result.trained} already done, {len(result.failures)} failed"
+        f"{result.already_done} already done, {len(result.failures)} failed"
         + (f", {len(result.locked)} left to another process" if result.locked else ""),
         highlight=False, soft_wrap=True,
     )

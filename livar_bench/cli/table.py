@@ -9,6 +9,7 @@ import typer
 from livar_bench.cli import app
 from livar_bench.cli.ui import console
 from livar_bench.errors import BenchError
+from livar_bench.store import write_bytes
 
 FORMATS = {"latex": ".tex", "csv": ".csv", "markdown": ".md"}
 
@@ -26,12 +27,28 @@ def build_table(out: Path, fmt: str = "markdown", metric: str = "acc", split: st
     ``tidy``: the collected rows when the caller already has them (then tidy.csv is not rewritten).
     """
     from livar_bench import reporting as rp
+
+    check_format(fmt)
+    fresh = tidy is None
+    if fresh:
+        tidy, remember = rp.read_runs(out)
+    text, path = render_table(out, tidy, fmt, metric, split, rows, cols, order, labels)
+    if fresh:
+        remember()
+        rp.write_tidy(tidy, out, unchanged=not remember.fresh)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(path, text.encode())
+    return text, path
+
+
+def render_table(out: Path, tidy, fmt: str = "markdown", metric: str = "acc", split: str = "test",
+                 rows: str = "method", cols: str = "dataset,alpha", order: str | None = None,
+                 labels: list[str] | None = None) -> tuple[str, Path]:
+    """One table's text and the path it belongs at; nothing is written (bad settings fail here)."""
+    from livar_bench import reporting as rp
     from livar_bench.sweep import split_list
 
     check_format(fmt)
-    if tidy is None:
-        tidy = rp.collect(out)
-        rp.write_tidy(tidy, out)
     row_keys, col_keys = split_list(rows) or [], split_list(cols) or []
     style = rp.Style(
         method_order=tuple(split_list(order)) if order else rp.DEFAULT_METHOD_ORDER,
@@ -47,9 +64,7 @@ def build_table(out: Path, fmt: str = "markdown", metric: str = "acc", split: st
     else:
         text = rp.to_csv_frame(pivot).to_csv(index=False)
     stem = f"{metric}_{'-'.join(row_keys)}_by_{'-'.join(col_keys)}"
-    path = Path(out) / "tables" / f"{stem}{FORMATS[fmt]}"
-    path.write_text(text)
-    return text, path
+    return text, Path(out) / "tables" / f"{stem}{FORMATS[fmt]}"
 
 
 @app.command()
@@ -71,22 +86,31 @@ def table(
     from livar_bench import reporting as rp
 
     check_format(format)  # before reading any run
-    tidy = rp.collect(out)
-    rp.write_tidy(tidy, out)
-    text, path = build_table(out, format, metric, split, rows, cols, order, label, tidy=tidy)
+    tidy, remember = rp.read_runs(out)
+    text, path = render_table(out, tidy, format, metric, split, rows, cols, order, label)
+    paired = _paired(out, tidy, vs, metric, split) if vs else None  # bad settings fail before anything is written
+    remember()  # the cache first: a tidy.csv written after it is known to be current
+    rp.write_tidy(tidy, out, unchanged=not remember.fresh)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(path, text.encode())
     typer.echo(text, nl=False)
     console.print(f"wrote {path} and {Path(out) / 'tables' / 'tidy.csv'}", highlight=False, soft_wrap=True)
-    if vs:
-        _paired(out, tidy, vs, metric, split)
+    if paired is not None:
+        _show_paired(paired, vs, metric)
 
 
-def _paired(out: Path, tidy, baseline: str, metric: str, split: str) -> None:
+def _paired(out: Path, tidy, baseline: str, metric: str, split: str):
     """Paired differences (method - baseline, same partition and seed) from livar_bench.analysis."""
     from livar_bench import reporting as rp
     from livar_bench.analysis import paired_differences
 
     settings = rp.run_settings(out, tidy["run_id"].unique().tolist())
-    result = paired_differences(tidy, baseline, metric=metric, split=split, settings=settings)
+    return paired_differences(tidy, baseline, metric=metric, split=split, settings=settings)
+
+
+def _show_paired(result, baseline: str, metric: str) -> None:
+    from livar_bench import reporting as rp
+
     console.print(f"paired differences vs {baseline} ({result.attrs.get('reported', metric)}; "
                   f"mean over seeds with a 95% t-interval):", highlight=False, soft_wrap=True)
     shown = result.copy()

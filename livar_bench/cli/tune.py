@@ -10,6 +10,7 @@ import typer
 from livar_bench.cli import app
 from livar_bench.cli import options as o
 from livar_bench.errors import BenchError
+from livar_bench.store import write_bytes
 
 
 class _TuneLog:
@@ -107,6 +108,6 @@ def ablation(
     suffix = {"markdown": ".md", "latex": ".tex", "csv": ".csv"}[format]
     path = Path(out) / "tables" / f"ablation_{metric}{suffix}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_bytes(path, text.encode())
     typer.echo(text, nl=False)
     console.print(f"wrote {path}", highlight=False)

@@ -12,7 +12,6 @@ for: its updates are then bit-identical to recomputed ones (same tensors, saved 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from livar_bench.client.collectors import restrict_update
 from livar_bench.client.packed import resolve_pack
 from livar_bench.config import NON_IDENTITY_FIELDS, RunSpec
 from livar_bench.digest import json_digest
+from livar_bench.store import DamagedFile, load_tensors, save_tensors, set_aside
 from livar_bench.types import Signal
 
 CACHE_VERSION = 3  # 2: ClientUpdate carries a ``signals`` mapping (collectors); 3: timm head initialisation
@@ -77,11 +77,15 @@ class Round1Cache:
         if not self.path.is_file():
             return None
         try:
-            state = torch.load(self.path, map_location=self.device, weights_only=False)  # our own file
+            state = load_tensors(self.path, map_location=self.device)  # digest-checked
             signals = frozenset(Signal(v) for v in state["signals"])
-            result = Round1Result(state["updates"], state["losses"], state["images"], signals)
-        except (OSError, RuntimeError, KeyError, EOFError, ValueError):
-            return None  # a damaged cache file only costs a recomputation
+            result = Round1Result(list(state["updates"]), list(state["losses"]), int(state["images"]), signals)
+        except FileNotFoundError:
+            return None  # removed meanwhile (the sweep releases a cell's file after its last run)
+        except (DamagedFile, KeyError, TypeError, ValueError) as err:  # a damaged file costs a recomputation
+            set_aside(self.path, str(err) if isinstance(err, DamagedFile) else "not a round-1 record",
+                      "round 1 of its cell is recomputed")
+            return None
         self._held = signals
         if not frozenset(requires) <= result.signals:
             return None
@@ -98,11 +102,9 @@ class Round1Cache:
 
     def save(self, result: Round1Result) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
         state = {"updates": result.updates, "losses": result.losses, "images": result.images,
                  "signals": sorted(s.value for s in result.signals)}
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)  # concurrent writers of one cell write equivalent content
+        save_tensors(self.path, state)  # atomic; concurrent writers of one cell write equivalent content
 
     def settle(self, hit: Round1Result | None, trained: Round1Result, requires: Collection[Signal]) -> Round1Result:
         """After the round-1 loop: save what was trained on a miss; the run's view either way."""

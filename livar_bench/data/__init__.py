@@ -15,7 +15,7 @@ from livar_bench.errors import BenchError
 DATASETS: dict[str, DatasetDef] = {
     d.name: d
     for d in [
-        DatasetDef("digits", offline.load_digits_bundle, 10, "scikit-learn's bundled 8x8 digits, 1,437/360 split",
+        DatasetDef("digits", offline.load_digits_bundle, 10, "scikit-learn's bundled 8x8 digits, 1,438/359 split",
                    "bundled with scikit-learn; nothing to download", offline=True),
         DatasetDef("synthetic", offline.load_synthetic_bundle, 10, "seeded class-conditional 16x16 images (tests)",
                    "generated; nothing to download", offline=True),

@@ -66,7 +66,9 @@ def _decode(split: Any, image_col: str, label_col: str, size: int) -> ImageSplit
     from PIL import Image
 
     from livar_bench.progress import track
+    from livar_bench.resources import check_decoded_size
 
+    check_decoded_size(len(split), size, "hf")  # an upper bound when images keep their own size
     arrays = []
     for img in track(split[image_col], total=len(split), description="decoding images"):
         arrays.append(np.asarray(img.convert("RGB"), dtype=np.uint8))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -146,6 +147,26 @@ def partition_record(
     return record
 
 
+class DamagedPartition(BenchError):
+    """A partition record that is malformed or does not match its own fingerprint."""
+
+
+def read_partition_file(path: Path, labels: np.ndarray, num_classes: int) -> tuple[Partition, Partition | None] | None:
+    """The verified partition saved at ``path``, or None when the file is damaged (then set aside with a
+    warning: the partition is redrawn, identically, from its seed). A partition drawn on other data is
+    an error, not damage."""
+    from livar_bench.store import DamagedFile, read_json, set_aside
+
+    where = f"partition file {path}"
+    try:
+        record = read_json(path, lambda data: isinstance(data, dict))
+        return partition_from_record(record, labels, num_classes, where=where)
+    except (DamagedFile, DamagedPartition) as err:
+        reason = str(err).split(";")[0].removeprefix(where).strip(" :").removeprefix("is damaged:").removeprefix("is ").strip() if isinstance(err, DamagedPartition) else str(err)
+        set_aside(path, reason, "the partition is redrawn from its seed")
+        return None
+
+
 def partition_from_record(
     record: dict, labels: np.ndarray, num_classes: int, where: str = "partition file"
 ) -> tuple[Partition, Partition | None]:
@@ -165,9 +186,9 @@ def partition_from_record(
         stored_counts = np.asarray([c["class_counts"] for c in clients], dtype=np.int64)
         fingerprint, num_samples = record["fingerprint"], record["num_samples"]
     except (KeyError, TypeError, ValueError) as err:
-        raise BenchError(f"{where} is malformed ({err!r}); {redo}") from None
+        raise DamagedPartition(f"{where} is malformed ({err!r}); {redo}") from None
     if part.fingerprint() != fingerprint or (val is not None and val.fingerprint() != record["val_fingerprint"]):
-        raise BenchError(f"{where} is damaged: its indices do not match its fingerprint; {redo}")
+        raise DamagedPartition(f"{where} is damaged: its indices do not match its fingerprint; {redo}")
     every = np.concatenate([*part.client_indices, *(val.client_indices if val else ())])
     if num_samples != len(labels) or (every.size and (every.min() < 0 or every.max() >= len(labels))):
         raise BenchError(

@@ -1,0 +1,207 @@
+"""A corpus of bad inputs: each one exits 2 with exactly one ``error:`` line, no traceback, and leaves the
+results folder exactly as it was (here: a folder holding one finished run and its sweep record)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import invoke
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--backbone", "livar_micro_vit", "--clients", "2", "--rounds", "1", "--epochs", "1", "--lora-rank", "2",
+        "--lora-alpha", "2", "--device", "cpu"]
+RUN = ["run", "--dataset", "synthetic", *TINY]
+SWEEP = ["sweep", "--datasets", "synthetic", "--methods", "fedavg", *TINY]
+
+# (id, arguments after the command's own; OUT is replaced by the results folder, FILES by a folder of inputs)
+CASES: list[tuple[str, list[str]]] = [
+    # run: settings refused at validation
+    ("alpha-inf", [*RUN, "--alpha", "inf"]),
+    ("alpha-nan", [*RUN, "--alpha", "nan"]),
+    ("alpha-overflow", [*RUN, "--alpha", "1e400"]),
+    ("alpha-negative", [*RUN, "--alpha", "-1"]),
+    ("alpha-zero", [*RUN, "--alpha", "0"]),
+    ("alpha-text", [*RUN, "--alpha", "lots"]),
+    ("lr-inf", [*RUN, "--lr", "inf"]),
+    ("lr-nan", [*RUN, "--lr", "nan"]),
+    ("lr-zero", [*RUN, "--lr", "0"]),
+    ("weight-decay-negative", [*RUN, "--weight-decay", "-0.1"]),
+    ("weight-decay-inf", [*RUN, "--weight-decay", "inf"]),
+    ("lora-alpha-inf", [*RUN, "--lora-alpha", "inf"]),
+    ("lora-alpha-zero", [*RUN, "--lora-alpha", "0"]),
+    ("participation-above-1", [*RUN, "--participation", "1.5"]),
+    ("participation-nan", [*RUN, "--participation", "nan"]),
+    ("val-fraction-1", [*RUN, "--val-fraction", "1"]),
+    ("val-fraction-negative", [*RUN, "--val-fraction", "-0.2"]),
+    ("clients-zero", [*RUN, "--clients", "0"]),
+    ("clients-text", [*RUN, "--clients", "ten"]),
+    ("clients-float", [*RUN, "--clients", "2.5"]),
+    ("rounds-zero", [*RUN, "--rounds", "0"]),
+    ("epochs-negative", [*RUN, "--epochs", "-1"]),
+    ("batch-size-zero", [*RUN, "--batch-size", "0"]),
+    ("lora-rank-zero", [*RUN, "--lora-rank", "0"]),
+    ("seed-negative", [*RUN, "--seed", "-1"]),
+    ("image-size-tiny", [*RUN, "--image-size", "4"]),
+    ("image-size-huge", [*RUN, "--image-size", "100000"]),
+    ("max-train-zero", [*RUN, "--max-train-samples", "0"]),
+    ("min-client-samples-zero", [*RUN, "--min-client-samples", "0"]),
+    ("pack-negative", [*RUN, "--pack", "-1"]),
+    ("precision-unknown", [*RUN, "--precision", "fp8"]),
+    ("device-unknown", [*RUN, "--device", "tpu"]),
+    ("dataset-unknown", ["run", "--dataset", "nosuch", *TINY]),
+    ("dataset-empty-hf", ["run", "--dataset", "hf:", *TINY]),
+    ("method-unknown", [*RUN, "--method", "nosuch"]),
+    ("method-param-out-of-range", [*RUN, "--method", "ties[density=2]"]),
+    ("method-param-inf", [*RUN, "--method", "ties[density=inf]"]),
+    ("method-param-nan", [*RUN, "--method", "fedprox[mu=nan]"]),
+    ("method-param-unknown", [*RUN, "--method", "ties[nosuch=1]"]),
+    ("method-unbalanced-bracket", [*RUN, "--method", "ties[density=0.2"]),
+    ("param-malformed", [*RUN, "--method", "ties", "--param", "density"]),
+    ("param-other-method", [*RUN, "--method", "ties", "--param", "fedprox.mu=1"]),
+    ("backbone-unknown", ["run", "--dataset", "synthetic", "--backbone", "nosuch_vit", "--device", "cpu"]),
+    ("weights-missing", [*RUN, "--weights", "FILES/missing.safetensors"]),
+    ("livar-rule-missing", [*RUN, "--method", "livar", "--livar-rule", "FILES/missing.json"]),
+    ("config-missing", [*RUN, "--config", "FILES/missing.yaml"]),
+    ("config-not-yaml", [*RUN, "--config", "FILES/broken.yaml"]),
+    ("config-a-list", [*RUN, "--config", "FILES/list.yaml"]),
+    ("config-unknown-key", [*RUN, "--config", "FILES/unknown.yaml"]),
+    ("unknown-option", [*RUN, "--bogus", "1"]),
+    ("unknown-command", ["frobnicate"]),
+    # sweep
+    ("sweep-alphas-inf", [*SWEEP, "--alphas", "0.1,inf"]),
+    ("sweep-alphas-nan", [*SWEEP, "--alphas", "nan"]),
+    ("sweep-alphas-text", [*SWEEP, "--alphas", "0.1,x"]),
+    ("sweep-alphas-empty", [*SWEEP, "--alphas", ","]),
+    ("sweep-seeds-text", [*SWEEP, "--seeds", "0,one"]),
+    ("sweep-seeds-negative", [*SWEEP, "--seeds", "-1"]),
+    ("sweep-seeds-twice", [*SWEEP, "--seeds", "0,0"]),
+    ("sweep-methods-unknown", ["sweep", "--datasets", "synthetic", "--methods", "fedavg,nosuch", *TINY]),
+    ("sweep-no-methods", ["sweep", "--datasets", "synthetic", *TINY]),
+    ("sweep-datasets-unknown", ["sweep", "--datasets", "nosuch", "--methods", "fedavg", *TINY]),
+    ("sweep-data-missing", ["sweep", "--datasets", "cifar100", "--methods", "fedavg", *TINY]),
+    ("sweep-executor-unknown", [*SWEEP, "--executor", "slurm"]),
+    ("sweep-rounds-zero", [*SWEEP, "--rounds", "0"]),
+    ("sweep-lr-inf", [*SWEEP, "--lr", "inf"]),
+    ("sweep-config-clash", [*SWEEP, "--config", "FILES/clash.yaml"]),
+    ("sweep-config-unknown-axis", [*SWEEP, "--config", "FILES/axis.yaml"]),
+    ("sweep-config-empty-list", [*SWEEP, "--config", "FILES/empty_list.yaml"]),
+    ("sweep-config-inf", [*SWEEP, "--config", "FILES/inf.yaml"]),
+    ("sweep-config-image-size", [*SWEEP, "--config", "FILES/image_size.yaml"]),
+    # reading results
+    ("table-format-unknown", ["table", "--format", "docx"]),
+    ("table-metric-unknown", ["table", "--metric", "nosuch"]),
+    ("table-rows-unknown", ["table", "--rows", "nosuch"]),
+    ("table-vs-unknown", ["table", "--vs", "nosuch"]),
+    ("table-empty-folder", ["table", "--out", "FILES/empty"]),
+    ("plot-metric-unknown", ["plot", "--metric", "nosuch"]),
+    ("status-empty-folder", ["status", "--out", "FILES/empty"]),
+    ("compare-published-missing", ["compare", "--published", "FILES/missing.csv"]),
+    ("compare-published-bad", ["compare", "--published", "FILES/broken.csv"]),
+    ("ls-unknown", ["ls", "nosuch"]),
+]
+
+INPUTS = {
+    "broken.yaml": "rounds: [1, 2\n",
+    "list.yaml": "- 1\n- 2\n",
+    "unknown.yaml": "nosuch: 1\n",
+    "clash.yaml": "grid:\n  seeds: [0, 1]\nbase:\n  seed: 3\n",
+    "axis.yaml": "grid:\n  colours: [red]\n",
+    "empty_list.yaml": "grid:\n  seeds: []\n",
+    "inf.yaml": "base:\n  alpha: .inf\n",
+    "image_size.yaml": "base:\n  image_size: 100000\n",
+    "broken.csv": "what,is,this\n1,2\n",
+}
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
+    """Every file and folder under ``folder`` with its mode and content digest."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        found[str(path.relative_to(folder))] = (path.stat().st_mode, digest)
+    return found
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """A results folder with one finished run and its sweep record, and a folder of input files."""
+    out = tmp_path_factory.mktemp("results")
+    files = tmp_path_factory.mktemp("inputs")
+    for name, text in INPUTS.items():
+        (files / name).write_text(text)
+    (files / "empty").mkdir()
+    mp = pytest.MonkeyPatch()
+    mp.setattr(sys, "argv", ["livar-bench", *SWEEP, "--out", str(out)])
+    from livar_bench.cli import main
+
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code
+    finally:
+        mp.undo()
+    assert len(list((out / "runs").glob("*/DONE"))) == 1
+    return out, files
+
+
+def test_corpus_is_large_enough():
+    assert len(CASES) >= 60 and len({c for c, _ in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c for c, _ in CASES])
+def test_bad_input(case, folders, monkeypatch, capsys):
+    out, files = folders
+    _, args = case
+    args = [a.replace("FILES", str(files)) for a in args]
+    if not any(a == "--out" for a in args) and args[0] not in ("ls", "frobnicate"):
+        args += ["--out", str(out)]
+    before, inputs_before = snapshot(out), snapshot(files)
+    capsys.readouterr()
+    code, stdout, err = invoke(args, monkeypatch, capsys)
+    assert code == 2, (stdout, err)
+    assert "Traceback" not in err + stdout
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert snapshot(out) == before
+    assert snapshot(files) == inputs_before
+
+
+def test_ctrl_c_in_a_command_prints_its_line(folders, monkeypatch, capsys):
+    """Typer 0.29 turns KeyboardInterrupt into a silent exit 130; the entry point still says what was kept."""
+    from livar_bench.store import RunStore
+
+    def interrupted(self, run_id):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunStore, "state", interrupted)
+    code, _, err = invoke(["status", "--out", str(folders[0])], monkeypatch, capsys)
+    assert code == 130
+    assert err.strip() == "interrupted; finished runs are kept, and rerunning the same command resumes the rest"
+
+
+@pytest.mark.slow
+def test_ctrl_c_prints_its_line(tmp_path):
+    """A real SIGINT to a sweep in its own process: exit 130 and the line, no traceback."""
+    code = "from livar_bench.cli import main; main()"
+    args = [*SWEEP, "--seeds", "0,1,2,3,4,5,6,7", "--rounds", "50", "--out", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LIVAR_BENCH_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "round 1 " in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=60) == 130
+    finally:
+        proc.kill()
+    assert "interrupted; finished runs are kept" in rest and "Traceback" not in rest
+    shutil.rmtree(tmp_path, ignore_errors=True)
