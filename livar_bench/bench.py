@@ -59,6 +59,7 @@ class BenchSettings:
     backbone: str = "livar_tiny_vit"
     pretrained: bool = False  # speed does not depend on the weights; no download needed by default
     image_size: int | None = None
+    weights: str | None = None  # a local weights file (e.g. real DINOv2 ViT-S/14), as `run --weights`
     batch_size: int = 16
     lora_rank: int = 16
     lora_alpha: float = 16.0
@@ -401,7 +402,8 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         raise BenchError("--clients, --samples-per-client, --batch-size and --epochs must be at least 1")
     device, dtype = resolve(settings)
     model, info = build_model(settings.backbone, settings.num_classes, rank=settings.lora_rank,
-                              alpha=settings.lora_alpha, pretrained=settings.pretrained, image_size=settings.image_size)
+                              alpha=settings.lora_alpha, pretrained=settings.pretrained, image_size=settings.image_size,
+                              weights=settings.weights)
     model.to(device)
     start = {k: v.to(device) for k, v in model.initial_params(torch.Generator().manual_seed(settings.seed)).items()}
     with torch.no_grad():  # non-zero B so the LoRA path does real work in the reference's dense merge too

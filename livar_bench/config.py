@@ -59,8 +59,9 @@ class RunSpec(BaseModel):
     # backbone
     backbone: str = Field("livar_tiny_vit", description="timm model name or a registered tiny backbone.")
     pretrained: bool = Field(True, description="Load pretrained weights (timm hub or --weights).")
-    weights: str | None = Field(None, description="Local weights file (.safetensors/.pth/.npz) for the backbone.")
-    image_size: int | None = Field(None, ge=8, description="Input size; default: the backbone's.")
+    weights: str | None = Field(None, description="Local weights file (.safetensors/.pth state dict) for the backbone.")
+    image_size: int | None = Field(
+        None, ge=8, description="Input size, a multiple of the patch size; default: 224 (a tiny backbone's own).")
     lora_rank: int = Field(16, ge=1)
     lora_alpha: float = Field(16.0, gt=0, description="LoRA alpha; the update is scaled by alpha / rank.")
     lora_targets: tuple[str, ...] = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
@@ -164,6 +165,13 @@ class RunSpec(BaseModel):
             self._method_spec = MethodSpec.parse(self.method)
         return self._method_spec
 
+    @model_validator(mode="after")
+    def _whole_patches(self) -> RunSpec:
+        from livar_bench.backbones import check_image_size
+
+        check_image_size(self.backbone, self.image_size)  # raises BenchError naming sizes that fit
+        return self
+
     @property
     def run_id(self) -> str:
         """Short hash of every field that can change the result (computed once per RunSpec)."""
@@ -183,6 +191,9 @@ class RunSpec(BaseModel):
             recipes = self.method_spec.recipe_versions
             if recipes:  # components whose default behaviour changed (CCVR, TIES): new ids for new numbers
                 payload["method_recipes"] = recipes
+            from livar_bench.backbones import id_payload
+
+            payload.update(id_payload(self))  # weights by content; the input size an unset size now means
             self._run_id = json_digest(payload)
         return self._run_id
 

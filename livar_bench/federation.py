@@ -27,10 +27,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from livar_bench.backbones import provenance
 from livar_bench.client.collectors import diagnostic_names
 from livar_bench.client.global_stats import GlobalStatsPass
 from livar_bench.client.phase import add_deltas, base_deltas_applied, train_clients
-from livar_bench.client.round1_cache import Round1Cache, Round1Result
+from livar_bench.client.round1_cache import Round1Cache, Round1Result, shared_cost
 from livar_bench.client.train import LocalSettings, embed, evaluate
 from livar_bench.config import RunSpec
 from livar_bench.costs import peak_memory, reset_peak_memory, round_costs
@@ -305,8 +306,9 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     round1 = Round1Cache.for_run(store.root, spec, method, s.device) if share[0] else None
     reset_peak_memory(s.device)
     partial = store.start(run_id)
-    write_json(partial / "spec.json", {"run_id": run_id, **spec.model_dump(mode="json")})
-    write_json(partial / "env.json", environment(str(s.device)))
+    weights = provenance(spec)  # weights' sha256 (and pretrained tag), input size
+    write_json(partial / "spec.json", {"run_id": run_id, **spec.model_dump(mode="json"), **weights})
+    write_json(partial / "env.json", {**environment(str(s.device)), **weights})
     labels = s.bundle.train.labels.numpy()
     write_json(partial / "partition.json", partition_summary(spec, s.partition, labels, s.bundle.num_classes))
 
@@ -336,7 +338,7 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     for round_ in range(start_round, spec.rounds + 1):
         t0 = time.perf_counter()
         with base_deltas_applied(s.model, state.base_deltas):
-            updates, losses, images = _client_phase(s, method, settings, state, round_, round1, share[1], emit)
+            updates, losses, images, shared = _client_phase(s, method, settings, state, round_, round1, share[1], emit)
         _sync(s.device)
         t1 = time.perf_counter()
         comm = round_costs(updates, [state.params, state.base_deltas], method.requires)
@@ -363,6 +365,7 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
             "train_s": t1 - t0, "aggregate_s": t2 - t1 - extra.seconds, "eval_s": t3 - t2,
             "train_images_per_s": images / max(t1 - t0, 1e-9), "wall_s": t3 - t0,
             **comm, **peak_memory(s.device),
+            **(shared_cost(*shared, t1 - t0, t3 - t1) if shared else {}),  # a shared round 1: what it cost
         })
         save_checkpoint(checkpoint, {"round": round_, "state": state.to_dict(), "rows": rows})
         emit("round", round=round_, metrics=metrics)
@@ -403,17 +406,19 @@ def _local_metrics(s: Setup, method: Method, before: ServerState, after: ServerS
 
 def _client_phase(s: Setup, method: Method, settings: LocalSettings, state: ServerState, round_: int,
                   round1: Round1Cache | None, round1_signals: frozenset[Signal] | None,
-                  emit: Event) -> tuple[list[ClientUpdate], list[float], int]:
-    """Local training of the round's clients: (updates, mean losses, images seen).
+                  emit: Event) -> tuple[list[ClientUpdate], list[float], int, tuple[Round1Result, bool] | None]:
+    """Local training of the round's clients: (updates, mean losses, images seen, (shared round-1 result,
+    reused) when round 1 went through the shared cache).
 
     The one client phase (``client.phase.train_clients``); in round 1 of a sweep the updates may come
     from, or go to, the shared round-1 cache.
     """
-    spec = s.spec
+    spec, shared = s.spec, None
     todo, requires, hit = sample_clients(spec, round_), method.requires, None
     if round1 is not None and round_ == 1:  # shared first round: reuse, or train with more signals
         hit = round1.load(method.requires)
         todo, requires = ([] if hit else todo), round1.signals_to_collect(method.requires, round1_signals)
+    start = time.perf_counter()  # round-1 training time, stored in the shared cache
     starts = {k: method.client_start(state, k) for k in todo}
     results = {}
     for rank, group in _rank_groups(spec, todo):  # one group unless clients have different ranks
@@ -435,11 +440,14 @@ def _client_phase(s: Setup, method: Method, settings: LocalSettings, state: Serv
     losses = [r.mean_loss for r in results.values()]
     images = sum(r.images for r in results.values())
     if round1 is not None and round_ == 1:
-        view = round1.settle(hit, Round1Result(updates, losses, images, requires), method.requires)
+        _sync(s.device)
+        view = round1.settle(hit, Round1Result(updates, losses, images, requires, time.perf_counter() - start),
+                             method.requires)
+        shared = (view, hit is not None)
         updates, losses, images = list(view.updates), list(view.losses), view.images
         for u, loss in zip(updates, losses, strict=True) if hit else ():
             emit("client", round=round_, client=u.client_id, loss=loss)
-    return updates, losses, images
+    return updates, losses, images, shared
 
 
 def _rank_groups(spec: RunSpec, clients: list[int]) -> list[tuple[int, list[int]]]:

@@ -18,14 +18,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from livar_bench import backbones as bb
+from livar_bench.backbones import TINY_BACKBONES, _cached_hub_file  # noqa: F401 - re-exported
 from livar_bench.errors import BenchError, WeightsError
 from livar_bench.types import Params
 
-# Tiny ViTs for the offline demo and tests: random (seeded) weights, no download.
-TINY_BACKBONES: dict[str, dict] = {
-    "livar_tiny_vit": dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0),
-    "livar_micro_vit": dict(img_size=16, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0),
-}
 TINY_INIT_SEED = 0
 # timm's VisionTransformer head initialisation (``init_weights_vit_timm`` on nn.Linear): weights from a
 # normal with std 0.02 truncated to [-2, 2] (absolute bounds, timm's ``trunc_normal_`` defaults), bias 0.
@@ -35,9 +32,14 @@ HEAD_INIT_BOUND = 2.0
 WEIGHTS_HOW = (
     "Download the weights on a machine with internet access, e.g. "
     "`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` (cached under "
-    "~/.cache/huggingface) or the model.safetensors file from https://huggingface.co/timm/{name}, "
+    "~/.cache/huggingface) or the model.safetensors file from {link}, "
     "then pass --weights PATH (or --no-pretrained for a randomly initialised backbone)."
 )
+
+
+def _how(name: str) -> str:
+    """How to get ``name``'s weights offline, linking to its hub page (with the pretrained tag)."""
+    return WEIGHTS_HOW.format(name=name, link=bb.hub_link(name))
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ def create_backbone(
     """
     import timm
 
+    bb.check_image_size(name, image_size)
     if name in TINY_BACKBONES:
         cfg = dict(TINY_BACKBONES[name])
         if image_size:
@@ -92,14 +95,23 @@ def create_backbone(
         close = difflib.get_close_matches(name, list_backbones("vit_*") + timm.list_models("vit_*"), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise BenchError(f"unknown backbone {name!r}.{hint} See `livar-bench ls backbones`.")
-    kwargs: dict = {"num_classes": num_classes}
-    if image_size:
-        kwargs["img_size"] = image_size
+    kwargs: dict = {"num_classes": num_classes, "img_size": bb.effective_image_size(name, image_size)}
     if weights:
         path = _weights_path(weights, name)
         try:
-            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
-        except Exception as err:  # noqa: BLE001 - torch/safetensors/timm raise many types for bad files
+            state = bb.read_state(path)
+        except WeightsError:
+            raise
+        except Exception as err:  # noqa: BLE001 - torch/safetensors raise many types for bad files
+            raise WeightsError(_load_failure(path, name, err)) from None
+        with torch.device("meta"):  # shapes only: refuse what timm would silently adapt (patch size, extra keys)
+            reference = timm.create_model(name, pretrained=False, **kwargs)
+        missing, unexpected, mismatched = bb.misfit(state, reference)
+        if missing or unexpected or mismatched:
+            raise WeightsError(bb.describe_mismatch(path, name, reference, state))
+        try:
+            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"state_dict": state}, **kwargs)
+        except Exception as err:  # noqa: BLE001 - timm raises many types for files that do not fit
             raise WeightsError(_load_failure(path, name, err)) from None
     if pretrained:
         cached = _cached_hub_file(name)
@@ -109,16 +121,19 @@ def create_backbone(
         if host is not None:  # fail now rather than after the hub client's ~45 s of retries
             raise WeightsError(
                 f"pretrained weights for {name} are not in the local Hugging Face cache and {host} cannot "
-                "be reached (offline). " + WEIGHTS_HOW.format(name=name)
+                "be reached (offline). " + _how(name)
             )
         try:
             return timm.create_model(name, pretrained=True, **kwargs)
         except Exception as err:  # noqa: BLE001 - the hub client raises many unrelated types when offline
             raise WeightsError(
                 f"pretrained weights for {name} are not available offline ({type(err).__name__}). "
-                + WEIGHTS_HOW.format(name=name)
+                + _how(name)
             ) from None
-    return timm.create_model(name, pretrained=False, **kwargs)
+    model = timm.create_model(name, pretrained=False, **kwargs)
+    if bb.has_layerscale(model):
+        bb.warn_random_layerscale(name)
+    return model
 
 
 def weights_problem(name: str, *, pretrained: bool = True, weights: str | None = None) -> str | None:
@@ -136,7 +151,7 @@ def weights_problem(name: str, *, pretrained: bool = True, weights: str | None =
             return f"unknown backbone {name!r}; see `livar-bench ls backbones`"
         if _cached_hub_file(name) is None and _hub_unreachable() is not None:
             return (f"pretrained weights for {name} are not in the local Hugging Face cache and the hub cannot "
-                    "be reached. " + WEIGHTS_HOW.format(name=name))
+                    "be reached. " + _how(name))
     except WeightsError as err:
         return str(err)
     return None
@@ -146,9 +161,10 @@ def _weights_path(weights: str, name: str) -> Path:
     """The ``--weights`` path, checked to be an existing file."""
     path = Path(weights).expanduser()
     if not path.exists():
-        raise WeightsError(f"weights file {path} does not exist. " + WEIGHTS_HOW.format(name=name))
+        raise WeightsError(f"weights file {path} does not exist. " + _how(name))
     if not path.is_file():
         raise WeightsError(f"--weights {path} is not a file; pass the .safetensors/.pth file itself")
+    bb.sniff_weights(path)
     return path
 
 
@@ -158,26 +174,7 @@ def _load_failure(path: Path, name: str, err: Exception) -> str:
     if len(detail) > 160:
         detail = detail[:157] + "..."
     return (f"could not load weights file {path} into {name} ({type(err).__name__}: {detail}); check that it "
-            "is an intact .safetensors or .pth state dict of this backbone")
-
-
-def _cached_hub_file(name: str) -> str | None:
-    """Path of ``name``'s pretrained weights in the local Hugging Face cache, if they are there."""
-    from huggingface_hub import try_to_load_from_cache
-    from timm.models import get_pretrained_cfg
-
-    try:
-        cfg = get_pretrained_cfg(name)
-    except (RuntimeError, KeyError, ValueError):
-        return None
-    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-    if not hub_id:
-        return None
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        found = try_to_load_from_cache(hub_id, filename)
-        if isinstance(found, str):
-            return found
-    return None
+            f"is an intact state dict of this backbone ({bb.ACCEPTED_FORMATS})")
 
 
 def _hub_unreachable(timeout: float = 3.0) -> str | None:
@@ -205,19 +202,17 @@ def _hub_unreachable(timeout: float = 3.0) -> str | None:
 def _load_state_file(model: nn.Module, weights: str, name: str) -> None:
     path = _weights_path(weights, name)
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        state = {k: v for k, v in bb.read_state(path).items() if not k.startswith("head.")}
+    except WeightsError:
+        raise
     except Exception as err:  # noqa: BLE001 - torch/safetensors raise many types for corrupt files
         raise WeightsError(_load_failure(path, name, err)) from None
-    missing = [k for k in missing if not k.startswith("head.")]
-    if missing or unexpected:
-        raise WeightsError(f"weights file {path} does not fit {name}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError:  # size mismatches
+        raise WeightsError(bb.describe_mismatch(path, name, model, state)) from None
+    if [k for k in missing if not k.startswith("head.")] or unexpected:
+        raise WeightsError(bb.describe_mismatch(path, name, model, state))
 
 
 def _canonical(name: str) -> str:
@@ -345,7 +340,7 @@ def build_model(
     """Build the shared model and describe its expected inputs."""
     net = create_backbone(backbone, num_classes, pretrained=pretrained, weights=weights, image_size=image_size)
     cfg = getattr(net, "pretrained_cfg", {}) or {}
-    size = image_size or int(cfg.get("input_size", (3, 224, 224))[-1])
+    size = bb.effective_image_size(backbone, image_size)  # timm keeps its own default in pretrained_cfg
     mean = tuple(float(v) for v in cfg.get("mean", (0.5, 0.5, 0.5)))
     std = tuple(float(v) for v in cfg.get("std", (0.5, 0.5, 0.5)))
     model = LoraViT(net, rank, alpha, targets)

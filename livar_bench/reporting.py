@@ -45,6 +45,10 @@ DATASET_ORDER = ("cifar100", "imagenet-r", "eurosat", "cub200", "digits", "synth
 KEY_TITLES = {"method": "Method", "dataset": "Dataset", "alpha": "α", "num_clients": "Clients",
               "backbone": "Backbone", "seed": "Seed"}
 PUBLISHED_COLUMNS = ("method", "dataset", "alpha", "metric", "value", "source")
+# Short names accepted by --rows/--cols for stored settings.
+KEY_ALIASES = {"epochs": "local_epochs", "clients": "num_clients", "weights_hash": "weights_sha256",
+               "hash": "weights_sha256", "rank": "lora_rank", "size": "input_size"}
+_NOT_KEYS = frozenset({"run_id", "round", "split", "metric", "value", "seed", "partition_id"})
 
 
 # --- collecting -----------------------------------------------------------------------------------
@@ -286,8 +290,9 @@ class Style:
             return (given.index(text), ()) if text in given else (len(given), table_order(text))
         if key == "dataset":
             order = DATASET_ORDER
-        else:
-            return (0, value if isinstance(value, (int, float)) else str(value))
+        else:  # numbers in order, then text (a setting may mix them, e.g. an unset image size)
+            number = isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
+            return (0, 0, value, "") if number else (0, 1, 0, str(value))
         text = str(value)
         return (order.index(text), "") if text in order else (len(order), text)
 
@@ -300,7 +305,11 @@ class Style:
             from livar_bench.methods import display_name
 
             return display_name(str(value))
-        return self.labels.get(str(value), str(value))
+        if key in ("method", "dataset", "backbone", "partition"):
+            return self.labels.get(str(value), str(value))
+        if key == "weights_sha256" and isinstance(value, str):
+            value = value[:12]  # enough to tell files apart
+        return f"{key}={value}"
 
 
 def parse_labels(items: Sequence[str] | None) -> dict[str, str]:
@@ -343,16 +352,51 @@ class Pivot:
         return "mean ± std over n seeds (n given per cell)", False
 
 
+def groupable(finals: pd.DataFrame, settings: pd.DataFrame | None = None) -> list[str]:
+    """Keys a table can be laid out by: the run settings (stored spec.json) and the result columns that
+    describe a run, not the seed (pooled) or the ids."""
+    keys = {c for c in finals.columns if c not in _NOT_KEYS}
+    if settings is not None:
+        keys |= {c for c in settings.columns if c not in _NOT_KEYS and c not in NON_IDENTITY_FIELDS}
+    return sorted(keys)
+
+
+def _as_key(value: object) -> object:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "unset"  # an unset setting (e.g. image_size: the default) or one older runs did not record
+    return value
+
+
+def with_settings(finals: pd.DataFrame, keys: Sequence[str], settings: pd.DataFrame | None) -> pd.DataFrame:
+    """``finals`` with a column for each key that is a stored setting (pretrained, image_size, lr, ...).
+
+    Raises:
+        BenchError: a key that is neither a result column nor a stored setting, naming the valid ones.
+    """
+    extra = [k for k in dict.fromkeys(keys) if k not in finals.columns]
+    if not extra:
+        return finals
+    valid = groupable(finals, settings)
+    for key in extra:
+        if settings is None or key not in settings.columns or key in NON_IDENTITY_FIELDS or key in _NOT_KEYS:
+            raise BenchError(f"cannot group by {key!r}; choose from {', '.join(valid)} "
+                             f"(aliases: {', '.join(f'{a}={k}' for a, k in KEY_ALIASES.items())})")
+    out = finals.copy()
+    for key in extra:
+        out[key] = out["run_id"].map(settings[key].map(_as_key))
+    return out
+
+
 def make_pivot(
     finals: pd.DataFrame, rows: Sequence[str], cols: Sequence[str], metric: str = DEFAULT_METRIC,
     style: Style | None = None, settings: pd.DataFrame | None = None,
 ) -> Pivot:
     """Pool seeds into cells (after the pooling checks) and lay them out as rows x cols."""
     style = style or Style()
-    rows, cols = tuple(rows), tuple(cols)
-    for key in (*rows, *cols):
-        if key not in finals.columns:
-            raise BenchError(f"cannot group by {key!r}; choose from method, dataset, alpha, num_clients, backbone")
+    rows, cols = tuple(KEY_ALIASES.get(k, k) for k in rows), tuple(KEY_ALIASES.get(k, k) for k in cols)
+    finals = with_settings(finals, (*rows, *cols), settings)
     if set(rows) & set(cols):
         raise BenchError(f"{', '.join(set(rows) & set(cols))} is both in --rows and --cols")
     check_pooling(finals, (*rows, *cols), settings)

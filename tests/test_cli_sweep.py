@@ -311,3 +311,24 @@ def test_sweep_progress_handles_every_event(tmp_path, live, capsys):
     assert "sweep: 2 runs, 1 already done" in err
     if not live:
         assert "[2/2] fedavg synthetic α=0.5 seed 1: round 1 acc" in err and "done, acc" in err
+
+
+def test_table_rows_and_cols_take_any_stored_setting(swept, tmp_path):
+    import shutil
+
+    from livar_bench.errors import BenchError
+
+    out = tmp_path / "copy"
+    shutil.copytree(swept["out"] / "runs", out / "runs")
+    bad = runner.invoke(app, ["table", "--out", str(out), "--cols", "dataset,nope"])
+    assert isinstance(bad.exception, BenchError)
+    message = str(bad.exception)
+    assert "cannot group by 'nope'" in message
+    for key in ("pretrained", "image_size", "lr", "local_epochs", "rounds", "lora_rank", "alpha"):
+        assert key in message
+    assert not (out / "tables").exists()  # nothing written
+    good = runner.invoke(app, ["table", "--out", str(out), "--format", "csv", "--rows", "method,lr",
+                               "--cols", "pretrained,epochs,alpha"])
+    assert good.exit_code == 0, good.output
+    frame = pd.read_csv(out / "tables" / "acc_method-lr_by_pretrained-epochs-alpha.csv")
+    assert len(frame) == 6 and {"lr", "pretrained", "local_epochs"} <= set(frame.columns)

@@ -126,3 +126,55 @@ def test_local_sweep_shares_round1_and_matches_unshared_runs(tmp_path, tiny_spec
     for outcome in plain.outcomes:
         shared = tmp_path / "sweep" / "runs" / outcome.run_id
         pd.testing.assert_frame_equal(_metrics(outcome), _metrics(type(outcome)(outcome.run_id, shared, {})))
+
+
+def _cost(outcome, round_: int = 1) -> dict[str, float]:
+    frame = pd.read_csv(outcome.run_dir / "metrics.csv")
+    rows = frame[(frame["split"] == "cost") & (frame["round"] == round_)]
+    return dict(zip(rows["metric"], rows["value"], strict=True))
+
+
+def test_reused_round1_reports_the_cost_of_computing_it(tmp_path, tiny_spec_values, monkeypatch):
+    import time
+
+    import livar_bench.client.phase as fed
+
+    real = fed.local_train
+
+    def slow(*args, **kwargs):  # round-1 training that takes a known, measurable time
+        time.sleep(0.15)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fed, "local_train", slow)
+    base = make_spec(tiny_spec_values)
+    first = run_federation(base, tmp_path, share_round1=True)
+    reused = run_federation(base.replace(method="livar"), tmp_path, share_round1=True)
+    computed, copied = _cost(first), _cost(reused)
+    k = tiny_spec_values["num_clients"]
+    assert computed["train_s"] >= 0.15 * k  # the computing run measured its own training
+    assert computed["round1_shared"] == 0 and copied["round1_shared"] == 1
+    # the reusing run read the file in far less than 0.15 s x k, but reports what round 1 cost
+    assert copied["train_s"] == computed["train_s"]
+    assert copied["train_images_per_s"] == computed["train_images_per_s"]
+    import json
+
+    images = sum(json.loads((first.run_dir / "partition.json").read_text())["sizes"])  # one epoch, all clients
+    assert copied["train_images_per_s"] == pytest.approx(images / computed["train_s"])
+    assert copied["wall_s"] >= copied["train_s"]
+    # later rounds are each run's own work, with no marker
+    assert "round1_shared" not in _cost(reused, 2) and _cost(reused, 2)["train_s"] >= 0.15 * k
+
+
+def test_cache_file_without_a_training_time_is_recomputed(tmp_path, tiny_spec_values):
+    base = make_spec(tiny_spec_values)
+    run_federation(base, tmp_path, share_round1=True)
+    [path] = (tmp_path / "cache" / "round1").glob("*.pt")
+    state = torch.load(path, weights_only=False)
+    del state["train_s"]  # as written before the time was stored
+    torch.save(state, path)
+    method = Method("fedavg", CrossEntropy(), FedAvg())
+    cache = Round1Cache.for_run(tmp_path, base, method, torch.device("cpu"))
+    assert cache.load(()) is None
+    again = run_federation(base.replace(method="livar"), tmp_path, share_round1=True)
+    assert _cost(again)["round1_shared"] == 0  # trained round 1 itself
+    assert torch.load(path, weights_only=False)["train_s"] > 0

@@ -14,7 +14,10 @@ def bench(
     backbone: str = typer.Option("livar_tiny_vit", help="Backbone (timm ViT name or livar_tiny_vit)."),
     pretrained: bool = typer.Option(False, "--pretrained/--no-pretrained",
                                     help="Load pretrained weights (speed does not depend on them)."),
-    image_size: int | None = typer.Option(None, help="Input size (default: the backbone's)."),
+    weights: str | None = typer.Option(None, help="Local backbone weights file, as for `run --weights`.",
+                                       show_default="none"),
+    image_size: int | None = typer.Option(None, help="Input size, a multiple of the patch size.",
+                                          show_default="224; a tiny backbone's own"),
     batch_size: int = typer.Option(16, help="Local batch size."),
     lora_rank: int = typer.Option(16, help="LoRA rank r."),
     lora_alpha: float = typer.Option(16.0, help="LoRA alpha."),
@@ -43,7 +46,7 @@ def bench(
     from livar_bench.bench import BenchSettings, run_bench
 
     settings = BenchSettings(
-        backbone=backbone, pretrained=pretrained, image_size=image_size, batch_size=batch_size, lora_rank=lora_rank,
+        backbone=backbone, pretrained=pretrained, weights=weights, image_size=image_size, batch_size=batch_size, lora_rank=lora_rank,
         lora_alpha=lora_alpha, clients=clients, samples_per_client=samples_per_client, epochs=epochs,
         num_classes=classes, eval_samples=eval_samples, eval_batch_size=eval_batch_size, method=method,
         device=device, precision=precision, compile=compile, pack=pack, reference=reference, repeats=repeats, peak_tflops=peak_tflops, seed=seed,

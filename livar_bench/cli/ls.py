@@ -41,11 +41,15 @@ def rows_for(what: str) -> tuple[list[str], list[list[str]]]:
             rows.append([e.name, e.kind, signals, hp, e.paper, e.summary])
         return ["name", "kind", "client signals", "hyperparameters", "paper", "summary"], rows
     if kind == "backbone":
-        from livar_bench.models import TINY_BACKBONES, list_backbones
+        from livar_bench.backbones import TINY_BACKBONES, families
 
-        rows = [[name, "offline, seeded random weights" if name in TINY_BACKBONES else "timm pretrained"]
-                for name in list_backbones("vit_*patch16_224*")]
-        return ["name", "note"], rows
+        rows = [[name, "-", str(cfg["patch_size"]), "-", str(cfg["img_size"]), "offline, seeded random weights"]
+                for name, cfg in TINY_BACKBONES.items()]
+        for g in families():
+            tags = ", ".join(g["tags"][:3]) + (f" (+{len(g['tags']) - 3})" if len(g["tags"]) > 3 else "")
+            rows.append([g["family"], ",".join(g["sizes"]) or "-", str(g["patch"] or "?"), str(g["timm_size"] or "?"),
+                         str(g["size"]), tags])
+        return ["family (* = size)", "sizes", "patch", "timm px", "used px", "pretrained tags"], rows
     raise BenchError(f"cannot list {what!r}; choose datasets, methods or backbones")
 
 
@@ -82,9 +86,16 @@ def ls(
     what: str = typer.Argument(..., help="datasets, methods or backbones"),
     format: str = typer.Option("auto", "--format", help="auto, table, tsv, csv or json (auto: a table on a "
                                "terminal wide enough for it, else tsv: one complete row per line)."),
+    check: str | None = typer.Option(None, help="With backbones: check one name (patch, sizes, hub page, "
+                                     "local cache) instead of listing.", show_default="none"),
 ) -> None:
-    """List what can be used. Example: livar-bench ls methods"""
+    """List what can be used. Example: livar-bench ls methods; livar-bench ls backbones --check NAME"""
     from rich.console import Console
+
+    if check is not None:
+        if what.lower().rstrip("s") != "backbone":
+            raise BenchError("--check is for backbones: livar-bench ls backbones --check NAME")
+        return _check_backbone(check)
 
     fmt = format.lower()
     if fmt not in FORMATS:
@@ -98,3 +109,27 @@ def ls(
         typer.echo(result)
     else:
         out.print(result)
+    if what.lower().rstrip("s") == "backbone" and fmt in ("table", "tsv"):
+        from livar_bench.backbones import PROTOCOL_IMAGE_SIZE
+
+        typer.echo(f"Any timm ViT of these families works (timm's vision_transformer module). Unless --image-size "
+                   f"is given, inputs are {PROTOCOL_IMAGE_SIZE} px (the paper's protocol), not timm's default; a size "
+                   "must be a multiple of the patch size. Check a name with `livar-bench ls backbones --check NAME`.",
+                   err=True)
+
+
+def _check_backbone(name: str) -> None:
+    from livar_bench.backbones import check_backbone
+
+    info = check_backbone(name)  # BenchError (exit 2) for unknown names and models LoRA cannot go on
+    lines = [f"{info['name']}: ok",
+             f"  patch {info['patch']}, input {info['default_size']} px unless --image-size is given (a multiple of "
+             f"{info['patch']})" + (f"; timm's default is {info['timm_size']} px" if info["timm_size"] else "")]
+    if info["hub"]:
+        state = "in the local Hugging Face cache" if info["cached"] else "not in the local cache (download, or --weights)"
+        lines.append(f"  pretrained weights: https://huggingface.co/{info['hub']} ({state})")
+    if info["layerscale"]:
+        lines.append("  LayerScale: with --no-pretrained the features hardly depend on the input (chance accuracy)")
+    if info["note"]:
+        lines.append(f"  {info['note']}")
+    typer.echo("\n".join(lines))

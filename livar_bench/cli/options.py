@@ -28,7 +28,9 @@ def _default(field: str) -> str:
     value = RunSpec.model_fields[field].default
     if isinstance(value, tuple):
         value = ",".join(value)
-    return "the backbone's" if value is None and field == "image_size" else ("none" if value is None else str(value))
+    if value is None and field == "image_size":
+        return "224, the protocol's; a tiny backbone's own"
+    return "none" if value is None else str(value)
 
 
 def _option(field: str, help: str, *flags: str, kind: Any = None) -> tuple[Any, str]:
@@ -46,7 +48,8 @@ def _option(field: str, help: str, *flags: str, kind: Any = None) -> tuple[Any, 
 RUN_OPTIONS: dict[str, tuple[Any, str]] = {
     "dataset": _option("dataset", "Dataset (livar-bench ls datasets)."),
     "alpha": _option("alpha", "Dirichlet concentration (> 0; smaller = more label skew)."),
-    "iid": (Annotated[bool, typer.Option("--iid", help="IID partition instead of Dirichlet (alpha then unused).")],
+    "iid": (Annotated[bool, typer.Option("--iid", help="IID partition instead of Dirichlet (alpha then unused). "
+                                                         "[default: off, Dirichlet]")],
             "partition"),
     "clients": _option("num_clients", "Number of clients.", "--clients"),
     "participation": _option("participation", "Fraction of clients sampled per round."),
@@ -67,7 +70,7 @@ RUN_OPTIONS: dict[str, tuple[Any, str]] = {
     "lora_targets": _option("lora_targets", "Comma-separated LoRA target modules of each block.", kind=str),
     "client_ranks": _option("client_ranks", "LoRA rank per client, cycled over clients, e.g. 4,8,16 (flora and "
                                             "product-space merges only).", kind=str),
-    "image_size": _option("image_size", "Input size in pixels."),
+    "image_size": _option("image_size", "Input size in pixels, a multiple of the patch size."),
     "data_root": _option("data_root", "Folder holding the real datasets.", kind=Path),
     "cache_dir": _option("cache_dir", "Folder for decoded image caches.", kind=Path),
     "download": _option("download", "Download datasets when possible.", "--download/--no-download"),
@@ -84,7 +87,7 @@ RUN_OPTIONS: dict[str, tuple[Any, str]] = {
 # RunSpec fields with no option of their own: the method (each command has its own way to give it).
 NOT_OPTIONS = frozenset({"method"})
 
-Config = Annotated[Path | None, typer.Option(help="YAML file of run settings; options override it.")]
+Config = Annotated[Path | None, typer.Option(help="YAML file of run settings; options override it. [default: none]")]
 
 
 def run_options(fn: Callable[..., Any] | None = None, *, skip: tuple[str, ...] = ()) -> Any:

@@ -45,8 +45,10 @@ def apply_livar_rule(method: str, path: Path) -> str:
 def run(
     method: str | None = typer.Option(None, help="Method spec, e.g. livar, livar+ccvr, ties[density=0.3] "
                                       "(livar-bench ls methods). [default: fedavg]"),
-    param: list[str] | None = typer.Option(None, help="Method hyperparameter METHOD.KEY=VALUE (repeatable)."),
-    livar_rule: Path | None = typer.Option(None, help="LIVAR rule JSON (from `livar-bench explain`); sets livar.rule."),
+    param: list[str] | None = typer.Option(None, help="Method hyperparameter METHOD.KEY=VALUE (repeatable). "
+                                           "[default: the method's own, see ls methods]"),
+    livar_rule: Path | None = typer.Option(None, help="LIVAR rule JSON (from `livar-bench explain`); sets livar.rule. "
+                                           "[default: none]"),
     config: o.Config = None,
     out: Path = typer.Option(Path("results"), help="Results folder (runs go to OUT/runs/<run_id>)."),
     force: bool = typer.Option(False, help="Rerun even if this run is already done (replaced only on success)."),

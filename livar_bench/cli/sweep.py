@@ -149,6 +149,10 @@ def sweep(
 
         get_executor(executor, **({"address": ray_address} if executor == "ray" else {}))
     console.print(sw.sweep_summary(runs), highlight=False, soft_wrap=True)
+    from livar_bench.backbones import size_note
+
+    for backbone, size in dict.fromkeys((r.backbone, r.image_size) for r in runs):
+        console.print(f"{backbone}: {size_note(backbone, size)}", highlight=False, soft_wrap=True)
     if dry_run:
         for r in runs:
             typer.echo(f"{r.run_id}  {r.method}  {r.dataset}  alpha={r.alpha:g}  seed={r.seed}")

@@ -7,6 +7,10 @@ signals the server asks for, and collecting a signal never changes training (sig
 fed back). So round 1 is trained once, with the union of the signals, saved under
 ``<out>/cache/round1/<key>.pt``, and every later method reads it and drops the signals it did not ask
 for: its updates are then bit-identical to recomputed ones (same tensors, saved and loaded exactly).
+
+The file also holds the measured time of that round-1 training, so every run of the cell reports what
+round 1 cost to compute (not the fraction of a second of reading it), marked ``round1_shared`` in its
+cost rows (``shared_cost``). A file written before the time was stored counts as a miss and is rewritten.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class Round1Result:
     losses: list[float]
     images: int
     signals: frozenset[Signal]
+    train_s: float | None = None  # measured time of the round-1 client training (stored in the file)
 
     def restricted(self, requires: Collection[Signal]) -> Round1Result:
         """The same result with only the signals in ``requires``, as a run asking for them produces."""
@@ -79,7 +84,10 @@ class Round1Cache:
         try:
             state = load_tensors(self.path, map_location=self.device)  # digest-checked
             signals = frozenset(Signal(v) for v in state["signals"])
-            result = Round1Result(list(state["updates"]), list(state["losses"]), int(state["images"]), signals)
+            if "train_s" not in state:  # written before the training time was stored: trained (and rewritten) again
+                return None
+            result = Round1Result(list(state["updates"]), list(state["losses"]), int(state["images"]), signals,
+                                  float(state["train_s"]))
         except FileNotFoundError:
             return None  # removed meanwhile (the sweep releases a cell's file after its last run)
         except (DamagedFile, KeyError, TypeError, ValueError) as err:  # a damaged file costs a recomputation
@@ -103,7 +111,7 @@ class Round1Cache:
     def save(self, result: Round1Result) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         state = {"updates": result.updates, "losses": result.losses, "images": result.images,
-                 "signals": sorted(s.value for s in result.signals)}
+                 "signals": sorted(s.value for s in result.signals), "train_s": result.train_s}
         save_tensors(self.path, state)  # atomic; concurrent writers of one cell write equivalent content
 
     def settle(self, hit: Round1Result | None, trained: Round1Result, requires: Collection[Signal]) -> Round1Result:
@@ -112,3 +120,13 @@ class Round1Cache:
             return hit
         self.save(trained)
         return trained.restricted(requires)
+
+
+def shared_cost(view: Round1Result, reused: bool, measured_s: float, rest_s: float) -> dict[str, float]:
+    """Round-1 cost rows of a run whose round 1 went through the shared cache: the time it took to compute
+    (``view.train_s``, measured once by the run that trained it) instead of this run's ``measured_s``,
+    and ``round1_shared`` = 1 when this run reused it, 0 when it computed it. ``rest_s``: aggregation and
+    evaluation time, for ``wall_s``."""
+    train_s = view.train_s if view.train_s is not None else measured_s
+    return {"train_s": train_s, "train_images_per_s": view.images / max(train_s, 1e-9), "wall_s": train_s + rest_s,
+            "round1_shared": float(reused)}
