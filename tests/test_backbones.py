@@ -233,13 +233,15 @@ def test_table_unknown_key_names_the_valid_ones():
 # --- 8. ls backbones -----------------------------------------------------------------------------
 
 def test_ls_backbones_lists_families_with_patch_and_sizes(monkeypatch, capsys):
-    monkeypatch.setenv("COLUMNS", "400")
-    code, out, err = invoke(["ls", "backbones"], monkeypatch, capsys)
+    code, out, err = invoke(["ls", "backbones", "--format", "tsv"], monkeypatch, capsys)
     assert code == 0, err
-    row = next(line for line in out.splitlines() if "vit_*_patch14_dinov2 " in line)
-    cells = [c.strip() for c in row.split("│") if c.strip()]
-    assert cells[0] == "vit_*_patch14_dinov2" and "small" in cells[1] and cells[2:5] == ["14", "518", "224"]  # patch, timm default, size used
-    assert "--check NAME" in out.replace("\n", " ")
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert lines[0] == ["family (* = size)", "sizes", "patch", "timm px", "used px", "pretrained tags"]
+    rows = {cells[0]: cells for cells in lines[1:]}
+    dinov2 = rows["vit_*_patch14_dinov2"]
+    assert "small" in dinov2[1].split(",") and dinov2[2:5] == ["14", "518", "224"]  # patch, timm default, used
+    assert rows["vit_*_patch16_224"][2:5] == ["16", "224", "224"] and rows[MICRO][2:5] == ["8", "-", "16"]
+    assert "--check NAME" in err
 
 
 def test_ls_backbones_check(tmp_path, monkeypatch, capsys):
