@@ -43,6 +43,11 @@ class RunProgress:
 
     def __call__(self, event: str, **info: Any) -> None:
         if event == "start":
+            from livar_bench.backbones import size_note
+
+            spec = info["spec"]  # the input size in use, once the run has started
+            (self.progress.console if self.progress is not None else console).print(
+                f"{self.label}{spec.backbone}: {size_note(spec.backbone, spec.image_size)}", highlight=False, soft_wrap=True)
             if self.progress is not None:
                 done = info["start_round"] - 1
                 self.rounds_task = self.progress.add_task(f"{self.label}rounds", total=info["rounds"], completed=done)
