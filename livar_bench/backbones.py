@@ -96,6 +96,11 @@ def patch_size(name: str) -> int | None:
     match = re.search(r"patch(\d+)", name)
     if match:
         return int(match.group(1))
+    stride = re.search(r"_r\d+_s(\d+)_", name)  # hybrid ResNet-ViTs: the CNN's stride is the patch
+    if stride:
+        return int(stride.group(1))
+    if ":" in name or "/" in name:  # a hub reference: building it would fetch its config from the network
+        return None
     try:
         import timm
         import torch
