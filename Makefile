@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 OUT ?= results
 DATA_ROOT ?= $(HOME)/data
 
-.PHONY: help install demo test test-all test-gpu bench-gpu quality reproduce-table clean-demo
+.PHONY: help install demo test test-all test-flower test-gpu bench-gpu quality reproduce-table clean-demo
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,6 +20,9 @@ test:  ## fast CPU test suite
 
 test-all:  ## CPU suite plus slow tests
 	$(PYTHON) -m pytest -q -m "not gpu"
+
+test-flower:  ## the Flower engine end to end (slow; needs pip install -e '.[flower]')
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -m slow tests/test_flower_engine.py
 
 test-gpu:  ## tests that need CUDA
 	$(PYTHON) -m pytest -q -m gpu

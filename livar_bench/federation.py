@@ -17,11 +17,12 @@ only closely (docs/determinism.md says what is and is not reproducible, and how 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ from livar_bench.client.collectors import diagnostic_names
 from livar_bench.client.global_stats import GlobalStatsPass
 from livar_bench.client.phase import add_deltas, base_deltas_applied, train_clients
 from livar_bench.client.round1_cache import Round1Cache, Round1Result, shared_cost
-from livar_bench.client.train import LocalSettings, embed, evaluate
+from livar_bench.client.train import ClientResult, LocalSettings, embed, evaluate
 from livar_bench.config import RunSpec
 from livar_bench.costs import peak_memory, reset_peak_memory, round_costs
 from livar_bench.data import DatasetBundle, LoadOptions, load_dataset
@@ -63,6 +64,13 @@ from livar_bench.store import RunStore, environment, load_checkpoint, save_check
 from livar_bench.types import ClientUpdate, Params, RoundContext, ServerData, ServerState, Signal
 
 Event = Callable[..., None]
+
+
+class Launcher(Protocol):
+    """Runs the round loop of another engine: ``launch`` calls ``body(engine=...)`` (``_run_locked`` with
+    the run's arguments bound) where that engine lives, e.g. inside a Flower ServerApp."""
+
+    def launch(self, spec: RunSpec, body: Callable[..., RunOutcome]) -> RunOutcome: ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -267,8 +275,13 @@ def run_federation(
     force: bool = False,
     share_round1: bool = False,
     round1_signals: frozenset[Signal] | None = None,
+    launcher: Launcher | None = None,
 ) -> RunOutcome:
     """Run one federated experiment and store it under ``<out>/runs/<run_id>``.
+
+    ``launcher``: None runs the round loop here with the local engine; another engine (Flower,
+    ``livar_bench/flower/engine.py``) runs the same loop with its own per-round step. The engine is not
+    part of the run id: both compute the same experiment (env.json records which ran).
 
     With ``share_round1`` (sweeps), round-1 client updates are read from / written to
     ``<out>/cache/round1`` and shared by every method of the cell with the same client objective;
@@ -292,27 +305,93 @@ def run_federation(
         if force:  # start afresh, but keep the finished run until the new one replaces it at commit
             store.discard(run_id, keep_checkpoint=False)
         try:
-            return _run_locked(spec, store, emit, bundle, (share_round1, round1_signals), replace=force)
+            body = functools.partial(_run_locked, spec, store, emit, bundle, (share_round1, round1_signals),
+                                     replace=force)
+            return body() if launcher is None else launcher.launch(spec, body)
         except BaseException:
             store.discard(run_id)  # keeps a partial run that has a checkpoint, so a rerun resumes it
             raise
 
 
+@dataclass
+class TrainedRound:
+    """One round's client phase and server step, as an engine reports it to the round loop."""
+
+    state: ServerState  # after method.server_step
+    updates: list[ClientUpdate]  # the replies the method saw
+    ctx: RoundContext
+    losses: list[float]
+    images: int
+    train_s: float
+    aggregate_s: float
+    costs: dict[str, float]  # cost rows of the round (communication, replies, engine extras)
+    shared: tuple[Round1Result, bool] | None = None  # local engine, round 1 through the sweep's shared cache
+
+
+RoundFn = Callable[[ServerState, int], TrainedRound]
+# An engine: given the run's setup, method, local settings, event sink and server data, the function that
+# trains and aggregates one round. ``name`` (an attribute) goes to env.json. None = the local engine.
+Engine = Callable[["Setup", Method, LocalSettings, Event, ServerData | None], RoundFn]
+
+
+def local_settings(s: Setup) -> LocalSettings:
+    spec = s.spec
+    return LocalSettings(spec.local_epochs, spec.batch_size, spec.lr, spec.weight_decay, s.dtype)
+
+
+def round_context(s: Setup, round_: int, server_data: ServerData | None, global_class_stats: Any = None) -> RoundContext:
+    """The server's context of a round (its random stream derives from the seed and the round)."""
+    return RoundContext(round=round_, num_rounds=s.spec.rounds, num_classes=s.bundle.num_classes,
+                        lora_scale=s.model.scale, device=s.device, server_data=server_data,
+                        generator=generator(s.spec.seed, STREAM_SERVER, round_, device=s.device),
+                        global_class_stats=global_class_stats)
+
+
+def _local_engine(round1: Round1Cache | None, round1_signals: frozenset[Signal] | None) -> Engine:
+    """The in-process engine: every sampled client trains here, one after another (or packed)."""
+
+    def engine(s: Setup, method: Method, settings: LocalSettings, emit: Event,
+               server_data: ServerData | None) -> RoundFn:
+        def train_round(state: ServerState, round_: int) -> TrainedRound:
+            t0 = time.perf_counter()
+            with base_deltas_applied(s.model, state.base_deltas):
+                updates, losses, images, shared = _client_phase(s, method, settings, state, round_, round1,
+                                                                round1_signals, emit)
+            _sync(s.device)
+            t1 = time.perf_counter()
+            comm = round_costs(updates, [state.params, state.base_deltas], method.requires)
+            extra = GlobalStatsPass(s.model, {u.client_id: s.clients[u.client_id] for u in updates}, s.eval_tf,
+                                    s.bundle.num_classes, settings, base_deltas=state.base_deltas)
+            ctx = round_context(s, round_, server_data, extra)
+            new = method.server_step(state, updates, ctx)
+            _sync(s.device)
+            t2 = time.perf_counter()
+            comm = extra.add_costs(comm, len(updates))
+            return TrainedRound(new, updates, ctx, losses, images, t1 - t0, t2 - t1 - extra.seconds,
+                                {**comm, "clients_replied": float(len(updates))}, shared)
+
+        return train_round
+
+    return engine
+
+
 def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBundle | None,
-                share: tuple[bool, frozenset[Signal] | None] = (False, None), replace: bool = False) -> RunOutcome:
+                share: tuple[bool, frozenset[Signal] | None] = (False, None), replace: bool = False,
+                engine: Engine | None = None) -> RunOutcome:
     run_id = spec.run_id
     method = spec.method_spec.build()
     s = setup_run(spec, bundle, partitions_dir=store.root / "partitions")
-    round1 = Round1Cache.for_run(store.root, spec, method, s.device) if share[0] else None
+    round1 = Round1Cache.for_run(store.root, spec, method, s.device) if share[0] and engine is None else None
+    engine = engine or _local_engine(round1, share[1])
     reset_peak_memory(s.device)
     partial = store.start(run_id)
     weights = provenance(spec)  # weights' sha256 (and pretrained tag), input size
     write_json(partial / "spec.json", {"run_id": run_id, **spec.model_dump(mode="json"), **weights})
-    write_json(partial / "env.json", {**environment(str(s.device)), **weights})
+    write_json(partial / "env.json", {**environment(str(s.device)), **weights, "engine": getattr(engine, "name", "local")})
     labels = s.bundle.train.labels.numpy()
     write_json(partial / "partition.json", partition_summary(spec, s.partition, labels, s.bundle.num_classes))
 
-    settings = LocalSettings(spec.local_epochs, spec.batch_size, spec.lr, spec.weight_decay, s.dtype)
+    settings = local_settings(s)
     rows: list[dict[str, Any]] = []
     start_round = 1
     checkpoint = partial / "checkpoint.pt"
@@ -333,25 +412,15 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     if method.aggregator.personalised and not spec.eval_local:
         emit("warning", message=f"{spec.method} is a personalised method: its global accuracy is not its intended "
                                 "metric; add --eval-local for each client's own accuracy (split test_local)")
+    train_round = engine(s, method, settings, emit, server_data)
 
     emit("start", run_id=run_id, spec=spec, rounds=spec.rounds, clients=spec.num_clients, start_round=start_round)
     for round_ in range(start_round, spec.rounds + 1):
         t0 = time.perf_counter()
-        with base_deltas_applied(s.model, state.base_deltas):
-            updates, losses, images, shared = _client_phase(s, method, settings, state, round_, round1, share[1], emit)
-        _sync(s.device)
-        t1 = time.perf_counter()
-        comm = round_costs(updates, [state.params, state.base_deltas], method.requires)
-        extra = GlobalStatsPass(s.model, {u.client_id: s.clients[u.client_id] for u in updates}, s.eval_tf,
-                                s.bundle.num_classes, settings, base_deltas=state.base_deltas)
-        ctx = RoundContext(round=round_, num_rounds=spec.rounds, num_classes=s.bundle.num_classes,
-                           lora_scale=s.model.scale, generator=generator(spec.seed, STREAM_SERVER, round_, device=s.device),
-                           device=s.device, server_data=server_data, global_class_stats=extra)
-        before, state = state, method.server_step(state, updates, ctx)
-        _sync(s.device)
+        done = train_round(state, round_)
+        before, state, updates = state, done.state, done.updates
         t2 = time.perf_counter()
-        comm = extra.add_costs(comm, len(updates))
-        evaluated = add_deltas(state.base_deltas, method.evaluation_deltas(state, updates, ctx))
+        evaluated = add_deltas(state.base_deltas, method.evaluation_deltas(state, updates, done.ctx))
         with base_deltas_applied(s.model, evaluated):
             metrics = evaluate(s.model, state.params, s.test, s.eval_tf, spec.eval_batch_size, s.dtype)
             if s.val is not None:
@@ -360,12 +429,14 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
             rows += _rows(spec, round_, "test_local", _local_metrics(s, method, before, state, updates))
         t3 = time.perf_counter()
         rows += _rows(spec, round_, "test", metrics)
-        rows += _rows(spec, round_, "train", {"loss": float(np.mean(losses)), **client_diagnostics(updates, method.requires)})
+        rows += _rows(spec, round_, "train", {"loss": float(np.mean(done.losses)),
+                                              **client_diagnostics(updates, method.requires)})
         rows += _rows(spec, round_, "cost", {
-            "train_s": t1 - t0, "aggregate_s": t2 - t1 - extra.seconds, "eval_s": t3 - t2,
-            "train_images_per_s": images / max(t1 - t0, 1e-9), "wall_s": t3 - t0,
-            **comm, **peak_memory(s.device),
-            **(shared_cost(*shared, t1 - t0, t3 - t1) if shared else {}),  # a shared round 1: what it cost
+            "train_s": done.train_s, "aggregate_s": done.aggregate_s, "eval_s": t3 - t2,
+            "train_images_per_s": done.images / max(done.train_s, 1e-9), "wall_s": t3 - t0,
+            **done.costs, **peak_memory(s.device),
+            # a shared round 1: what it cost
+            **(shared_cost(*done.shared, done.train_s, t3 - t0 - done.train_s) if done.shared else {}),
         })
         save_checkpoint(checkpoint, {"round": round_, "state": state.to_dict(), "rows": rows})
         emit("round", round=round_, metrics=metrics)
@@ -420,22 +491,8 @@ def _client_phase(s: Setup, method: Method, settings: LocalSettings, state: Serv
         todo, requires = ([] if hit else todo), round1.signals_to_collect(method.requires, round1_signals)
     start = time.perf_counter()  # round-1 training time, stored in the shared cache
     starts = {k: method.client_start(state, k) for k in todo}
-    results = {}
-    for rank, group in _rank_groups(spec, todo):  # one group unless clients have different ranks
-        scale = spec.lora_alpha / rank
-        own = {k: with_rank(starts[k], rank) for k in group} if rank != spec.max_rank else \
-            {k: starts[k] for k in group}
-        personal = any(own[k] is not state.params for k in group)
-        with s.model.scaled(scale):
-            trained = train_clients(
-                s.model, state.params, {k: s.clients[k] for k in group}, s.train_tf, method.objective, settings,
-                seed=spec.seed, round_=round_, num_classes=s.bundle.num_classes, requires=requires, pack=spec.pack,
-                on_client=lambda k, r: emit("client", round=round_, client=k, loss=r.mean_loss),
-                starts=own if personal else None, frozen=method.frozen_keys(list(state.params)))
-        for k, r in trained.items():  # with mixed ranks, each update says its client's scale
-            results[k] = dataclasses.replace(r, update=dataclasses.replace(r.update, lora_scale=scale)) \
-                if spec.mixed_ranks else r
-    results = dict(sorted(results.items()))
+    results = train_round_clients(s, method, settings, state.params, starts, round_, requires,
+                                  lambda k, r: emit("client", round=round_, client=k, loss=r.mean_loss))
     updates = [r.update for r in results.values()]
     losses = [r.mean_loss for r in results.values()]
     images = sum(r.images for r in results.values())
@@ -448,6 +505,33 @@ def _client_phase(s: Setup, method: Method, settings: LocalSettings, state: Serv
         for u, loss in zip(updates, losses, strict=True) if hit else ():
             emit("client", round=round_, client=u.client_id, loss=loss)
     return updates, losses, images, shared
+
+
+def train_round_clients(s: Setup, method: Method, settings: LocalSettings, global_params: Params,
+                        starts: dict[int, Params], round_: int, requires: frozenset[Signal],
+                        on_client: Callable[[int, ClientResult], None] | None = None) -> dict[int, ClientResult]:
+    """Train the clients of ``starts`` (client id -> its start, ``Method.client_start``) for one round.
+
+    What the local engine runs for the round's clients and a Flower ClientApp for its own client: clients
+    grouped by LoRA rank, each group under its LoRA scale, the method's frozen keys left unchanged.
+    """
+    spec = s.spec
+    results = {}
+    for rank, group in _rank_groups(spec, sorted(starts)):  # one group unless clients have different ranks
+        scale = spec.lora_alpha / rank
+        own = {k: with_rank(starts[k], rank) for k in group} if rank != spec.max_rank else \
+            {k: starts[k] for k in group}
+        personal = any(own[k] is not global_params for k in group)
+        with s.model.scaled(scale):
+            trained = train_clients(
+                s.model, global_params, {k: s.clients[k] for k in group}, s.train_tf, method.objective, settings,
+                seed=spec.seed, round_=round_, num_classes=s.bundle.num_classes, requires=requires, pack=spec.pack,
+                on_client=on_client, starts=own if personal else None,
+                frozen=method.frozen_keys(list(global_params)))
+        for k, r in trained.items():  # with mixed ranks, each update says its client's scale
+            results[k] = dataclasses.replace(r, update=dataclasses.replace(r.update, lora_scale=scale)) \
+                if spec.mixed_ranks else r
+    return dict(sorted(results.items()))
 
 
 def _rank_groups(spec: RunSpec, clients: list[int]) -> list[tuple[int, list[int]]]:

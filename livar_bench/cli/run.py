@@ -40,6 +40,23 @@ def apply_livar_rule(method: str, path: Path) -> str:
     return str(spec.with_param("livar", "rule", str(path)))
 
 
+ENGINES = ("local", "flower")
+
+
+def engine_launcher(name: str):
+    """The ``federation.Launcher`` of ``--engine`` (None for local); checks that flwr is installed."""
+    if name not in ENGINES:
+        raise BenchError(f"unknown engine {name!r}; use one of: {', '.join(ENGINES)}")
+    if name == "local":
+        return None
+    from livar_bench.flower import require_flwr
+
+    require_flwr()
+    from livar_bench.flower.engine import Simulation
+
+    return Simulation()
+
+
 @app.command()
 @o.run_options
 def run(
@@ -52,6 +69,9 @@ def run(
     config: o.Config = None,
     out: Path = typer.Option(Path("results"), help="Results folder (runs go to OUT/runs/<run_id>)."),
     force: bool = typer.Option(False, help="Rerun even if this run is already done (replaced only on success)."),
+    engine: str = typer.Option("local", help="local (the in-process round loop) or flower (every round through "
+                               "Flower's simulation engine; pip install 'livar-bench[flower]'). Same run id, "
+                               "same results."),
     settings: dict | None = None,
 ) -> None:
     """Run one federated experiment and write its tidy metrics.
@@ -73,8 +93,9 @@ def run(
     resolve_device(spec.device)  # also when the run is already done (the device is not part of its id)
     sweep_temp_files(out)
     configure_threads()
+    launcher = engine_launcher(engine)
     with nothing_left_on_failure(out, [spec.run_id]), RunProgress() as progress:
-        outcome = run_federation(spec, out, on_event=progress, force=force)
+        outcome = run_federation(spec, out, on_event=progress, force=force, launcher=launcher)
     if outcome.skipped and outcome.final:
         console.print(f"run {outcome.run_id} already done ({outcome.run_dir}); use --force to rerun", highlight=False)
     acc = outcome.final.get("acc")

@@ -48,6 +48,8 @@ class Aggregator:
 
     requires: ClassVar[frozenset[Signal]] = frozenset()
     personalised: ClassVar[bool] = False  # its intended metric is per-client accuracy (--eval-local)
+    # Fewest client replies a round needs; an engine whose clients can fail stops the run below it.
+    min_replies: ClassVar[int] = 1
 
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
         """The new global params (stateless methods implement this)."""
@@ -101,6 +103,7 @@ class Stage:
     """A server step after aggregation (e.g. CCVR head calibration); subclass it as a frozen dataclass."""
 
     requires: ClassVar[frozenset[Signal]] = frozenset()
+    min_replies: ClassVar[int] = 1  # as ``Aggregator.min_replies``
 
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
         """The new params from the aggregated ones (stages that need only the new global implement this)."""
@@ -131,6 +134,11 @@ class Method:
         for stage in self.stages:
             needed |= stage.requires
         return frozenset(needed)
+
+    @property
+    def min_replies(self) -> int:
+        """Fewest client replies a round needs (the largest of its components' ``min_replies``)."""
+        return max([self.aggregator.min_replies, *(stage.min_replies for stage in self.stages)])
 
     def init_state(self, params: Params) -> ServerState:
         """The server state before round 1: the initial params, no buffers, no base corrections."""

@@ -1,0 +1,1 @@
+"""livar-bench as a Flower App: the harness's ServerApp and ClientApp (livar_bench.flower)."""

@@ -1,0 +1,238 @@
+"""Any registered method spec as a Flower strategy (the Message API: configure/aggregate train/evaluate).
+
+The strategy owns the method's ``ServerState`` (params, buffers, base-weight corrections) and calls the
+same ``Method.server_step`` as the in-process round loop; nothing about a method is re-implemented.
+
+A round: ``configure_train`` sends each sampled client (``sample(round)``; client id = the node's
+``partition-id``) the global tensors and the run's settings; ``aggregate_train`` decodes the replies,
+drops the ones that failed (the method sees only the replies it got), checks the method's
+``min_replies`` and runs ``server_step``. A round with no reply raises ``BenchError``. Evaluation is
+centralised (the server holds the test split), so ``configure_evaluate`` sends nothing.
+
+Use it like any Flower strategy (``strategy.start(grid, initial_arrays, num_rounds)``) or, as the
+harness does, round by round with its own evaluation, checkpoints and cost rows (``engine.py``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+from flwr.supercore import log
+
+from livar_bench.client.collectors.class_stats import ClassStatsCollector
+from livar_bench.client.global_stats import GlobalStatsPass
+from livar_bench.costs import params_bytes
+from livar_bench.errors import BenchError
+from livar_bench.flower.codec import decode_download, decode_stats, decode_update, encode_download, wire_bytes
+from livar_bench.methods.base import Method
+from livar_bench.types import ClassStats, ClientUpdate, Params, RoundContext, ServerState, Signal
+
+QUERY_PARTITION = "partition"  # name of the ConfigRecord a client answers the partition query with
+
+
+def short_reason(reason: str, limit: int = 160) -> str:
+    """One line of a failed reply's reason (Flower passes on the client's whole remote traceback)."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", reason).splitlines() if line.strip()]
+    said = [line.partition("Message:")[2].strip() for line in lines if "Message:" in line]
+    text = (said or lines or ["unknown error"])[-1]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass
+class RoundReport:
+    """What the last ``aggregate_train`` saw and did (read by the harness for its rows)."""
+
+    round: int
+    updates: list[ClientUpdate]
+    losses: list[float]
+    images: int
+    ctx: RoundContext
+    asked: int
+    failed: dict[int, str]  # node id -> reason
+    upload_wire: list[int]  # serialised bytes of each reply
+    download_wire: list[int]  # serialised bytes of each instruction sent
+    aggregate_s: float  # the server step without the class-statistics pass
+    stats_pass: StatsPass | None = None
+
+
+class MethodStrategy(Strategy):
+    """A livar-bench method (any spec: aggregator, stages, server state) as a Flower ``Strategy``.
+
+    Args:
+        method: the built method (``MethodSpec.parse(text).build()``).
+        run_spec: the run's settings as JSON (``RunSpec.model_dump_json()``); clients rebuild the run from it.
+        num_clients: clients of the federation (nodes must report partition ids 0 .. num_clients - 1).
+        sample: round -> client ids asked to train (the harness's ``sample_clients``).
+        context: (round, class-statistics pass) -> the server's ``RoundContext`` (the pass goes to
+            ``RoundContext.global_class_stats``).
+        device: where the server keeps its state.
+        node_wait_s: how long to wait for every client to connect before giving up.
+    """
+
+    def __init__(self, method: Method, *, run_spec: str, num_clients: int, sample: Callable[[int], list[int]],
+                 context: Callable[[int, Any], RoundContext], device: torch.device | str = "cpu",
+                 node_wait_s: float = 600.0) -> None:
+        self.method = method
+        self.run_spec = run_spec
+        self.num_clients = num_clients
+        self.sample = sample
+        self.context = context
+        self.device = torch.device(device)
+        self.node_wait_s = node_wait_s
+        self.state: ServerState | None = None
+        self.nodes: dict[int, int] = {}  # client id -> node id
+        self.last: RoundReport | None = None
+        self._sent: list[int] = []
+        self.grid: Grid | None = None
+        self.timeout = 3600.0
+
+    # --- nodes ---------------------------------------------------------------------------------
+
+    def client_nodes(self, grid: Grid) -> dict[int, int]:
+        """Client id -> node id, asking every connected node once for its ``partition-id``."""
+        if len(self.nodes) >= self.num_clients:
+            return self.nodes
+        deadline = time.monotonic() + self.node_wait_s
+        while len(node_ids := list(grid.get_node_ids())) < self.num_clients:
+            if time.monotonic() > deadline:
+                raise BenchError(f"only {len(node_ids)} of {self.num_clients} Flower clients connected within "
+                                 f"{self.node_wait_s:.0f} s; start one SuperNode per partition id")
+            time.sleep(0.2)
+        known = set(self.nodes.values())
+        asks = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids
+                if n not in known]
+        for reply in grid.send_and_receive(asks, timeout=self.node_wait_s):
+            if reply.has_error():
+                log(30, "node %s did not report its partition id: %s", reply.metadata.src_node_id, reply.error.reason)
+                continue
+            cid = int(reply.content[QUERY_PARTITION]["partition-id"])
+            if cid in self.nodes and self.nodes[cid] != reply.metadata.src_node_id:
+                raise BenchError(f"two Flower clients report partition id {cid}; give each SuperNode its own")
+            self.nodes[cid] = reply.metadata.src_node_id
+        return self.nodes
+
+    # --- training --------------------------------------------------------------------------------
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        if self.state is None:  # started as a plain Flower strategy: the initial arrays are the global params
+            params, deltas = decode_download(arrays, self.device)
+            self.state = self.method.init_state(params).evolve(base_deltas=deltas)
+        nodes = self.client_nodes(grid)
+        self.grid = grid
+        state = self.state
+        shared = encode_download(state)
+        settings = ConfigRecord({**dict(config), "server-round": server_round, "run-spec": self.run_spec})
+        messages = []
+        for k in self.sample(server_round):
+            if k not in nodes:
+                continue
+            start = self.method.client_start(state, k)  # personalised methods send each client its own start
+            download = shared if start is state.params else encode_download(state.evolve(params=start))
+            messages.append(Message(RecordDict({"global": download, "config": settings}), dst_node_id=nodes[k],
+                                    message_type=MessageType.TRAIN))
+        self._sent = [wire_bytes(m) for m in messages]
+        return messages
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        if self.state is None:
+            raise RuntimeError("aggregate_train before configure_train")
+        updates, losses, images, failed, wire = [], [], 0, {}, []
+        for reply in replies:
+            if reply.has_error():
+                failed[reply.metadata.src_node_id] = reply.error.reason
+                continue
+            update, loss, seen = decode_update(reply.content, self.device)
+            updates.append(update)
+            losses.append(loss)
+            images += seen
+            wire.append(wire_bytes(reply))
+        asked = len(self._sent)
+        if not updates:
+            reasons = "; ".join(sorted({short_reason(r) for r in failed.values()})) or "no reply before the timeout"
+            raise BenchError(f"round {server_round}: none of the {asked} clients asked replied ({reasons}); "
+                             f"the run stops, keeping the checkpoint of round {server_round - 1}: rerun the "
+                             f"same command to resume")
+        if len(updates) < self.method.min_replies:
+            raise BenchError(f"round {server_round}: {self.method.spec} needs at least {self.method.min_replies} "
+                             f"client replies per round, got {len(updates)} of {asked}")
+        extra = StatsPass(self, server_round, [u.client_id for u in updates], self.state.base_deltas)
+        ctx = self.context(server_round, extra)
+        t0 = time.perf_counter()
+        self.state = self.method.server_step(self.state, updates, ctx)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.last = RoundReport(server_round, updates, losses, images, ctx, asked, failed, wire, self._sent,
+                                time.perf_counter() - t0 - extra.seconds, extra)
+        metrics = MetricRecord({"clients-replied": len(updates), "clients-failed": len(failed),
+                                "train-loss": float(sum(losses) / len(losses))})
+        return encode_download(self.state), metrics
+
+    # --- evaluation: centralised on the server (it holds the test split) -------------------------------
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return []
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return None
+
+    def summary(self) -> None:
+        log(20, "\t├── livar-bench method: %s (signals: %s; min replies: %d)", self.method.spec,
+            ",".join(sorted(s.value for s in self.method.requires)) or "none", self.method.min_replies)
+
+
+class StatsPass(GlobalStatsPass):
+    """``RoundContext.global_class_stats`` over Flower: the round's replying clients compute their class
+    statistics under a candidate model (an EVALUATE message to each; ``clientapp.class_stats``).
+
+    Counts what it costs as the local engine's ``GlobalStatsPass`` does (``add_costs``), plus the
+    serialised sizes of its messages (``wire_upload`` / ``wire_download``). Clients that fail in this pass
+    are left out of the statistics; none replying is an error.
+    """
+
+    def __init__(self, strategy: MethodStrategy, server_round: int, client_ids: list[int],
+                 base_deltas: Any) -> None:
+        self.strategy, self.round, self.client_ids, self.base_deltas = strategy, server_round, client_ids, base_deltas
+        self.seconds, self.upload_bytes, self.download_bytes, self.calls = 0.0, 0, 0, 0
+        self.wire_upload, self.wire_download = 0, 0
+
+    def __call__(self, params: Params, with_cov: bool) -> list[ClassStats]:
+        start = time.perf_counter()
+        st = self.strategy
+        if st.grid is None:
+            raise RuntimeError("the class-statistics pass runs only inside a round (after configure_train)")
+        nodes = {k: st.nodes[k] for k in self.client_ids}
+        clients = {node: k for k, node in nodes.items()}
+        record = encode_download(ServerState(params=dict(params), base_deltas=dict(self.base_deltas)))
+        config = ConfigRecord({"server-round": self.round, "run-spec": st.run_spec, "with-cov": bool(with_cov)})
+        messages = [Message(RecordDict({"global": record, "config": config}), dst_node_id=node,
+                            message_type=MessageType.EVALUATE) for node in nodes.values()]
+        self.wire_download += sum(wire_bytes(m) for m in messages)
+        stats: dict[int, ClassStats] = {}
+        failed = []
+        for reply in st.grid.send_and_receive(messages, timeout=st.timeout):
+            if reply.has_error():
+                failed.append(short_reason(reply.error.reason))
+                continue
+            stats[clients[reply.metadata.src_node_id]] = decode_stats(reply.content, st.device)
+            self.wire_upload += wire_bytes(reply)
+        if not stats:
+            raise BenchError(f"round {self.round}: no client answered the class-statistics pass "
+                             f"({'; '.join(sorted(set(failed))) or 'no reply before the timeout'})")
+        ordered = [stats[k] for k in sorted(stats)]
+        sent = frozenset({Signal.CLASS_COV if with_cov else Signal.CLASS_STATS})
+        self.upload_bytes += sum(ClassStatsCollector().nbytes(x, sent) for x in ordered)
+        self.download_bytes += params_bytes(params) * len(messages)
+        self.calls += 1
+        self.seconds += time.perf_counter() - start
+        return ordered

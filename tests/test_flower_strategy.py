@@ -1,0 +1,104 @@
+"""MethodStrategy's rounds on real Flower messages, without a simulation (fast).
+
+The replies are built as a ClientApp builds them (codec.encode_update, Message(..., reply_to=...)) or as
+Flower reports a failed client (an Error reply). FedAvg's result is recomputed here from its formula.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from livar_bench.errors import BenchError
+from livar_bench.methods.spec import MethodSpec
+from livar_bench.types import ClientUpdate, RoundContext
+
+flwr = pytest.importorskip("flwr")
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message  # noqa: E402
+from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+
+from livar_bench.flower import codec  # noqa: E402
+from livar_bench.flower.strategy import MethodStrategy  # noqa: E402
+
+NODES = {0: 100, 1: 101, 2: 102}
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    """Messages need the identity of the running task, which Flower sets in a real run."""
+    saved = TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 7, 1, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+
+
+def _strategy(spec: str = "fedavg", clients: int = 3) -> MethodStrategy:
+    method = MethodSpec.parse(spec).build()
+    ctx = lambda r, extra: RoundContext(round=r, num_rounds=2, num_classes=2, lora_scale=1.0,  # noqa: E731
+                                 generator=torch.Generator().manual_seed(r), global_class_stats=extra)
+    strategy = MethodStrategy(method, run_spec="{}", num_clients=clients, sample=lambda r: list(range(clients)),
+                              context=ctx)
+    strategy.nodes = dict(list(NODES.items())[:clients])  # as if every node had answered the partition query
+    g = torch.Generator().manual_seed(0)
+    strategy.state = method.init_state({"m.lora_A": torch.randn(1, 3, generator=g), "head.bias": torch.zeros(2)})
+    return strategy
+
+
+def _reply(instruction: Message, cid: int, n: int, value: float) -> Message:
+    update = ClientUpdate(client_id=cid, num_samples=n, class_counts=torch.tensor([n, 0]),
+                          params={"m.lora_A": torch.full((1, 3), value), "head.bias": torch.full((2,), -value)})
+    return Message(codec.encode_update(update, frozenset(), loss=value, images=n), reply_to=instruction)
+
+
+def _failed(instruction: Message) -> Message:
+    return Message(Error(code=0, reason="Exception ClientAppException occurred. Message: disk full"),
+                   reply_to=instruction)
+
+
+def test_instructions_carry_the_state_and_settings_to_each_client_node():
+    strategy = _strategy()
+    messages = list(strategy.configure_train(1, ArrayRecord(), ConfigRecord({"extra": 1}), grid=None))
+    assert [m.metadata.dst_node_id for m in messages] == [100, 101, 102]
+    for m in messages:
+        params, deltas = codec.decode_download(m.content["global"])
+        assert all(torch.equal(params[k], v) for k, v in strategy.state.params.items()) and deltas == {}
+        assert (m.content["config"]["server-round"], m.content["config"]["extra"]) == (1, 1)
+    assert all(w > 4 * 5 for w in strategy._sent)  # at least the 5 float32 values sent
+
+
+def test_a_failed_client_is_left_out_of_the_aggregate():
+    strategy = _strategy()
+    sent = list(strategy.configure_train(1, ArrayRecord(), ConfigRecord(), grid=None))
+    replies = [_reply(sent[0], 0, 1, 1.0), _failed(sent[1]), _reply(sent[2], 2, 3, 5.0)]
+    _, metrics = strategy.aggregate_train(1, replies)
+    # FedAvg of the two replies by sample count: (1 * 1 + 3 * 5) / 4 = 4.
+    assert torch.allclose(strategy.state.params["m.lora_A"], torch.full((1, 3), 4.0))
+    assert torch.allclose(strategy.state.params["head.bias"], torch.full((2,), -4.0))
+    assert (metrics["clients-replied"], metrics["clients-failed"]) == (2, 1)
+    assert [u.client_id for u in strategy.last.updates] == [0, 2]
+    assert list(strategy.last.failed.values()) == ["Exception ClientAppException occurred. Message: disk full"]
+
+
+def test_a_round_without_replies_is_an_error():
+    strategy = _strategy()
+    sent = list(strategy.configure_train(2, ArrayRecord(), ConfigRecord(), grid=None))
+    with pytest.raises(BenchError, match=r"round 2: none of the 3 clients asked replied \(disk full\); .*"
+                                         r"checkpoint of round 1"):
+        strategy.aggregate_train(2, [_failed(m) for m in sent])
+
+
+def test_a_method_needing_more_replies_says_so():
+    from livar_bench.methods.base import Method, Stage
+
+    class NeedsThree(Stage):
+        min_replies = 3
+
+        def __call__(self, params, updates, ctx):
+            return params
+
+    strategy = _strategy()
+    m = strategy.method
+    strategy.method = Method("fedavg+needs3", m.objective, m.aggregator, (NeedsThree(),))
+    sent = list(strategy.configure_train(1, ArrayRecord(), ConfigRecord(), grid=None))
+    with pytest.raises(BenchError, match=r"fedavg\+needs3 needs at least 3 client replies per round, got 2 of 3"):
+        strategy.aggregate_train(1, [_reply(sent[0], 0, 1, 1.0), _reply(sent[1], 1, 1, 1.0), _failed(sent[2])])
