@@ -31,9 +31,19 @@ DEFAULT_METRIC = "acc"
 METRIC_TITLES = {
     "acc": "Top-1 test accuracy (%) after the last round",
     "loss": "Test loss after the last round",
+    ("test_local", "acc"): "Personalised accuracy (%): each client's own model on a test subset with its label "
+                           "distribution, mean over clients, after the last round",
+    ("test_local", "acc_worst10"): "Personalised accuracy (%) of the worst tenth of clients (own models, local "
+                                   "test subsets), after the last round",
+    ("test_local", "loss"): "Personalised test loss (own models, local test subsets), mean over clients, "
+                            "after the last round",
+    ("val", "acc"): "Top-1 validation accuracy (%) after the last round",
 }
-LOWER_IS_BETTER = frozenset({"loss", "train_s", "aggregate_s", "eval_s"})
-PERCENT_METRICS = frozenset({"acc"})  # stored as fractions, shown (and published) in percent
+LOWER_IS_BETTER = frozenset({"loss", "train_s", "aggregate_s", "eval_s", "wall_s", "global_stats_s",
+                             "upload_bytes_per_client", "upload_signal_bytes_per_client", "download_bytes_per_client",
+                             "wire_upload_bytes_per_client", "wire_download_bytes_per_client",
+                             "peak_cuda_mem_bytes", "peak_host_rss_bytes", "nonfinite_signal_steps"})
+PERCENT_METRICS = frozenset({"acc", "acc_worst10"})  # stored as fractions, shown (and published) in percent
 # Methods: display names and table order come from the registry (methods.display_name, table_order):
 # baselines first, ours last, the order a paper table usually takes. A --order given by the user wins.
 DEFAULT_METHOD_ORDER: tuple[str, ...] = ()
@@ -337,6 +347,7 @@ class Pivot:
     metric: str
     scale: float
     style: Style = field(default_factory=Style)
+    split: str = "test"
 
     def best(self) -> pd.DataFrame:
         """Boolean frame: True where a cell has the best mean of its column (at display precision)."""
@@ -409,8 +420,9 @@ def make_pivot(
 
     scale = 100.0 if metric in PERCENT_METRICS else 1.0
     mean = table("mean").dropna(how="all", axis=0).dropna(how="all", axis=1)  # combinations never run
+    split = str(finals["split"].iloc[0]) if "split" in finals and len(finals) else "test"
     return Pivot(mean, table("std").reindex_like(mean), table("n").reindex_like(mean), rows, cols, metric, scale,
-                 style)
+                 style, split)
 
 
 def _sort_axis(frame: pd.DataFrame, keys: Sequence[str], style: Style, axis: int) -> pd.DataFrame:
@@ -432,7 +444,10 @@ def _cell(mean: float, std: float, n: float, scale: float, show_n: bool, pm: str
 
 
 def _caption(pivot: Pivot) -> str:
-    title = METRIC_TITLES.get(pivot.metric, f"{pivot.metric} after the last round")
+    if pivot.split == "test":
+        title = METRIC_TITLES.get(pivot.metric, f"{pivot.metric} after the last round")
+    else:
+        title = METRIC_TITLES.get((pivot.split, pivot.metric), f"{pivot.metric} ({pivot.split}) in the last round")
     return f"{title}; {pivot.seeds_note()[0]}."
 
 

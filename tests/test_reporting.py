@@ -211,3 +211,21 @@ def test_latex_compiles_when_pdflatex_is_installed(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout[-2000:]
     assert (tmp_path / "t.pdf").stat().st_size > 1000
+
+
+def test_caption_names_the_split_and_bytes_are_lower_is_better() -> None:
+    import pandas as pd
+
+    from livar_bench.reporting import make_pivot, to_markdown
+
+    def finals(split: str, metric: str, values: list[float]) -> pd.DataFrame:
+        return pd.DataFrame({"run_id": [f"r{i}" for i in range(len(values))], "method": ["fedavg", "flora"],
+                             "dataset": "digits", "alpha": 0.1, "num_clients": 4, "backbone": "b", "seed": 0,
+                             "partition_id": "p", "split": split, "metric": metric, "value": values})
+
+    local = to_markdown(make_pivot(finals("test_local", "acc", [0.5, 0.6]), ["method"], ["dataset", "alpha"],
+                                   metric="acc"))
+    assert local.startswith("_Personalised accuracy (%)") and "60.00" in local
+    cost = to_markdown(make_pivot(finals("cost", "download_bytes_per_client", [10.0, 20.0]), ["method"],
+                                  ["dataset", "alpha"], metric="download_bytes_per_client"))
+    assert "**10.00" in cost and "**20.00" not in cost  # fewer bytes is better
