@@ -44,3 +44,11 @@ def test_options_map_to_fields_and_only_given_ones_are_passed() -> None:
 def test_help_shows_the_runspec_default() -> None:
     params = _params("run")
     assert "[default: 0.5]" in params["alpha"].help and "[default: 10]" in params["clients"].help
+
+
+def test_help_defaults_are_not_escaped() -> None:
+    from typer.testing import CliRunner
+
+    for command in ("run", "sweep", "table", "ls"):
+        text = CliRunner().invoke(app, [command, "--help"]).output
+        assert "\\[" not in text, command  # typer < 0.21 escaped "[default: ...]" even with markup off

@@ -17,6 +17,21 @@ app = typer.Typer(
     rich_markup_mode=None,  # help texts show method specs like ties[density=0.3] literally
 )
 
+
+def _plain_defaults() -> None:
+    """Typer < 0.21 (what flwr pins) escapes the "[default: ...]" it appends for rich markup even when
+    markup is off (rich_markup_mode=None above), so help showed "\\[default: ...]". With markup off
+    nothing is parsed as markup, so the text needs no escaping."""
+    try:
+        from typer import rich_utils
+    except ImportError:  # typer without rich: nothing is escaped
+        return
+    if hasattr(rich_utils, "escape_before_html_export"):
+        rich_utils.escape_before_html_export = lambda text: text.strip()
+
+
+_plain_defaults()
+
 from livar_bench.cli import bench as _bench  # noqa: E402,F401
 from livar_bench.cli import bench_server as _bench_server  # noqa: E402,F401
 from livar_bench.cli import compare as _compare  # noqa: E402,F401
