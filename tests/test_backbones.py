@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 
 import pandas as pd
 import pytest
@@ -16,27 +15,16 @@ import torch
 
 from livar_bench import backbones as bb
 from livar_bench import reporting as rp
-from livar_bench.cli import main
 from livar_bench.config import make_spec
 from livar_bench.errors import BenchError, WeightsError
 from livar_bench.federation import run_federation
 from livar_bench.models import create_backbone
+from tests.test_cli import invoke
 
 MICRO = "livar_micro_vit"
 QUICK = ["--dataset", "digits", "--backbone", MICRO, "--epochs", "1", "--max-train-samples", "120",
          "--max-test-samples", "60", "--lora-rank", "2", "--lora-alpha", "2", "--device", "cpu", "--batch-size", "32",
          "--clients", "3", "--rounds", "1"]
-
-
-def invoke(args, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["livar-bench", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def user_error(code, err, out_dir) -> str:
