@@ -8,7 +8,6 @@ parameters in place (``load_params``). Canonical parameter keys are ``blocks.<i>
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 from livar_bench import backbones as bb
 from livar_bench.backbones import TINY_BACKBONES, _cached_hub_file  # noqa: F401 - re-exported
 from livar_bench.errors import BenchError, WeightsError
+from livar_bench.ops.lora import init_lora_a
 from livar_bench.types import Params
 
 TINY_INIT_SEED = 0
@@ -271,9 +271,8 @@ class LoraViT(nn.Module):
                 t = torch.zeros(p.shape)
             elif key == "head.weight":
                 t = timm_head_weight(p.shape, generator)
-            else:  # lora_A [r, in]: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) = kaiming_uniform(a=sqrt(5))
-                bound = 1.0 / math.sqrt(p.shape[1])
-                t = (torch.rand(p.shape, generator=generator) * 2 - 1) * bound
+            else:  # lora_A [r, in]
+                t = init_lora_a(p.shape, generator)
             out[key] = t.to(device=p.device, dtype=p.dtype)
         return out
 

@@ -17,21 +17,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from torch import Tensor
+
 from livar_bench.methods.base import Aggregator
 from livar_bench.ops.lora import factor_keys, lora_delta, lora_modules, weighted_product
 from livar_bench.ops.weighted import sample_weights, weighted_average_params
 from livar_bench.types import ClientUpdate, RoundContext, ServerState, client_scale
 
 
-def exact_residuals(state: ServerState, params: dict, updates: Sequence[ClientUpdate], weights: list[float],
+def exact_residuals(state: ServerState, params: dict, updates: Sequence[ClientUpdate], weights: Tensor,
                     ctx: RoundContext) -> dict:
-    """state.base_deltas plus, per module, sum_k w_k s_k B_k A_k - s B A for the new factors in ``params``."""
+    """state.base_deltas plus, per module m, sum_k w_km s_k B_k A_k - s B_m A_m for the new factors in
+    ``params``. ``weights``: [K] (the same for every module) or [K, M] (per module, in ``lora_modules`` order).
+
+    Shared by FedEx-LoRA, FLoRA (whose new B is zero, so the residual is the whole weighted product) and
+    LIVAR-Exact (LIVAR's per-module weights)."""
     deltas = dict(state.base_deltas)
     scales = [client_scale(u, ctx) for u in updates]
-    for module in lora_modules(state.params):
+    for m, module in enumerate(lora_modules(state.params)):
         a_key, b_key = factor_keys(module)
-        exact = weighted_product([u.params[b_key] for u in updates], [u.params[a_key] for u in updates], weights,
-                                 scales)
+        column = weights if weights.dim() == 1 else weights[:, m]
+        exact = weighted_product([u.params[b_key] for u in updates], [u.params[a_key] for u in updates],
+                                 column.tolist(), scales)
         residual = exact - lora_delta(params[b_key], params[a_key], ctx.lora_scale)
         deltas[module] = deltas[module] + residual if module in deltas else residual
     return deltas
@@ -44,5 +51,5 @@ class FedExLora(Aggregator):
     def server_step(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext) -> ServerState:
         weights = sample_weights([u.num_samples for u in updates])
         params = weighted_average_params([u.params for u in updates], weights, keys=state.params)
-        deltas = exact_residuals(state, params, updates, weights.tolist(), ctx)
+        deltas = exact_residuals(state, params, updates, weights, ctx)
         return state.evolve(params=params, base_deltas=deltas)

@@ -11,16 +11,16 @@ sum_k r_k.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from livar_bench.methods.base import Aggregator
-from livar_bench.ops.lora import factor_keys, is_lora_key, lora_modules, weighted_product
+from livar_bench.methods.fedex_lora import exact_residuals
+from livar_bench.ops.lora import factor_keys, init_lora_a, is_lora_key, lora_modules
 from livar_bench.ops.weighted import sample_weights, weighted_average_params
-from livar_bench.types import ClientUpdate, RoundContext, ServerState, client_scale
+from livar_bench.types import ClientUpdate, RoundContext, ServerState
 
 
 @dataclass(frozen=True)
@@ -31,19 +31,14 @@ class FLoRA(Aggregator):
         return True
 
     def server_step(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext) -> ServerState:
-        weights = sample_weights([u.num_samples for u in updates]).tolist()
+        weights = sample_weights([u.num_samples for u in updates])
         others = [k for k in state.params if not is_lora_key(k)]
-        params = weighted_average_params([u.params for u in updates], torch.tensor(weights), keys=others)
-        deltas = dict(state.base_deltas)
-        scales = [client_scale(u, ctx) for u in updates]
-        for module in lora_modules(state.params):
+        params = weighted_average_params([u.params for u in updates], weights, keys=others)
+        for module in lora_modules(state.params):  # fresh adapters: A as at initialisation, B = 0
             a_key, b_key = factor_keys(module)
-            folded = weighted_product([u.params[b_key] for u in updates], [u.params[a_key] for u in updates],
-                                      weights, scales)
-            deltas[module] = deltas[module] + folded if module in deltas else folded
             a = state.params[a_key]
-            bound = 1.0 / math.sqrt(a.shape[1])
-            fresh = (torch.rand(a.shape, generator=ctx.generator, device=ctx.generator.device) * 2 - 1) * bound
-            params[a_key] = fresh.to(device=a.device, dtype=a.dtype)
+            params[a_key] = init_lora_a(a.shape, ctx.generator).to(device=a.device, dtype=a.dtype)
             params[b_key] = torch.zeros_like(state.params[b_key])
+        # With B = 0 the residual against the new factors is the whole weighted product: folded in.
+        deltas = exact_residuals(state, params, updates, weights, ctx)
         return state.evolve(params={k: params[k] for k in state.params}, base_deltas=deltas)

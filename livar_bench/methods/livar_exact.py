@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from livar_bench.methods.fedex_lora import exact_residuals
 from livar_bench.methods.livar import Livar, lora_weights
-from livar_bench.ops.lora import factor_keys, lora_delta, lora_modules, weighted_product
-from livar_bench.types import ClientUpdate, RoundContext, ServerState, client_scale
+from livar_bench.ops.lora import lora_modules
+from livar_bench.types import ClientUpdate, RoundContext, ServerState
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,5 @@ class LivarExact(Livar):
 
     def server_step(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext) -> ServerState:
         params = self(state.params, updates, ctx)
-        modules = lora_modules(state.params)
-        weights = lora_weights(updates, modules, self.weighting_rule)  # [K, M], the weights LIVAR used
-        scales = [client_scale(u, ctx) for u in updates]
-        deltas = dict(state.base_deltas)
-        for m, module in enumerate(modules):
-            a_key, b_key = factor_keys(module)
-            exact = weighted_product([u.params[b_key] for u in updates], [u.params[a_key] for u in updates],
-                                     weights[:, m].tolist(), scales)
-            residual = exact - lora_delta(params[b_key], params[a_key], ctx.lora_scale)
-            deltas[module] = deltas[module] + residual if module in deltas else residual
-        return state.evolve(params=params, base_deltas=deltas)
+        weights = lora_weights(updates, lora_modules(state.params), self.weighting_rule)  # [K, M], LIVAR's
+        return state.evolve(params=params, base_deltas=exact_residuals(state, params, updates, weights, ctx))

@@ -7,6 +7,7 @@ the single place where a LoRA update delta W = scale * B @ A is formed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -42,6 +43,13 @@ def factor_keys(module: str) -> tuple[str, str]:
 def lora_delta(b: Tensor, a: Tensor, scale: float) -> Tensor:
     """The weight update of one LoRA module: scale * B @ A, shape [out, in] (B: [out, r], A: [r, in])."""
     return (b.float() @ a.float()) * scale
+
+
+def init_lora_a(shape: tuple[int, ...] | torch.Size, generator: torch.Generator) -> Tensor:
+    """A fresh LoRA A [r, in]: U(-1/sqrt(in), 1/sqrt(in)) = kaiming_uniform(a=sqrt(5)), PEFT's default,
+    drawn from ``generator`` on its device."""
+    bound = 1.0 / math.sqrt(shape[1])
+    return (torch.rand(shape, generator=generator, device=generator.device) * 2 - 1) * bound
 
 
 def weighted_product(bs: list[Tensor], as_: list[Tensor], weights: list[float], scales: list[float]) -> Tensor:
