@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 
-from livar_bench import reporting as rp
 from livar_bench import sweep as sw
 from livar_bench.client.round1_cache import Round1Cache
 from livar_bench.data.base import ImageSplit
@@ -20,6 +19,7 @@ from livar_bench.executors import LocalExecutor
 from livar_bench.federation import resolve_device
 from livar_bench.methods import parse_method
 from livar_bench.store import RunStore
+from tests._results import science
 from tests.test_cli import invoke
 from tests.test_cli_sweep import Injected, Recorder
 
@@ -41,10 +41,6 @@ def damage(path: Path, how: str) -> None:
         path.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:])
 
 
-def science(out: Path) -> pd.DataFrame:
-    tidy = rp.collect(out)
-    tidy = tidy[tidy["split"] != "cost"]
-    return tidy.sort_values(["run_id", "round", "split", "metric"])[["run_id", "round", "split", "metric", "value"]].reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")

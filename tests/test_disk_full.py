@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from livar_bench import reporting as rp
 from livar_bench import store as st
 from livar_bench.store import TEMP_TAG, RunStore, load_tensors
+from tests._results import science
 from tests.test_cli import invoke
 
 SWEEP = ["sweep", "--datasets", "synthetic", "--methods", "fedavg,livar", "--seeds", "0", "--alphas", "0.5",
@@ -74,10 +74,6 @@ def kind(path: Path) -> str:
     return path.name
 
 
-def science(out: Path) -> pd.DataFrame:
-    tidy = rp.collect(out)
-    tidy = tidy[tidy["split"] != "cost"]
-    return tidy.sort_values(["run_id", "round", "split", "metric"])[["run_id", "round", "split", "metric", "value"]].reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from livar_bench import reporting as rp
 from livar_bench.store import TEMP_TAG
+from tests._results import science
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP = ["sweep", "--datasets", "synthetic", "--methods", "fedavg,livar", "--seeds", "0,1", "--alphas", "0.5",
@@ -25,11 +25,6 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "LIVAR_BENCH_THREADS": "1", "LIVAR
 CODE = "from livar_bench.cli import main; main()"
 
 
-def science(out: Path) -> pd.DataFrame:
-    tidy = rp.collect(out)
-    tidy = tidy[tidy["split"] != "cost"]
-    cols = ["run_id", "round", "split", "metric", "value"]
-    return tidy.sort_values(cols[:4])[cols].reset_index(drop=True)
 
 
 def sweep(out: Path) -> subprocess.Popen:
