@@ -538,7 +538,7 @@ def _rank_groups(spec: RunSpec, clients: list[int]) -> list[tuple[int, list[int]
     """The round's clients grouped by LoRA rank (packing only ever packs clients of one rank)."""
     groups: dict[int, list[int]] = {}
     for k in clients:
-        groups.setdefault(spec.client_rank(k) if spec.client_ranks else spec.max_rank, []).append(k)
+        groups.setdefault(spec.client_rank(k), []).append(k)
     return sorted(groups.items())
 
 
