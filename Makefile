@@ -16,7 +16,7 @@ demo: install  ## install, then run the offline demo pipeline on digits (a few m
 	$(PYTHON) -m livar_bench demo --out $(OUT)/demo
 
 test:  ## fast CPU test suite
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q --durations=15
 
 test-all:  ## CPU suite plus slow tests
 	$(PYTHON) -m pytest -q -m "not gpu"
