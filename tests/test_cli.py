@@ -242,7 +242,10 @@ def test_ls_csv_and_json(monkeypatch, capsys):
     items = json.loads(out)
     assert code == 0 and [i["name"] for i in items] == _method_names()
     ties = next(i for i in items if i["name"] == "ties")
-    assert "trim=global" in ties["hyperparameters"]
+    trim = next(h for h in ties["hyperparameters"] if h["name"] == "trim")
+    assert trim["default"] == "global" and trim["choices"] == ["global", "tensor"] and trim["help"]
+    density = next(h for h in ties["hyperparameters"] if h["name"] == "density")
+    assert density["type"] == "float" and density["range"] == "[0, 1]"
 
 
 def test_ls_bad_format_is_a_user_error(tmp_path, monkeypatch, capsys):

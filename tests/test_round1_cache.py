@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
 import pandas as pd
@@ -14,14 +13,23 @@ from livar_bench.client.objectives import CrossEntropy, Proximal
 from livar_bench.client.round1_cache import Round1Cache, round1_key
 from livar_bench.config import make_spec
 from livar_bench.federation import run_federation
-from livar_bench.methods import Aggregator, ClientUpdate, FedAvg, Method, Params, RoundContext, Signal
+from livar_bench.methods import (
+    Aggregator,
+    ClientUpdate,
+    FedAvg,
+    Method,
+    Params,
+    RoundContext,
+    Signal,
+    describe,
+)
 from livar_bench.methods import registry as reg
 from livar_bench.store import load_tensors
 
 SIGNAL_METHOD = "test_signal_weighted"
 
 
-@dataclass(frozen=True)
+@describe(SIGNAL_METHOD, paper="test", summary="test only")
 class SignalWeighted(Aggregator):
     """Test aggregator whose result depends on every cheap signal: clients weighted by their summed
     path-integral signal times their mean class variance (any change in a signal changes the output)."""
@@ -38,7 +46,7 @@ class SignalWeighted(Aggregator):
 def signal_method():
     """Register the test aggregator for the duration of one test only."""
     if SIGNAL_METHOD not in reg._REGISTRY:
-        reg.register(SIGNAL_METHOD, kind="method", paper="test", summary="test only")(SignalWeighted)
+        reg.register(SignalWeighted)
     yield SIGNAL_METHOD
     reg._REGISTRY.pop(SIGNAL_METHOD, None)
 

@@ -2,7 +2,9 @@
 
 ``--format auto`` (default) draws a table on a terminal wide enough for it and otherwise (piped, or a
 narrow terminal) prints ``tsv``: a header and one tab-separated line per row, never cut or wrapped.
-``csv`` and ``json`` (a list of objects) are for scripts.
+``csv`` and ``json`` (a list of objects) are for scripts. For methods, the hyperparameters cell lists
+each one as ``key=default in RANGE: help`` (one per line in the table, ``; ``-separated in tsv and csv),
+and json gives each as an object: type, default, help, range or choices.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from livar_bench.cli import app
 from livar_bench.errors import BenchError
 
 FORMATS = ("auto", "table", "tsv", "csv", "json")
+CELL_LINES = "\n"  # lines inside one cell (a method's hyperparameters); "; " outside the table view
 
 
 def rows_for(what: str) -> tuple[list[str], list[list[str]]]:
@@ -33,12 +36,13 @@ def rows_for(what: str) -> tuple[list[str], list[list[str]]]:
         return ["name", "classes", "description", "how to get it"], rows
     if kind == "method":
         from livar_bench.methods import entries
+        from livar_bench.methods.hyperparameters import render
 
         rows = []
         for e in entries():
             signals = ", ".join(sorted(s.value for s in e.requires)) or "-"
-            hp = ", ".join(f"{k}={v}" for k, v in e.defaults().items()) or "-"
-            rows.append([e.name, e.kind, signals, hp, e.paper, e.summary])
+            hp = CELL_LINES.join(f"{h.name}={render(h.default)} {h.domain}: {h.help}" for h in e.hyperparameters())
+            rows.append([e.name, e.kind, signals, hp or "-", e.paper, e.summary])
         return ["name", "kind", "client signals", "hyperparameters", "paper", "summary"], rows
     if kind == "backbone":
         from livar_bench.backbones import TINY_BACKBONES, families
@@ -53,8 +57,20 @@ def rows_for(what: str) -> tuple[list[str], list[list[str]]]:
     raise BenchError(f"cannot list {what!r}; choose datasets, methods or backbones")
 
 
+def method_items() -> list[dict]:
+    """``ls methods --format json``: every method with each hyperparameter as an object."""
+    from livar_bench.methods import entries
+
+    return [{"name": e.name, "kind": e.kind, "label": e.label,
+             "client signals": sorted(s.value for s in e.requires), "paper": e.paper, "summary": e.summary,
+             "card": f"baselines/{e.card}/README.md", "hyperparameters": [h.to_json() for h in e.hyperparameters()]}
+            for e in entries()]
+
+
 def render(columns: list[str], rows: list[list[str]], fmt: str) -> str | Table:
     """Text for ``tsv``, ``csv`` and ``json``; a rich ``Table`` for ``table``."""
+    if fmt != "table":
+        rows = [[cell.replace(CELL_LINES, "; ") for cell in row] for row in rows]
     if fmt == "json":
         return json.dumps([dict(zip(columns, row, strict=True)) for row in rows], indent=2)
     if fmt == "csv":
@@ -77,7 +93,8 @@ def render(columns: list[str], rows: list[list[str]], fmt: str) -> str | Table:
 def table_width(columns: list[str], rows: list[list[str]]) -> int:
     """Characters a rich table needs to show every cell on one line: the widest cell of each column,
     plus one space of padding on each side and one border character per column and at the end."""
-    widths = [max(len(line) for line in [name, *(row[i] for row in rows)]) for i, name in enumerate(columns)]
+    widths = [max(len(line) for cell in [name, *(row[i] for row in rows)] for line in cell.split(CELL_LINES))
+              for i, name in enumerate(columns)]
     return sum(widths) + 3 * len(columns) + 1
 
 
@@ -104,7 +121,10 @@ def ls(
     out = Console(markup=False, highlight=False)
     if fmt == "auto":
         fmt = "table" if sys.stdout.isatty() and table_width(columns, rows) <= out.width else "tsv"
-    result = render(columns, rows, fmt)
+    if fmt == "json" and what.lower().rstrip("s") == "method":
+        result: str | Table = json.dumps(method_items(), indent=2)
+    else:
+        result = render(columns, rows, fmt)
     if isinstance(result, str):
         typer.echo(result)
     else:

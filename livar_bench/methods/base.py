@@ -5,7 +5,9 @@ head), the server state it owns and, where it asks for them, per-client statisti
 ``nn.Module``, a loader or a file, so that every method runs through the same federation loop (or the
 Flower engine) and is testable on tiny tensors.
 
-Interfaces are classes with every optional hook declared, and a default that does nothing special:
+Interfaces are classes with every optional hook and class attribute declared here, with a default that
+does nothing special. Both kinds share ``Component``: its description (``@describe``), the signals it
+needs, its recipe version, its presets and the namespace of its buffers.
 
 - ``Aggregator``: ``__call__(global_params, updates, ctx) -> params`` for a stateless merge (FedAvg,
   TIES, LIVAR), or ``server_step(state, updates, ctx) -> state`` for a method that keeps buffers
@@ -19,14 +21,15 @@ Interfaces are classes with every optional hook declared, and a default that doe
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from torch import Tensor
 
 from livar_bench.client.objectives import CrossEntropy, LocalObjective
+from livar_bench.methods.buffers import Buffers
+from livar_bench.methods.describe import Description
 from livar_bench.types import (  # noqa: F401  (ClassStats, needs_class_stats: re-exported for older imports)
     ClassStats,
     ClientUpdate,
@@ -38,18 +41,71 @@ from livar_bench.types import (  # noqa: F401  (ClassStats, needs_class_stats: r
 )
 
 
-class Aggregator:
-    """Server-side merge of client updates (subclass it as a frozen dataclass; fields = hyperparameters).
+class Slot(NamedTuple):
+    """Where a component sits in a spec: the name it was written under, its position, its namespace.
+
+    ``namespace`` prefixes its buffers: the name itself for its first occurrence in a spec (the keys of
+    checkpoints written before a name could occur twice), ``name#k`` for its k-th.
+    """
+
+    name: str
+    position: int
+    namespace: str
+
+
+class Component:
+    """What aggregators and stages share (subclass ``Aggregator`` or ``Stage``, never this)."""
+
+    description: ClassVar[Description | None] = None  # set by @describe
+    requires: ClassVar[frozenset[Signal]] = frozenset()  # client signals it needs
+    # Fewest client replies a round needs; an engine whose clients can fail stops the run below it.
+    min_replies: ClassVar[int] = 1
+    # Bumped when the resolved behaviour of existing specs of this component changes: part of the run id
+    # (``MethodSpec.recipe_versions``), so those specs get new ids while every other method keeps its own.
+    recipe: ClassVar[int | None] = None
+    # Fields that choose a set of defaults for the others (CCVR's ``preset``): a setting equal to the
+    # chosen preset's value is dropped from the canonical spec, as a default is.
+    preset_fields: ClassVar[tuple[str, ...]] = ()
+
+    def content_digest(self) -> str | None:
+        """Digest of files the component reads (part of the run id); None when it reads none."""
+        return None
+
+    @property
+    def slot(self) -> Slot:
+        """Where this instance sits in its spec (set by ``MethodSpec`` when it builds it; an instance built
+        directly sits first, under the name its class is described with)."""
+        bound = self.__dict__.get("_slot")
+        if bound is not None:
+            return bound
+        name = self.description.name if self.description is not None else type(self).__name__.lower()
+        return Slot(name, 0, name)
+
+    @property
+    def namespace(self) -> str:
+        """Prefix of this component's keys in ``ServerState.buffers`` (see ``Slot``)."""
+        return self.slot.namespace
+
+    def buffers(self, state: ServerState) -> Buffers:
+        """This component's view of ``state.buffers`` (a copy to write into; see ``methods/buffers.py``)."""
+        return Buffers(self.namespace, state.buffers)
+
+
+def bind(component: Component, slot: Slot) -> Component:
+    """Tell ``component`` where it sits in its spec (not a hyperparameter: equality and repr ignore it)."""
+    object.__setattr__(component, "_slot", slot)  # frozen dataclass: set once, right after building
+    return component
+
+
+class Aggregator(Component):
+    """Server-side merge of client updates (decorate it with ``@describe``; fields = hyperparameters).
 
     Contract (checked over every registered method by tests/methods/test_contract.py): the output has
     the keys, shapes and dtypes of the global params; inputs are not mutated; client order does not
     matter; results are deterministic given ``ctx.generator``; a resumed run continues exactly.
     """
 
-    requires: ClassVar[frozenset[Signal]] = frozenset()
     personalised: ClassVar[bool] = False  # its intended metric is per-client accuracy (--eval-local)
-    # Fewest client replies a round needs; an engine whose clients can fail stops the run below it.
-    min_replies: ClassVar[int] = 1
 
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
         """The new global params (stateless methods implement this)."""
@@ -94,16 +150,10 @@ class Aggregator:
         """
         return None
 
-    def content_digest(self) -> str | None:
-        """Digest of files the method reads (part of the run id); None when it reads none."""
-        return None
 
 
-class Stage:
-    """A server step after aggregation (e.g. CCVR head calibration); subclass it as a frozen dataclass."""
-
-    requires: ClassVar[frozenset[Signal]] = frozenset()
-    min_replies: ClassVar[int] = 1  # as ``Aggregator.min_replies``
+class Stage(Component):
+    """A server step after aggregation (e.g. CCVR head calibration); decorate it with ``@describe``."""
 
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
         """The new params from the aggregated ones (stages that need only the new global implement this)."""
@@ -113,10 +163,6 @@ class Stage:
               ctx: RoundContext) -> ServerState:
         """The state after this stage, given the state before aggregation (``previous``) and after it."""
         return new.evolve(params=self(new.params, updates, ctx))
-
-    def content_digest(self) -> str | None:
-        """Digest of files the stage reads (part of the run id); None when it reads none."""
-        return None
 
 
 @dataclass(frozen=True)
@@ -181,7 +227,3 @@ class Method:
         changes_clients = agg.frozen_keys is not Aggregator.frozen_keys or agg.client_start is not Aggregator.client_start
         return repr(self.objective) + (f"|clients={self.aggregator!r}" if changes_clients else "")
 
-
-def hyperparameters(obj: object) -> dict[str, object]:
-    """The dataclass fields of a method component (its hyperparameters)."""
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}

@@ -34,13 +34,15 @@ matrices).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Literal
+from dataclasses import fields
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from livar_bench.methods.base import Stage
+from livar_bench.methods.describe import describe
 from livar_bench.ops.gaussian import covariance_factor, pool_moments, std_factor
 from livar_bench.ops.head import fit_linear_head
 from livar_bench.types import ClassStats, ClientUpdate, Params, RoundContext, Signal
@@ -60,48 +62,49 @@ PRESETS: dict[str, dict[str, Any]] = {
 Draw = Callable[[], tuple[Tensor, Tensor]]
 
 
-@dataclass(frozen=True)
+def _option(description: str, **rules: Any) -> Any:
+    """A setting that, left unset (None), takes the preset's value."""
+    return Field(description=f"{description} (the preset's when unset)", **rules)
+
+
+@describe("ccvr", paper="https://arxiv.org/abs/2106.05001", label="CCVR", order=50,
+          summary="Retrain the head on virtual features drawn from per-class Gaussians of client feature statistics.")
 class CCVR(Stage):
     """Head calibration on virtual features; unset options come from ``preset``."""
 
-    preset: Literal["reference", "paper"] = "reference"
-    samples_per_class: int | None = None
-    epochs: int | None = None
-    lr: float | None = None
-    momentum: float | None = None
-    batch_size: int | None = None
-    schedule: Literal["const", "cosine"] | None = None
-    resample_per_epoch: bool | None = None
-    counts: Literal["multinomial", "fixed"] | None = None
-    model: Literal["pooled_full", "pooled_diag", "client_diag"] | None = None
-    when: Literal["every_round", "final"] | None = None
-    features: Literal["local", "global"] | None = None
-    temperature: float | None = None
-    logit_norm: bool | None = None
+    preset: Annotated[Literal["reference", "paper"], Field(
+        description="where the unset settings come from: the LIVAR authors' code (reference) or the CCVR paper "
+                    "(paper)")] = "reference"
+    samples_per_class: Annotated[int | None, _option("virtual features per class in one draw", ge=1)] = None
+    epochs: Annotated[int | None, _option("epochs of head retraining", ge=1)] = None
+    lr: Annotated[float | None, _option("SGD learning rate of head retraining", gt=0)] = None
+    momentum: Annotated[float | None, _option("SGD momentum of head retraining", ge=0, lt=1)] = None
+    batch_size: Annotated[int | None, _option("batch size of head retraining", ge=1)] = None
+    schedule: Annotated[Literal["const", "cosine"] | None, _option(
+        "learning-rate schedule of head retraining: constant, or cosine annealing over the epochs")] = None
+    resample_per_epoch: Annotated[bool | None, _option("draw fresh virtual features every epoch, else once")] = None
+    counts: Annotated[Literal["multinomial", "fixed"] | None, _option(
+        "virtual features per class from a multinomial draw over all classes (multinomial), or samples_per_class "
+        "for each class present (fixed)")] = None
+    model: Annotated[Literal["pooled_full", "pooled_diag", "client_diag"] | None, _option(
+        "one Gaussian per class with the pooled mean and full covariance (pooled_full) or per-dimension "
+        "variances (pooled_diag), or per class a mixture of the clients' diagonal Gaussians (client_diag)")] = None
+    when: Annotated[Literal["every_round", "final"] | None, _option(
+        "calibrate after every round or only after the last one")] = None
+    features: Annotated[Literal["local", "global"] | None, _option(
+        "statistics of each client's features under its own final model (local), or under the global model "
+        "from one extra client pass (global)")] = None
+    temperature: Annotated[float | None, _option("LogitNorm temperature, used with logit_norm", gt=0)] = None
+    logit_norm: Annotated[bool | None, _option("train the head with LogitNorm cross-entropy (else plain "
+                                               "cross-entropy)")] = None
     preset_fields: ClassVar[tuple[str, ...]] = ("preset",)
-    # Bumped when the resolved behaviour of existing ``ccvr`` specs changes (part of the run id):
     # 2 = the reference recipe by default (issue 13).
-    recipe: ClassVar[int] = 2
+    recipe: ClassVar[int | None] = 2
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         for f in fields(self):
             if getattr(self, f.name) is None:
                 object.__setattr__(self, f.name, PRESETS[self.preset][f.name])
-        for name in ("samples_per_class", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.temperature <= 0:
-            raise ValueError("lr and temperature must be positive")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        choices = {"schedule": ("const", "cosine"), "counts": ("multinomial", "fixed"),
-                   "model": ("pooled_full", "pooled_diag", "client_diag"), "when": ("every_round", "final"),
-                   "features": ("local", "global")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
     @property
     def requires(self) -> frozenset[Signal]:

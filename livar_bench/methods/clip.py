@@ -12,25 +12,24 @@ needs the state from before aggregation, which every stage receives (``Stage.app
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
 from livar_bench.methods.base import Stage
+from livar_bench.methods.describe import describe
 from livar_bench.types import ClientUpdate, RoundContext, ServerState
 
 
-@dataclass(frozen=True)
+@describe("clip", paper="https://arxiv.org/abs/1710.06963", label="Clip", order=60,
+          summary="Scale the round's global update to an L2 norm of at most max_norm.")
 class ClipUpdate(Stage):
     """Scale the round's global update to an L2 norm of at most ``max_norm``."""
 
-    max_norm: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.max_norm) and self.max_norm > 0):
-            raise ValueError(f"max_norm must be a positive number, got {self.max_norm}")
+    max_norm: Annotated[float, Field(gt=0, description="largest L2 norm of one round's global update (over all "
+                                                        "trainable tensors together)")] = 1.0
 
     def apply(self, previous: ServerState, new: ServerState, updates: Sequence[ClientUpdate],
               ctx: RoundContext) -> ServerState:

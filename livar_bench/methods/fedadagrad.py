@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 from torch import Tensor
 
+from livar_bench.methods.describe import describe
 from livar_bench.methods.fedopt import FedOpt
 
 
-@dataclass(frozen=True)
+@describe("fedadagrad", paper="https://arxiv.org/abs/2003.00295", label="FedAdagrad", order=14, card="fedopt",
+          summary="Adagrad server optimiser on the FedAvg pseudo-gradient (Reddi et al.).")
 class FedAdagrad(FedOpt):
     """v_t = v_{t-1} + delta_t^2 (``beta2`` is unused)."""
-
-    prefix: ClassVar[str] = "fedadagrad"
 
     def second_moment(self, v: Tensor, d2: Tensor) -> Tensor:
         return v + d2

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 from torch import Tensor
 
+from livar_bench.methods.describe import describe
 from livar_bench.methods.fedopt import FedOpt
 
 
-@dataclass(frozen=True)
+@describe("fedadam", paper="https://arxiv.org/abs/2003.00295", label="FedAdam", order=16, card="fedopt",
+          summary="Adam server optimiser on the FedAvg pseudo-gradient (Reddi et al.).")
 class FedAdam(FedOpt):
     """v_t = beta2 * v_{t-1} + (1 - beta2) * delta_t^2."""
-
-    prefix: ClassVar[str] = "fedadam"
 
     def second_moment(self, v: Tensor, d2: Tensor) -> Tensor:
         return self.beta2 * v + (1 - self.beta2) * d2

@@ -12,25 +12,27 @@ clients of different ranks (``--client-ranks``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from livar_bench.methods.base import Aggregator
+from livar_bench.methods.describe import describe
 from livar_bench.ops.lora import factor_keys, lora_modules, to_factors, weighted_product
 from livar_bench.ops.weighted import sample_weights, weighted_average_params
-from livar_bench.types import ClientUpdate, Params, RoundContext, Signal, client_scale
+from livar_bench.types import ClientUpdate, Params, RoundContext, client_scale
+
+# Shared by the merges that can work in either space (FedAvg, TIES, task arithmetic).
+SPACE_HELP = ("merge the LoRA factors A and B separately (factors), or each module's exact product B A, "
+              "truncated back to rank r by SVD (product, which accepts mixed client ranks)")
 
 
-@dataclass(frozen=True)
+@describe("fedavg", paper="https://arxiv.org/abs/1602.05629", label="FedAvg", order=0,
+          summary="Sample-weighted mean of LoRA factors (A, B separately) and head.")
 class FedAvg(Aggregator):
     """Sample-weighted mean of every trainable tensor (LoRA factors separately, head rows)."""
 
-    space: Literal["factors", "product"] = "factors"
-    requires: ClassVar[frozenset[Signal]] = frozenset()
-
-    def __post_init__(self) -> None:
-        if self.space not in ("factors", "product"):
-            raise ValueError(f"space must be factors or product, got {self.space!r}")
+    space: Annotated[Literal["factors", "product"], Field(description=SPACE_HELP)] = "factors"
 
     def accepts_mixed_ranks(self) -> bool:
         return self.space == "product"

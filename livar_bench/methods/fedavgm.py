@@ -7,40 +7,38 @@ With x the global tensors and delta_t = (sample-weighted FedAvg of the clients) 
     x_{t+1} = x_t + eta * m_t
 
 ``eta = 1, momentum = 0`` is FedAvg exactly. The velocity m is server state (``ServerState.buffers``,
-key ``fedavgm.m.<param>``, float32): checkpointed, so a resumed run continues exactly.
+key ``<namespace>.m.<param>``, float32): checkpointed, so a resumed run continues exactly.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
 from livar_bench.methods.base import Aggregator
+from livar_bench.methods.buffers import per_tensor
+from livar_bench.methods.describe import describe
 from livar_bench.methods.fedopt import pseudo_gradient
 from livar_bench.types import ClientUpdate, RoundContext, ServerState
 
 
-@dataclass(frozen=True)
+@describe("fedavgm", paper="https://arxiv.org/abs/1909.06335", label="FedAvgM", order=12, card="fedopt",
+          summary="FedAvg with server momentum: x + eta * m, m = momentum * m + (FedAvg - x).")
 class FedAvgM(Aggregator):
     """x + eta * m with m = momentum * m + (FedAvg - x)."""
 
-    eta: float = 1.0
-    momentum: float = 0.9
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.eta) and self.eta > 0):
-            raise ValueError(f"eta must be a positive number, got {self.eta}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+    eta: Annotated[float, Field(gt=0, description="server learning rate (1 with momentum 0 is FedAvg)")] = 1.0
+    momentum: Annotated[float, Field(ge=0, lt=1, description="server momentum, the share of the velocity m "
+                                                              "carried into the next round")] = 0.9
 
     def server_step(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext) -> ServerState:
         delta = pseudo_gradient(state, updates)
-        buffers, params = dict(state.buffers), {}
-        for key, x in state.params.items():
-            m = self.momentum * buffers.get(f"fedavgm.m.{key}", torch.zeros_like(delta[key])) + delta[key]
-            buffers[f"fedavgm.m.{key}"] = m
-            params[key] = (x.float() + self.eta * m).to(x.dtype)
-        return state.evolve(params=params, buffers=buffers)
+
+        def step(key: str, x: torch.Tensor, buffers: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+            m = self.momentum * buffers["m"] + delta[key]
+            return x + self.eta * m, {"m": m}
+
+        return per_tensor(state, self.namespace, {"m": torch.zeros_like}, step)

@@ -15,11 +15,11 @@ training and evaluation, and downloaded by clients: a dense [out, in] tensor per
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from torch import Tensor
 
 from livar_bench.methods.base import Aggregator
+from livar_bench.methods.describe import describe
 from livar_bench.ops.lora import factor_keys, lora_delta, lora_modules, weighted_product
 from livar_bench.ops.weighted import sample_weights, weighted_average_params
 from livar_bench.types import ClientUpdate, RoundContext, ServerState, client_scale
@@ -44,7 +44,8 @@ def exact_residuals(state: ServerState, params: dict, updates: Sequence[ClientUp
     return deltas
 
 
-@dataclass(frozen=True)
+@describe("fedex_lora", paper="https://arxiv.org/abs/2410.09432", label="FedEx-LoRA", order=70,
+          summary="FedAvg of A, B plus the exact-aggregation residual folded into the base weights.")
 class FedExLora(Aggregator):
     """FedAvg of A, B and head, plus the exact-aggregation residual folded into the base weights."""
 

@@ -12,21 +12,22 @@ and the head), per tensor and element (Algorithm 2 of the paper):
 FedAdagrad: v_t = v_{t-1} + delta_t^2; FedAdam: v_t = beta2 v_{t-1} + (1 - beta2) delta_t^2; FedYogi:
 v_t = v_{t-1} - (1 - beta2) delta_t^2 sign(v_{t-1} - delta_t^2). As in the paper there is no bias
 correction, and v starts at tau^2 (the paper asks for v_{-1} >= tau^2). m and v are server state
-(``ServerState.buffers``, keys ``<method>.m.<param>`` and ``<method>.v.<param>``, float32), so they
-are checkpointed and a resumed run continues exactly.
+(``ServerState.buffers``, keys ``<namespace>.m.<param>`` and ``<namespace>.v.<param>``, float32), so
+they are checkpointed and a resumed run continues exactly.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from livar_bench.methods.base import Aggregator
+from livar_bench.methods.buffers import per_tensor
+from livar_bench.methods.describe import hyperparameters
 from livar_bench.ops.weighted import sample_weights, weighted_average_params
 from livar_bench.types import ClientUpdate, Params, RoundContext, ServerState
 
@@ -38,37 +39,26 @@ def pseudo_gradient(state: ServerState, updates: Sequence[ClientUpdate]) -> Para
     return {k: merged[k].float() - v.float() for k, v in state.params.items()}
 
 
-@dataclass(frozen=True)
+@hyperparameters
 class FedOpt(Aggregator):
     """Adaptive server step on the FedAvg pseudo-gradient; subclasses give the second-moment update."""
 
-    eta: float = 1e-2
-    beta1: float = 0.9
-    beta2: float = 0.99
-    tau: float = 1e-3
-    prefix: ClassVar[str] = "fedopt"
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.eta) and self.eta > 0):
-            raise ValueError(f"eta must be a positive number, got {self.eta}")
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if not (math.isfinite(self.tau) and self.tau > 0):
-            raise ValueError(f"tau must be a positive number, got {self.tau}")
+    eta: Annotated[float, Field(gt=0, description="server learning rate")] = 1e-2
+    beta1: Annotated[float, Field(ge=0, lt=1, description="decay of the first moment m")] = 0.9
+    beta2: Annotated[float, Field(ge=0, lt=1, description="decay of the second moment v (unused by "
+                                                           "FedAdagrad)")] = 0.99
+    tau: Annotated[float, Field(gt=0, description="adaptivity, added to sqrt(v) (v starts at tau^2)")] = 1e-3
 
     def second_moment(self, v: Tensor, d2: Tensor) -> Tensor:
         raise NotImplementedError
 
     def server_step(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext) -> ServerState:
         delta = pseudo_gradient(state, updates)
-        buffers, params = dict(state.buffers), {}
-        for key, x in state.params.items():
-            m_key, v_key = f"{self.prefix}.m.{key}", f"{self.prefix}.v.{key}"
-            m = buffers.get(m_key, torch.zeros_like(delta[key]))
-            v = buffers.get(v_key, torch.full_like(delta[key], self.tau**2))
-            m = self.beta1 * m + (1 - self.beta1) * delta[key]
-            v = self.second_moment(v, delta[key] * delta[key])
-            buffers[m_key], buffers[v_key] = m, v
-            params[key] = (x.float() + self.eta * m / (v.sqrt() + self.tau)).to(x.dtype)
-        return state.evolve(params=params, buffers=buffers)
+
+        def step(key: str, x: Tensor, buffers: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+            m = self.beta1 * buffers["m"] + (1 - self.beta1) * delta[key]
+            v = self.second_moment(buffers["v"], delta[key] * delta[key])
+            return x + self.eta * m / (v.sqrt() + self.tau), {"m": m, "v": v}
+
+        return per_tensor(state, self.namespace, {"m": torch.zeros_like, "v": lambda x: torch.full_like(x, self.tau**2)},
+                          step)

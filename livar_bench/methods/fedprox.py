@@ -8,29 +8,28 @@ takes the sample-weighted mean exactly as FedAvg does. With ``mu = 0`` it is Fed
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated
+
+from pydantic import Field
 
 from livar_bench.client.objectives import Proximal
 from livar_bench.methods.base import Aggregator
+from livar_bench.methods.describe import describe
 from livar_bench.methods.fedavg import FedAvg
-from livar_bench.types import ClientUpdate, Params, RoundContext, Signal
+from livar_bench.types import ClientUpdate, Params, RoundContext
 
 # The LIVAR reference code has no FedProx; 0.01 is one of the values of the FedProx paper's grid
 # (mu in {0.001, 0.01, 0.1, 1}) and a common default for fine-tuning, where a large mu stalls training.
 DEFAULT_MU = 0.01
 
 
-@dataclass(frozen=True)
+@describe("fedprox", paper="https://arxiv.org/abs/1812.06127", label="FedProx", order=10,
+          summary="FedAvg server; clients add the proximal term mu/2 ||w - w_global||^2.")
 class FedProx(Aggregator):
     """FedAvg on the server; cross-entropy + proximal term ``mu`` on the clients."""
 
-    mu: float = DEFAULT_MU
-    requires: ClassVar[frozenset[Signal]] = frozenset()
-
-    def __post_init__(self) -> None:
-        if not self.mu >= 0:
-            raise ValueError(f"mu must be >= 0, got {self.mu}")
+    mu: Annotated[float, Field(ge=0, description="weight of the clients' proximal term mu/2 ||w - w_global||^2 "
+                                                 "(0 is FedAvg)")] = DEFAULT_MU
 
     def local_objective(self) -> Proximal:
         """The client loss this method trains with."""

@@ -2,7 +2,7 @@
 
 The server averages A (and the head; the paper adapts language models without a task head, here the
 head is shared, FedAvg) and each client keeps its own B across rounds: B_k lives in the server state
-(``fedsa_lora.B.<client>.<key>``, standing in for the client's own storage) and client k starts each
+(``<namespace>.B.<client>.<key>``, standing in for the client's own storage) and client k starts each
 round from the global A and head with its own B (its first round: the global B). The global B sent for
 *global* evaluation is the FedAvg of the B_k; the method's intended metric is personalised accuracy
 (``--eval-local``: each client's personal B with the global A and head).
@@ -11,27 +11,23 @@ round from the global A and head with its own B (its first round: the global B).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
 from livar_bench.methods.base import Aggregator
+from livar_bench.methods.describe import describe
 from livar_bench.ops.weighted import sample_weights, weighted_average_params
 from livar_bench.types import ClientUpdate, Params, RoundContext, ServerState
 
 
-def _personal_key(client_id: int, key: str) -> str:
-    return f"fedsa_lora.B.{client_id}.{key}"
-
-
-@dataclass(frozen=True)
+@describe("fedsa_lora", paper="https://arxiv.org/abs/2410.01463", label="FedSA-LoRA", order=76,
+          summary="A and head shared (FedAvg); each client keeps its own B (personalised).")
 class FedSALora(Aggregator):
     """FedAvg of A and head; every client keeps its own B."""
 
     personalised: ClassVar[bool] = True
 
     def client_start(self, state: ServerState, client_id: int) -> Params:
-        own = {k: state.buffers[_personal_key(client_id, k)] for k in state.params
-               if _personal_key(client_id, k) in state.buffers}
+        own = self.buffers(state).of(f"B.{client_id}", state.params)
         return {**state.params, **own} if own else state.params
 
     def personal_params(self, state: ServerState, update: ClientUpdate) -> Params:
@@ -40,9 +36,9 @@ class FedSALora(Aggregator):
     def server_step(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext) -> ServerState:
         params = weighted_average_params([u.params for u in updates], sample_weights([u.num_samples for u in updates]),
                                          keys=state.params)
-        buffers = dict(state.buffers)
+        buffers = self.buffers(state)
         for u in updates:
             for k, v in u.params.items():
                 if k.endswith(".lora_B"):
-                    buffers[_personal_key(u.client_id, k)] = v.clone()
-        return state.evolve(params=params, buffers=buffers)
+                    buffers.set(f"B.{u.client_id}", k, v.clone())
+        return state.evolve(params=params, buffers=buffers.mapping)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 from torch import Tensor
 
+from livar_bench.methods.describe import describe
 from livar_bench.methods.fedopt import FedOpt
 
 
-@dataclass(frozen=True)
+@describe("fedyogi", paper="https://arxiv.org/abs/2003.00295", label="FedYogi", order=18, card="fedopt",
+          summary="Yogi server optimiser on the FedAvg pseudo-gradient (Reddi et al.).")
 class FedYogi(FedOpt):
     """v_t = v_{t-1} - (1 - beta2) * delta_t^2 * sign(v_{t-1} - delta_t^2): v grows at most additively."""
-
-    prefix: ClassVar[str] = "fedyogi"
 
     def second_moment(self, v: Tensor, d2: Tensor) -> Tensor:
         return v - (1 - self.beta2) * d2 * (v - d2).sign()

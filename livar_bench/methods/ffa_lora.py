@@ -9,14 +9,15 @@ factor averaging is exact. The server keeps A from its state, bit for bit.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from livar_bench.methods.base import Aggregator
+from livar_bench.methods.describe import describe
 from livar_bench.ops.weighted import sample_weights, weighted_average_params
 from livar_bench.types import ClientUpdate, Params, RoundContext
 
 
-@dataclass(frozen=True)
+@describe("ffa_lora", paper="https://arxiv.org/abs/2403.12313", label="FFA-LoRA", order=74,
+          summary="A frozen at its seeded initialisation; FedAvg of B and head.")
 class FFALora(Aggregator):
     """A frozen at initialisation; FedAvg of B and head."""
 

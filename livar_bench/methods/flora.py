@@ -12,18 +12,19 @@ sum_k r_k.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from livar_bench.methods.base import Aggregator
+from livar_bench.methods.describe import describe
 from livar_bench.methods.fedex_lora import exact_residuals
 from livar_bench.ops.lora import factor_keys, init_lora_a, is_lora_key, lora_modules
 from livar_bench.ops.weighted import sample_weights, weighted_average_params
 from livar_bench.types import ClientUpdate, RoundContext, ServerState
 
 
-@dataclass(frozen=True)
+@describe("flora", paper="https://arxiv.org/abs/2409.05976", label="FLoRA", order=72,
+          summary="Stacking: exact weighted product folded into the base weights; fresh adapters each round.")
 class FLoRA(Aggregator):
     """Stack, fold the exact weighted product into the base weights, restart adapters; FedAvg head."""
 

@@ -36,39 +36,46 @@ base weight for evaluation only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from livar_bench.digest import json_digest
 from livar_bench.methods.base import Aggregator
+from livar_bench.methods.describe import describe
 from livar_bench.methods.livar_rule import LivarRule, bucket, load_rule
 from livar_bench.ops.lora import factor_keys, lora_delta, lora_modules
 from livar_bench.ops.weighted import normalise, sample_weights, weighted_average
 from livar_bench.types import ClientUpdate, Params, RoundContext, ServerState, Signal
 
 
-@dataclass(frozen=True)
+@describe("livar", paper="https://arxiv.org/abs/2507.06813", label="LIVAR", order=100,
+          summary="Variance-weighted head per class; LoRA factors weighted by intrinsic training signals.")
 class Livar(Aggregator):
     """Variance-weighted head + signal-weighted LoRA factors; either part can be switched to FedAvg."""
 
-    head: bool = True
-    lora: bool = True
-    head_subset: Literal["correct", "all"] = "correct"
-    head_count_weighting: bool = False
-    rule: str = "paper"
-    eval_delta: Literal["livar", "reference"] = "livar"
-    head_fallback: Literal["previous", "count"] = "previous"
+    head: Annotated[bool, Field(description="merge the head per class with variance weights (false: FedAvg of "
+                                            "the head)")] = True
+    lora: Annotated[bool, Field(description="merge each LoRA module with weights from the clients' intrinsic "
+                                            "signals (false: FedAvg of the factors)")] = True
+    head_subset: Annotated[Literal["correct", "all"], Field(
+        description="class variances over the correctly classified samples (correct, the paper) or over every "
+                    "sample (all, the reference code)")] = "correct"
+    head_count_weighting: Annotated[bool, Field(description="multiply each client's class variance by its class "
+                                                            "count")] = False
+    rule: Annotated[str, Field(description="LoRA weighting rule: the published one (paper) or the path of a rule "
+                                           "JSON file written by livar-bench explain",
+                               examples=["paper", "rules/livar.json"])] = "paper"
+    eval_delta: Annotated[Literal["livar", "reference"], Field(
+        description="evaluate what clients receive (livar), or as the reference code with the FedAvg of the "
+                    "clients' products in the base weights (reference)")] = "livar"
+    head_fallback: Annotated[Literal["previous", "count"], Field(
+        description="a class whose holders all have zero variance keeps the previous global row (previous) or "
+                    "averages the holders by class count (count)")] = "previous"
 
     def __post_init__(self) -> None:
-        if self.head_subset not in ("correct", "all"):
-            raise ValueError(f"head_subset must be correct or all, got {self.head_subset!r}")
-        if self.eval_delta not in ("livar", "reference"):
-            raise ValueError(f"eval_delta must be livar or reference, got {self.eval_delta!r}")
-        if self.head_fallback not in ("previous", "count"):
-            raise ValueError(f"head_fallback must be previous or count, got {self.head_fallback!r}")
         # Parsed once, here, so that a missing or malformed rule file is a BenchError at spec time, not
         # after the first round of training. Derived from ``rule``, so not a hidden hyperparameter.
         object.__setattr__(self, "_rule", load_rule(self.rule))

@@ -14,15 +14,17 @@ the global model is exactly the LIVAR-weighted average of the client models.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from livar_bench.methods.describe import describe
 from livar_bench.methods.fedex_lora import exact_residuals
 from livar_bench.methods.livar import Livar, lora_weights
 from livar_bench.ops.lora import lora_modules
 from livar_bench.types import ClientUpdate, RoundContext, ServerState
 
 
-@dataclass(frozen=True)
+@describe("livar_exact", paper="https://arxiv.org/abs/2507.06813", label="LIVAR-Exact (ours)", order=110,
+          summary="This project's variant: LIVAR's signal weights on the LoRA products, with FedEx-LoRA's residual "
+          "in the base weights.")
 class LivarExact(Livar):
     """LIVAR (head and signal-weighted factors) plus the exact-aggregation residual per module."""
 

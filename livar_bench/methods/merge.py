@@ -41,16 +41,18 @@ density = 1): with lam < 1 the global model only moves part of the way towards t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from livar_bench.methods.base import Aggregator
+from livar_bench.methods.describe import describe
+from livar_bench.methods.fedavg import SPACE_HELP
 from livar_bench.ops.lora import factor_keys, lora_delta, lora_modules, to_factors
 from livar_bench.ops.ties import merge_task_vectors
-from livar_bench.types import ClientUpdate, Params, RoundContext, Signal, client_scale
+from livar_bench.types import ClientUpdate, Params, RoundContext, client_scale
 
 # Reference-code TIES settings (LIVAR authors' code base, PAPER.md): top 30 %, lambda 0.4.
 TIES_DENSITY = 0.3
@@ -59,8 +61,13 @@ TIES_LAMBDA = 0.4
 # (config.RunSpec.run_id): 2 = global trim by default and PEFT's floor count for per-tensor trim.
 TIES_RECIPE = 2
 
+LAM_HELP = "scale of the merged task vector added to the global model"
+REDUCE_HELP = ("combine the clients' kept entries by their mean (lam is then the fraction of the step towards "
+               "the clients) or their sum (the task-arithmetic paper's form)")
 
-@dataclass(frozen=True)
+
+@describe("ties", paper="https://arxiv.org/abs/2306.01708", label="TIES", order=40,
+          summary="TIES-merging of client task vectors: trim, elect sign, disjoint mean, scale by lam.")
 class TaskVectorMerge(Aggregator):
     """theta_global + lam * (trim -> elect -> disjoint reduce)(theta_k - theta_global).
 
@@ -68,26 +75,17 @@ class TaskVectorMerge(Aggregator):
     ``density=1`` and no sign election.
     """
 
-    density: float = TIES_DENSITY
-    sign_election: bool = True
-    lam: float = TIES_LAMBDA
-    reduce: Literal["mean", "sum"] = "mean"
-    trim: Literal["global", "tensor"] = "global"
-    space: Literal["factors", "product"] = "factors"
-    requires: ClassVar[frozenset[Signal]] = frozenset()
-    recipe: ClassVar[int] = TIES_RECIPE
-
-    def __post_init__(self) -> None:
-        if self.space not in ("factors", "product"):
-            raise ValueError(f"space must be factors or product, got {self.space!r}")
-        if not 0.0 <= self.density <= 1.0:
-            raise ValueError(f"density must be in [0, 1], got {self.density}")
-        if not torch.isfinite(torch.tensor(self.lam)):
-            raise ValueError(f"lam must be a finite number, got {self.lam}")
-        if self.reduce not in ("mean", "sum"):
-            raise ValueError(f"reduce must be mean or sum, got {self.reduce!r}")
-        if self.trim not in ("global", "tensor"):
-            raise ValueError(f"trim must be global or tensor, got {self.trim!r}")
+    density: Annotated[float, Field(ge=0, le=1, description="fraction of each client's task vector kept by the trim, "
+                                                            "largest magnitudes first (1 keeps everything)")] = TIES_DENSITY
+    sign_election: Annotated[bool, Field(description="keep only entries whose sign agrees with the elected sign "
+                                                     "(that of the sum of the kept values)")] = True
+    lam: Annotated[float, Field(description=LAM_HELP)] = TIES_LAMBDA
+    reduce: Annotated[Literal["mean", "sum"], Field(description=REDUCE_HELP)] = "mean"
+    trim: Annotated[Literal["global", "tensor"], Field(
+        description="trim with one magnitude threshold over each client's whole update (global, the LIVAR "
+                    "reference code) or one per tensor (tensor, PEFT)")] = "global"
+    space: Annotated[Literal["factors", "product"], Field(description=SPACE_HELP)] = "factors"
+    recipe: ClassVar[int | None] = TIES_RECIPE
 
     def accepts_mixed_ranks(self) -> bool:
         return self.space == "product"
@@ -141,17 +139,18 @@ class TaskVectorMerge(Aggregator):
 Ties = TaskVectorMerge
 
 
-@dataclass(frozen=True)
+@describe("task_arithmetic", paper="https://arxiv.org/abs/2212.04089", label="Task arithmetic", order=30,
+          summary="Task arithmetic: global + lam * mean (or sum) of client task vectors.")
 class TaskArithmetic(Aggregator):
-    """Task arithmetic on client task vectors: no trimming, no sign election (preset of the merge)."""
+    """Task arithmetic on client task vectors: no trimming, no sign election.
 
-    lam: float = TIES_LAMBDA
-    reduce: Literal["mean", "sum"] = "mean"
-    space: Literal["factors", "product"] = "factors"
-    requires: ClassVar[frozenset[Signal]] = frozenset()
+    Its own class rather than a preset registration of ``TaskVectorMerge``: it has no density, sign
+    election or trim to set, and no recipe version (its run ids predate TIES' recipe change).
+    """
 
-    def __post_init__(self) -> None:
-        _ = self.merge  # validate at construction, so a bad value is reported before any training
+    lam: Annotated[float, Field(description=LAM_HELP)] = TIES_LAMBDA
+    reduce: Annotated[Literal["mean", "sum"], Field(description=REDUCE_HELP)] = "mean"
+    space: Annotated[Literal["factors", "product"], Field(description=SPACE_HELP)] = "factors"
 
     def accepts_mixed_ranks(self) -> bool:
         return self.space == "product"

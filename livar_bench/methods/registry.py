@@ -1,31 +1,37 @@
-"""Method registry: every aggregator and stage by name, with its paper, display name and table order.
+"""Method registry: every aggregator and stage by name, as registered in ``methods/__init__.py``.
 
-A registered component is a frozen dataclass whose fields are its hyperparameters, subclassing
-``methods.base.Aggregator`` (kind "method") or ``methods.base.Stage`` (kind "stage"). Specs that
-combine them (``livar+ccvr``) are parsed by ``methods.spec.MethodSpec``.
+A registered class describes itself (``@describe``: paper, label, summary, table order, card; fields =
+hyperparameters with types, ranges and help). ``register(cls)`` files it under the name it is described
+with; ``register(cls, name=..., defaults={...})`` files the same class again as a preset under its own
+name (its spec strings, run ids and buffer namespaces use that name). Specs that combine entries
+(``livar+ccvr``) are parsed by ``methods.spec.MethodSpec``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
-import typing
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from livar_bench.errors import BenchError
-from livar_bench.methods.base import Aggregator, Stage
+from livar_bench.methods.base import Aggregator, Component, Stage
+from livar_bench.methods.hyperparameters import Hyperparameter, coerce, declared, problem
 
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered method or stage.
+    """A registered method or stage: a described class under a name, with preset defaults if any.
 
     Attributes:
-        label: display name in tables and plots (e.g. "LIVAR").
-        order: position in tables (smaller first); baselines before the methods they are compared with.
+        kind: "method" (an ``Aggregator``, first in a spec) or "stage" (a ``Stage``, after it).
+        label, paper, summary, order, card: the class's description, where the registration does not
+            give its own (see ``methods.describe.Description``).
+        presets: hyperparameter values this registration uses in place of the class's defaults.
     """
 
     name: str
@@ -35,42 +41,104 @@ class Entry:
     summary: str
     label: str
     order: int
+    card: str
+    presets: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
-    def requires(self) -> frozenset:
-        return self.cls().requires
+    def build(self, args: Mapping[str, Any] | None = None) -> Component:
+        """An instance with ``args`` (typed values) over this entry's defaults, validated.
+
+        Raises:
+            BenchError: one line naming the entry, the key, what is allowed and the help text, or the
+                component's own message for settings that do not fit together.
+        """
+        values = {**self.presets, **(args or {})}
+        try:
+            return self.cls(**values)
+        except ValidationError as err:
+            raise BenchError(self._explain(err, values)) from None
+        except (TypeError, ValueError) as err:
+            raise BenchError(f"{self.name}: {err}") from None
+
+    def coerce(self, key: str, raw: Any) -> Any:
+        """``raw`` (a spec-string value) typed as hyperparameter ``key`` and checked against its range."""
+        return coerce(self.name, self.cls, key, raw)
+
+    @cached_property
+    def default(self) -> Component:
+        """The instance every field of which is at this entry's default."""
+        return self.build()
 
     def defaults(self) -> dict[str, Any]:
         """Default hyperparameter values; for a component with presets (CCVR), the default preset's
         choices resolved (its fields default to None, "from the preset")."""
-        if getattr(self.cls, "preset_fields", ()):
-            instance = self.cls()
-            return {f.name: getattr(instance, f.name) for f in dataclasses.fields(self.cls)}
-        return {f.name: f.default for f in dataclasses.fields(self.cls)}
+        return {f.name: getattr(self.default, f.name) for f in dataclasses.fields(self.cls)}
+
+    def hyperparameters(self) -> list[Hyperparameter]:
+        """The declared hyperparameters with this entry's defaults: type, range or choices, help."""
+        return declared(self.cls, self.defaults())
+
+    @property
+    def requires(self) -> frozenset:
+        """The client signals the default instance needs."""
+        return self.default.requires
+
+    def _explain(self, err: ValidationError, values: Mapping[str, Any]) -> str:
+        problems = []
+        for item in err.errors():
+            key = str(item["loc"][0]) if item["loc"] else ""
+            if item["type"] == "unexpected_keyword_argument":
+                problems.append(f"{self.name} has no hyperparameter {key!r}; valid: "
+                                f"{', '.join(f.name for f in dataclasses.fields(self.cls)) or 'none'}")
+            elif key in self.cls.__pydantic_fields__:
+                hp = next(h for h in declared(self.cls) if h.name == key)
+                problems.append(problem(self.name, hp, values.get(key, item.get("input"))))
+            else:  # a check of the component's own (__post_init__) on settings that do not fit together
+                reason = item.get("ctx", {}).get("error", item["msg"])
+                problems.append(f"{self.name}: {reason}")
+        return "; ".join(problems)
 
 
 _REGISTRY: dict[str, Entry] = {}
 
 
-def register(name: str, *, kind: Literal["method", "stage"], paper: str, summary: str, label: str | None = None,
-             order: int = 1000) -> Callable[[type], type]:
-    """Class decorator registering a method or stage under ``name``.
+def register(cls: type, *, name: str | None = None, label: str | None = None, summary: str | None = None,
+             order: int | None = None, defaults: Mapping[str, Any] | None = None, **old: Any) -> type:
+    """Register a ``@describe``d method or stage (one line per entry in ``methods/__init__.py``).
 
-    Example: ``register("median", kind="method", paper="-", summary="Coordinate-wise median.")(Median)``.
+    Args:
+        cls: the class, an ``Aggregator`` ("method") or ``Stage`` ("stage") subclass.
+        name: the registered name, if not the one the class is described with (a preset of it).
+        label, summary, order: the preset's own, where they differ from the class's.
+        defaults: hyperparameter values of the preset, in place of the class's defaults.
+
+    Returns:
+        ``cls``, unchanged.
+
+    Example: ``register(FedAMS)`` and ``register(FedAMS, name="fedamsgrad", label="FedAMSGrad",
+    defaults={"stabiliser": "add"})``.
     """
-
-    def wrap(cls: type) -> type:
-        base = Aggregator if kind == "method" else Stage
-        if not (dataclasses.is_dataclass(cls) and issubclass(cls, base)):
-            raise TypeError(f"{cls.__name__} must be a frozen dataclass subclassing {base.__name__} to be "
-                            f"registered as a {kind}")
-        if name in _REGISTRY:
-            raise ValueError(f"method name {name!r} is registered twice")
-        _REGISTRY[name] = Entry(name=name, cls=cls, kind=kind, paper=paper, summary=summary, label=label or name,
-                                order=order)
-        return cls
-
-    return wrap
+    if isinstance(cls, str) or old:  # the decorator form of earlier versions: register("name", kind=...)(cls)
+        raise TypeError(f"register({cls!r}, ...) takes the class now: describe it with @describe(name, paper=..., "
+                        "summary=..., label=..., order=...) and write register(TheClass)")
+    about = cls.__dict__.get("description")  # its own, not one inherited from a described parent
+    if about is None:
+        raise TypeError(f"{cls.__name__} has no @describe(...) of its own: declare its paper, summary, label and "
+                        "order on the class to register it")
+    if issubclass(cls, Aggregator):
+        kind = "method"
+    elif issubclass(cls, Stage):
+        kind = "stage"
+    else:
+        raise TypeError(f"{cls.__name__} must subclass Aggregator (a method) or Stage (a stage) to be registered")
+    name = name or about.name
+    if name in _REGISTRY:
+        raise ValueError(f"method name {name!r} is registered twice")
+    entry = Entry(name=name, cls=cls, kind=kind, paper=about.paper, summary=summary or about.summary,
+                  label=label or (about.label if name == about.name else name), order=about.order if order is None else order,
+                  card=about.card, presets=dict(defaults or {}))
+    _ = entry.default  # a preset's values are validated now, not at its first use
+    _REGISTRY[name] = entry
+    return cls
 
 
 def entries() -> list[Entry]:
@@ -85,65 +153,3 @@ def get_entry(name: str) -> Entry:
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise BenchError(f"unknown method {name!r}.{hint} Known: {', '.join(sorted(_REGISTRY))} (livar-bench ls methods)")
-
-
-def coerce(entry: Entry, key: str, raw: Any) -> Any:
-    """``raw`` converted to the type of ``entry``'s hyperparameter ``key`` (a clear error when it cannot be)."""
-    fields = {f.name: f for f in dataclasses.fields(entry.cls)}
-    if key not in fields:
-        valid = ", ".join(fields) or "none"
-        raise BenchError(f"{entry.name} has no hyperparameter {key!r}; valid: {valid}")
-    hint = typing.get_type_hints(entry.cls)[key]
-    try:
-        return _convert(hint, raw)
-    except (TypeError, ValueError) as err:
-        raise BenchError(f"{entry.name}.{key}: cannot use {raw!r} ({err})") from None
-
-
-def _convert(hint: Any, raw: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null", "")):
-            if type(None) in options:
-                return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(option, raw)
-            except (TypeError, ValueError) as err:
-                errors.append(str(err))
-        raise ValueError("; ".join(errors))
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        value = raw.lower() if isinstance(raw, str) else raw
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(map(str, choices))}")
-        return value
-    if hint is bool:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        raise ValueError("expected true or false")
-    if hint is int:
-        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-            raise ValueError("expected an integer")
-        return int(raw)
-    if hint is float:
-        if isinstance(raw, bool):
-            raise ValueError("expected a number")
-        value = float(raw)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError("expected a finite number")
-        return value
-    if hint is str:
-        if not isinstance(raw, (str, int, float)):
-            raise ValueError("expected a string")
-        return str(raw)
-    raise TypeError(f"unsupported hyperparameter type {hint}")

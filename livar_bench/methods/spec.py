@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from livar_bench.errors import BenchError
-from livar_bench.methods.base import Method
-from livar_bench.methods.registry import Entry, coerce, entries, get_entry
+from livar_bench.methods.base import Method, Slot, bind
+from livar_bench.methods.registry import Entry, entries, get_entry
 
 IMPLIED_AGGREGATOR = "fedavg"  # what a bare stage runs after
 _SPECIAL = set('+,[]="\\') | {" ", "\t"}
@@ -72,16 +73,21 @@ class MethodSpec:
     def names(self) -> list[str]:
         return [p.name for p in self.parts]
 
+    @property
+    def namespaces(self) -> list[str]:
+        """Each part's namespace: its name, or ``name#k`` for the k-th occurrence of a name (``Slot``)."""
+        seen: Counter[str] = Counter()
+        out = []
+        for part in self.parts:
+            seen[part.name] += 1
+            out.append(part.name if seen[part.name] == 1 else f"{part.name}#{seen[part.name]}")
+        return out
+
     @cached_property
     def components(self) -> tuple[Any, ...]:
-        """The built aggregator and stages, in order."""
-        built = []
-        for part in self.parts:
-            try:
-                built.append(part.entry.cls(**dict(part.args)))
-            except (TypeError, ValueError) as err:
-                raise BenchError(f"{part.name}: {err}") from None
-        return tuple(built)
+        """The built aggregator and stages, in order, each told its slot (name, position, namespace)."""
+        return tuple(bind(part.entry.build(dict(part.args)), Slot(part.name, position, namespace))
+                     for position, (part, namespace) in enumerate(zip(self.parts, self.namespaces, strict=True)))
 
     def build(self) -> Method:
         """The ``Method`` (objective, aggregator, stages) this spec describes."""
@@ -91,31 +97,32 @@ class MethodSpec:
 
     @cached_property
     def content_digests(self) -> dict[str, str]:
-        """Digests of files the components read (e.g. a LIVAR rule), keyed by component name."""
+        """Digests of files the components read (e.g. a LIVAR rule), keyed by component namespace."""
         out = {}
-        for part, component in zip(self.parts, self.components, strict=True):
+        for namespace, component in zip(self.namespaces, self.components, strict=True):
             digest = component.content_digest()
             if digest:
-                out[part.name] = digest
+                out[namespace] = digest
         return out
 
     @cached_property
     def recipe_versions(self) -> dict[str, int]:
-        """Recipe versions of the components that declare one (``recipe: ClassVar[int]``), by name.
+        """Recipe versions of the components that declare one (``Component.recipe``), by name.
 
         Part of the run id: a component whose default behaviour changed after runs were made with it
         (CCVR and TIES, issue 13) bumps its version, so its specs get new ids while every other
-        method keeps its ids.
+        method keeps its ids. Keyed by name, not namespace: a name has one class, hence one version.
         """
-        return {p.name: int(p.entry.cls.recipe) for p in self.parts if getattr(p.entry.cls, "recipe", None) is not None}
+        return {p.name: p.entry.cls.recipe for p in self.parts if p.entry.cls.recipe is not None}
 
     def with_param(self, name: str, key: str, value: Any) -> MethodSpec:
-        """A new spec with hyperparameter ``key`` of component ``name`` set to ``value`` (validated)."""
+        """A new spec with hyperparameter ``key`` of component ``name`` (a name, or the namespace
+        ``name#k`` of a later occurrence) set to ``value`` (validated)."""
         name, key = name.strip().lower(), key.strip().lower()
-        if name not in self.names:
-            raise BenchError(f"{name!r} is not part of method {str(self)!r} (parts: {', '.join(self.names)})")
+        if name not in self.namespaces:
+            raise BenchError(f"{name!r} is not part of method {str(self)!r} (parts: {', '.join(self.namespaces)})")
         raw = [(p.name, dict(p.args)) for p in self.parts]
-        raw[self.names.index(name)][1][key] = value
+        raw[self.namespaces.index(name)][1][key] = value
         text = "+".join(p.render() for p in self.parts)
         parts = tuple(_canonical_part(n, a, text, i) for i, (n, a) in enumerate(raw))
         spec = MethodSpec(parts)
@@ -123,11 +130,11 @@ class MethodSpec:
         return spec
 
     def hyperparameters(self) -> dict[str, Any]:
-        """Every hyperparameter of every component (defaults included), keyed ``component.key``."""
+        """Every hyperparameter of every component (defaults included), keyed ``namespace.key``."""
         out = {}
-        for part, component in zip(self.parts, self.components, strict=True):
+        for namespace, component in zip(self.namespaces, self.components, strict=True):
             for f in dataclasses.fields(component):
-                out[f"{part.name}.{f.name}"] = getattr(component, f.name)
+                out[f"{namespace}.{f.name}"] = getattr(component, f.name)
         return out
 
 
@@ -202,19 +209,16 @@ def _canonical_part(name: str, args: dict[str, Any], text: str, position: int) -
         stages = ", ".join(e.name for e in entries() if e.kind == "stage")
         raise BenchError(f"{name!r} is an aggregation method and can only come first in {text!r}; "
                          f"stages that can follow: {stages}")
-    defaults = entry.defaults()
-    typed = {key: coerce(entry, key, value) for key, value in args.items()}
+    typed = {key: entry.coerce(key, value) for key, value in args.items()}
     # A component with presets (CCVR's ``preset``) resolves its other settings from the chosen preset:
     # a setting is "changed" when it differs from that preset's value, a preset when it differs from the
-    # default one. So ``ccvr[preset=paper,model=pooled_full]`` is ``ccvr[preset=paper]``.
-    presets = getattr(entry.cls, "preset_fields", ())
-    if presets:
-        try:
-            base = entry.cls(**{k: v for k, v in typed.items() if k in presets})
-        except (TypeError, ValueError) as err:
-            raise BenchError(f"{name}: {err}") from None
-        defaults = {k: defaults[k] if k in presets else getattr(base, k) for k in defaults}
-    changed = tuple((k, typed[k]) for k in sorted(typed) if typed[k] != defaults[k])
+    # default one. So ``ccvr[preset=paper,model=pooled_full]`` is ``ccvr[preset=paper]``. Without presets
+    # the reference is the entry's default instance.
+    presets = {k: v for k, v in typed.items() if k in entry.cls.preset_fields}
+    chosen = entry.build(presets) if presets else entry.default
+    defaults = entry.defaults()
+    reference = {k: defaults[k] if k in entry.cls.preset_fields else getattr(chosen, k) for k in defaults}
+    changed = tuple((k, typed[k]) for k in sorted(typed) if typed[k] != reference[k])
     return Part(name, changed)
 
 

@@ -48,12 +48,13 @@ def test_ccvr_alias_is_the_same_run_as_fedavg_plus_ccvr(tmp_path) -> None:
 @pytest.mark.parametrize(("spec", "needles"), [
     ("nosuchmethod", ["unknown method 'nosuchmethod'", "Known:"]),
     ("livar[nope=1]", ["livar has no hyperparameter 'nope'", "valid: head"]),
-    ("ties[density=2]", ["ties: density must be in [0, 1]"]),
+    ("ties[density=2]", ["ties.density: cannot use '2': expected a number in [0, 1]", "fraction of each client's"]),
     ("livar[", ["'[' is never closed"]),
     ("livar++ccvr", ["expected a method name"]),
     ("+ccvr", ["expected a method name at position 1"]),
-    ("fedadam[beta1=2]", ["fedadam: beta1 must be in [0, 1), got 2.0"]),
+    ("fedadam[beta1=2]", ["fedadam.beta1: cannot use '2': expected a number in [0, 1)", "first moment"]),
     ("fedadam[beta1=x]", ["fedadam.beta1: cannot use 'x'"]),
+    ("livar_exact[lora=false]", ["livar_exact: livar_exact needs lora=true"]),
 ])
 def test_bad_method_is_exit_code_2_with_one_line(spec: str, needles: list[str], tmp_path, monkeypatch,
                                                   capsys) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
 import torch
 
 from livar_bench.methods import MethodSpec, ServerState, Signal, entries, get_entry, parse_method
+from livar_bench.types import needs_class_stats
 from tests.methods._fakes import context, make_updates, snapshot
 
 NAMES = [e.name for e in entries()]
@@ -46,8 +48,9 @@ def test_output_matches_input_layout(name: str, dtype: torch.dtype) -> None:
         assert out.params[key].shape == value.shape, key
         assert out.params[key].dtype == value.dtype, key
         assert bool(torch.isfinite(out.params[key].float()).all()), key
+    namespaces = [c.namespace for c in MethodSpec.parse(name).components]
     for key, value in out.buffers.items():
-        assert key.split(".", 1)[0] in MethodSpec.parse(name).names, f"buffer {key} is not namespaced"
+        assert key.split(".", 1)[0] in namespaces, f"buffer {key} is not under its component's namespace"
         assert isinstance(value, torch.Tensor)
 
 
@@ -125,10 +128,50 @@ def test_defaults_that_are_not_fixed_points(spec: str) -> None:
     assert any(not torch.allclose(out[k], updates[0].params[k]) for k in params)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_requires_only_known_signals(name: str) -> None:
+def only_signals(updates, requires):
+    """The updates carrying exactly the payloads ``requires`` asks clients for (covariances only with
+    CLASS_COV), as a real client sends them."""
+    out = []
+    for u in updates:
+        signals = {}
+        if needs_class_stats(requires):
+            stats = u.signals["class_stats"]
+            signals["class_stats"] = stats if Signal.CLASS_COV in requires else dataclasses.replace(stats, cov=None)
+        if Signal.LORA_SIGNAL in requires:
+            signals["lora_signal"] = u.signals["lora_signal"]
+        out.append(dataclasses.replace(u, signals=signals))
+    return out
+
+
+SIGNAL_SPECS = NAMES + ["ccvr[model=pooled_full]", "ccvr[model=pooled_diag]", "livar[head=false]", "livar[lora=false]",
+                        "livar+ccvr[model=pooled_full]"]
+
+
+@pytest.mark.parametrize("name", SIGNAL_SPECS)
+def test_declared_signals_are_enough_and_needed(name: str) -> None:
+    """A method runs on exactly the signals it declares, and fails (rather than quietly falling back)
+    without any one of them: ``requires`` is what clients compute, so it must be neither short nor long."""
     method = parse_method(name)
-    assert method.requires <= set(Signal)
+    params, updates = make_updates()
+    state = method.init_state(params)
+    step(method, state, only_signals(updates, method.requires))
+    for signal in method.requires:
+        if signal is Signal.CLASS_STATS and Signal.CLASS_COV in method.requires:
+            continue  # the covariance signal carries the statistics too
+        fewer = set(method.requires) - {signal}
+        if signal is Signal.CLASS_COV:
+            fewer.add(Signal.CLASS_STATS)  # the statistics stay, only the covariances go
+        with pytest.raises(ValueError):
+            step(method, state, only_signals(updates, frozenset(fewer)))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_hyperparameter_is_described(name: str) -> None:
+    """Each hyperparameter has a help text and what it may be: a range, choices, or examples of text."""
+    for h in get_entry(name).hyperparameters():
+        assert len(h.help) > 10, (name, h.name)
+        assert h.range is not None or h.choices is not None or h.examples, (name, h.name)
+        assert h.help in h.to_json()["help"] and h.default == get_entry(name).defaults()[h.name]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -86,9 +86,9 @@ def test_server_optimisers_compose_with_stages() -> None:
 
 
 @pytest.mark.parametrize(("spec", "message"), [
-    ("fedadam[beta1=2]", "fedadam: beta1 must be in \\[0, 1\\), got 2.0"),
-    ("fedyogi[tau=0]", "fedyogi: tau must be a positive number"),
-    ("fedavgm[eta=-1]", "fedavgm: eta must be a positive number"),
+    ("fedadam[beta1=2]", "fedadam.beta1: cannot use '2': expected a number in \\[0, 1\\). beta1: decay of the first"),
+    ("fedyogi[tau=0]", "fedyogi.tau: cannot use '0': expected a number in \\(0, inf\\). tau: adaptivity"),
+    ("fedavgm[eta=-1]", "fedavgm.eta: cannot use '-1': expected a number in \\(0, inf\\). eta: server learning rate"),
     ("fedadagrad[lr=1]", "fedadagrad has no hyperparameter 'lr'; valid: eta, beta1, beta2, tau"),
 ])
 def test_bad_hyperparameters(spec: str, message: str) -> None:

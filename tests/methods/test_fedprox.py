@@ -7,17 +7,24 @@ import math
 import torch
 
 from livar_bench.client.objectives import Proximal
-from livar_bench.methods import FedAvg, FedProx, parse_method
+from livar_bench.methods import ClientUpdate, FedProx, parse_method
 from livar_bench.methods.base import CrossEntropy
 from tests.methods._fakes import context, make_updates
 
 
-def test_fedprox_server_is_fedavg() -> None:
-    params, updates = make_updates()
+def test_fedprox_server_is_the_sample_weighted_mean() -> None:
+    # By hand: clients with n = 1 and 3 samples hold 2.0 and 6.0: (1 * 2 + 3 * 6) / 4 = 5.0, whatever mu.
+    glob = {"w": torch.tensor([0.0])}
+    updates = [ClientUpdate(0, 1, torch.zeros(1), {"w": torch.tensor([2.0])}),
+               ClientUpdate(1, 3, torch.zeros(1), {"w": torch.tensor([6.0])})]
     for mu in (0.0, 0.5):
-        out = FedProx(mu=mu)(params, updates, context())
-        ref = FedAvg()(params, updates, context())
-        assert all(torch.equal(out[k], ref[k]) for k in params)
+        assert float(parse_method(f"fedprox[mu={mu}]").aggregate(glob, updates, context())["w"]) == 5.0
+    params, updates = make_updates()  # every tensor, also the LoRA factors and the head
+    out = FedProx(mu=0.5)(params, updates, context())
+    total = sum(u.num_samples for u in updates)
+    for key in params:
+        expected = sum(u.num_samples * u.params[key].double() for u in updates) / total
+        torch.testing.assert_close(out[key].double(), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_mu_zero_objective_is_cross_entropy() -> None:

@@ -89,10 +89,14 @@ def test_with_param_validates_and_canonicalises() -> None:
     ("ccvr+livar", "can only come first"),
     ("ties+fedavg", "can only come first"),
     ("fedavgg", "unknown method 'fedavgg'. Did you mean fedavg"),
-    ("ties[density=2]", "ties: density must be in \\[0, 1\\], got 2.0"),
-    ("ties[lam=inf]", "ties.lam: cannot use 'inf' \\(expected a finite number\\)"),
-    ("ties[sign_election=maybe]", "ties.sign_election: cannot use 'maybe' \\(expected true or false\\)"),
-    ("ccvr[model=half]", "ccvr.model: cannot use 'half'"),
+    ("ties[density=2]", "ties.density: cannot use '2': expected a number in \\[0, 1\\]. density: fraction"),
+    ("ties[lam=inf]", "ties.lam: cannot use 'inf': expected a finite number. lam: scale of the merged"),
+    ("ties[sign_election=maybe]", "ties.sign_election: cannot use 'maybe': expected one of true, false"),
+    ("ccvr[model=half]", "ccvr.model: cannot use 'half': expected one of pooled_full, pooled_diag, client_diag, or none"),
+    ("ccvr[epochs=3.5]", "ccvr.epochs: cannot use '3.5': expected an integer in \\[1, inf\\), or none"),
+    ("ccvr[epochs=0]", "ccvr.epochs: cannot use '0'"),
+    ("ties[lam=none]", "ties.lam: cannot use 'none'"),  # none only for optional settings
+
 ])
 def test_malformed_specs_name_the_problem(text: str, message: str) -> None:
     with pytest.raises(BenchError, match=message):

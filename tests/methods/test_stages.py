@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import pandas as pd
 import pytest
@@ -12,7 +11,15 @@ import torch
 
 from livar_bench.config import make_spec
 from livar_bench.federation import run_federation
-from livar_bench.methods import ClientUpdate, RoundContext, ServerState, Stage, parse_method, registry
+from livar_bench.methods import (
+    ClientUpdate,
+    RoundContext,
+    ServerState,
+    Stage,
+    describe,
+    parse_method,
+    registry,
+)
 from tests.methods._fakes import context, make_updates
 
 
@@ -34,7 +41,7 @@ def test_clip_bounds_the_global_step_of_any_aggregator() -> None:
         assert norm == pytest.approx(0.5, rel=1e-6), spec
 
 
-@dataclass(frozen=True)
+@describe("record", paper="-", summary="test: the server's held-out loss of the new params, kept in a buffer")
 class RecordServerLoss(Stage):
     """Test stage: writes the server's held-out loss of the new params into a buffer."""
 
@@ -44,20 +51,22 @@ class RecordServerLoss(Stage):
         feats, labels = ctx.server_data.features(new.params)
         assert feats.shape[0] == labels.shape[0] > 0
         loss = ctx.server_data.loss(new.params)
-        return new.evolve(buffers={**new.buffers, "record.loss": torch.tensor(loss)})
+        buffers = self.buffers(new)
+        buffers.set("loss", "val", torch.tensor(loss))
+        return new.evolve(buffers=buffers.mapping)
 
 
 def test_stage_sees_server_data_in_a_run(tmp_path, tiny_spec_values, monkeypatch) -> None:
     from livar_bench.methods.base import Method
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    registry.register("record", kind="stage", paper="-", summary="test")(RecordServerLoss)
+    registry.register(RecordServerLoss)
     seen: list[float] = []
     original = Method.server_step
 
     def capture(self, state, updates, ctx):  # observe the state server_step returns (not a replacement)
         out = original(self, state, updates, ctx)
-        seen.append(float(out.buffers["record.loss"]))
+        seen.append(float(out.buffers["record.loss.val"]))
         return out
 
     monkeypatch.setattr(Method, "server_step", capture)
