@@ -13,6 +13,7 @@ from livar_bench.methods.clip import ClipUpdate
 from livar_bench.methods.describe import describe
 from livar_bench.methods.fedadagrad import FedAdagrad
 from livar_bench.methods.fedadam import FedAdam
+from livar_bench.methods.fedams import FedAMS
 from livar_bench.methods.fedavg import FedAvg
 from livar_bench.methods.fedavgm import FedAvgM
 from livar_bench.methods.fedex_lora import FedExLora
@@ -34,6 +35,9 @@ register(FedAvgM)
 register(FedAdagrad)
 register(FedAdam)
 register(FedYogi)
+register(FedAMS)
+register(FedAMS, name="fedamsgrad", label="FedAMSGrad", defaults={"vhat_init": 0.0, "eps": 1e-3},
+         summary="AMSGrad server optimiser, eps added to sqrt(vhat) instead of the max stabilisation.")
 register(TaskArithmetic)
 register(TaskVectorMerge)
 register(FedExLora)
