@@ -46,8 +46,11 @@ class RunSpec(BaseModel):
     max_train_samples: int | None = Field(None, ge=1, description="Seeded subsample of the training set.")
     max_test_samples: int | None = Field(None, ge=1, description="Seeded subsample of the test set.")
     # partition
-    partition: Literal["dirichlet", "iid"] = "dirichlet"
-    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (label skew; smaller = more skewed).")
+    partition: str = Field(
+        "dirichlet", description="Partition spec (livar-bench ls partitioners), e.g. iid, shards[per_client=2], "
+        "classes[k=2], quantity[dist=powerlaw], balanced_dirichlet, domain; its Dirichlet alpha is `alpha`.")
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (label skew; smaller = more skewed); "
+                                                "used by partitions that draw from a Dirichlet.")
     num_clients: int = Field(10, ge=1)
     min_client_samples: int = Field(6, ge=1, description="Redraw the partition until every client has this many.")
     participation: float = Field(1.0, gt=0, le=1, description="Fraction of clients sampled per round.")
@@ -105,6 +108,23 @@ class RunSpec(BaseModel):
 
     _method_spec: Any = PrivateAttr(None)
     _run_id: str | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_partition(cls, data: Any) -> Any:
+        """``partition`` in canonical form, its Dirichlet alpha moved to the ``alpha`` field (one place,
+        so `--alpha`, alpha sweeps and the ids of Dirichlet runs stay what they were)."""
+        if not isinstance(data, dict) or not isinstance(data.get("partition"), str):
+            return data
+        from livar_bench.data.partitioners import split_alpha
+
+        form, written = split_alpha(data["partition"])  # raises BenchError naming the scheme and setting
+        if written is not None:
+            if "alpha" in data and data["alpha"] is not None and float(data["alpha"]) != written:
+                raise BenchError(f"partition {data['partition']!r} sets alpha={written:g} but alpha is also "
+                                 f"{data['alpha']}; give it once (--alpha or inside the partition spec)")
+            data = {**data, "alpha": written}
+        return {**data, "partition": form}
 
     @model_validator(mode="wrap")
     @classmethod
@@ -166,6 +186,37 @@ class RunSpec(BaseModel):
         return self._method_spec
 
     @model_validator(mode="after")
+    def _partition_fits_dataset(self) -> RunSpec:
+        from livar_bench.data import DATASETS, has_domains
+        from livar_bench.data.partitioners.base import no_domains
+
+        if self.partition_spec.needs_domains and has_domains(self.dataset) is False:
+            known = tuple(d.name for d in DATASETS.values() if d.domains)
+            raise BenchError(no_domains(self.partition_spec.name, self.dataset, known))
+        return self
+
+    @property
+    def partition_spec(self) -> Any:
+        """The partitioner (``data.partitioners``) with this run's alpha where it reads one."""
+        from livar_bench.data.partitioners import with_alpha
+
+        return with_alpha(self.partition, self.alpha)
+
+    @property
+    def partition_label(self) -> str:
+        """The full partition spec, alpha included where it is used (``dirichlet[alpha=0.1]``)."""
+        from livar_bench.data.partitioners import render
+
+        return render(self.partition_spec)
+
+    @property
+    def partition_title(self) -> str:
+        """The partition with every setting spelled out, and the data and clients it splits (plots, messages)."""
+        from livar_bench.data.partitioners import describe
+
+        return f"{describe(self.partition_spec)} on {self.dataset}, {self.num_clients} clients, seed {self.seed}"
+
+    @model_validator(mode="after")
     def _whole_patches(self) -> RunSpec:
         from livar_bench.backbones import check_image_size
 
@@ -180,7 +231,7 @@ class RunSpec(BaseModel):
             for optional in ("val_fraction", "eval_local", "client_ranks"):  # ids of runs made before they existed
                 if not payload[optional]:
                     payload.pop(optional)
-            if self.partition == "iid":  # alpha has no effect on an IID partition
+            if not self.partition_spec.uses_alpha():  # alpha has no effect on an IID (shards, ...) partition
                 payload.pop("alpha")
             digests = self.method_spec.content_digests
             if digests:  # contents of files the method reads (a LIVAR rule), not just their paths
@@ -200,7 +251,8 @@ class RunSpec(BaseModel):
     def partition_settings(self) -> dict[str, Any]:
         """The settings that decide which client holds which sample (and trains on which)."""
         keys = ("dataset", "max_train_samples", "partition", "alpha", "num_clients", "min_client_samples", "seed")
-        payload = {k: getattr(self, k) for k in keys if not (k == "alpha" and self.partition == "iid")}
+        uses_alpha = self.partition_spec.uses_alpha()
+        payload = {k: getattr(self, k) for k in keys if not (k == "alpha" and not uses_alpha)}
         if self.val_fraction:  # the validation carve changes each client's training data
             payload["val_fraction"] = self.val_fraction
         return payload
@@ -211,8 +263,12 @@ class RunSpec(BaseModel):
         return json_digest(self.partition_settings())
 
     def replace(self, **changes: Any) -> RunSpec:
-        """A validated copy with ``changes`` applied."""
-        return make_spec({**self.model_dump(), **changes})
+        """A validated copy with ``changes`` applied (a new partition spec that writes its alpha wins over
+        the current alpha)."""
+        current = self.model_dump()
+        if "partition" in changes and "alpha" not in changes:
+            current.pop("alpha")
+        return make_spec({**current, **changes})
 
 
 def format_validation_error(err: ValidationError) -> str:

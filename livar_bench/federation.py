@@ -40,12 +40,12 @@ from livar_bench.data import DatasetBundle, LoadOptions, load_dataset
 from livar_bench.data.partition import (
     Partition,
     carve_validation,
-    dirichlet_partition,
     heterogeneity,
-    iid_partition,
     partition_record,
     read_partition_file,
 )
+from livar_bench.data.partitioners import PartitionData
+from livar_bench.data.partitioners import record as partition_files
 from livar_bench.data.transforms import DeviceTransform
 from livar_bench.errors import BenchError, WeightsError
 from livar_bench.methods.base import Method
@@ -91,15 +91,16 @@ def autocast_dtype(spec: RunSpec, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def make_partition(spec: RunSpec, labels: np.ndarray) -> Partition:
+def make_partition(spec: RunSpec, labels: np.ndarray, domains: np.ndarray | None = None) -> Partition:
+    """The run's partition (``spec.partition_spec``, data/partitioners/), drawn from the seed's own stream."""
     rng = np.random.default_rng(derive_seed(spec.seed, STREAM_PARTITION))
-    if spec.partition == "iid":
-        return iid_partition(len(labels), spec.num_clients, rng, spec.min_client_samples)
-    return dirichlet_partition(labels, spec.num_clients, spec.alpha, rng, spec.min_client_samples)
+    data = PartitionData(labels, domains, spec.dataset)
+    return spec.partition_spec.draw(data, spec.num_clients, rng, spec.min_client_samples)
 
 
 def obtain_partition(
-    spec: RunSpec, labels: np.ndarray, num_classes: int, partitions_dir: Path | None = None
+    spec: RunSpec, labels: np.ndarray, num_classes: int, partitions_dir: Path | None = None,
+    domains: np.ndarray | None = None,
 ) -> tuple[Partition, Partition | None]:
     """The run's (full partition, validation carve or None), saved once per partition id and reused.
 
@@ -112,7 +113,7 @@ def obtain_partition(
     stored = read_partition_file(path, labels, num_classes) if path is not None and path.is_file() else None
     if stored is not None:  # None: no file yet, or a damaged one (set aside, redrawn identically below)
         return stored
-    partition = make_partition(spec, labels)
+    partition = make_partition(spec, labels, domains)
     val = None
     if spec.val_fraction > 0:
         rngs = [np.random.default_rng(derive_seed(spec.seed, STREAM_VAL, k)) for k in range(spec.num_clients)]
@@ -125,18 +126,15 @@ def obtain_partition(
     return partition, val
 
 
-def partition_summary(spec: RunSpec, partition: Partition, labels: np.ndarray, num_classes: int) -> dict[str, Any]:
-    counts = partition.class_counts(labels, num_classes)
-    return {
-        "partition_id": spec.partition_id,
-        "fingerprint": partition.fingerprint(),
-        "scheme": spec.partition,
-        "alpha": spec.alpha,
-        "num_clients": spec.num_clients,
-        "sizes": partition.sizes().tolist(),
-        "class_counts": counts.tolist(),
-        **heterogeneity(counts),
-    }
+def record_partition(folder: Path, spec: RunSpec, s: Setup, partitions_dir: Path) -> None:
+    """partition.json (scheme, settings, counts, heterogeneity) and partition.png (label distribution)."""
+    split, names = s.bundle.train, s.bundle.domain_names
+    labels, domains = split.labels.numpy(), None if split.domains is None else split.domains.numpy()
+    record = partition_files.summary(spec.partition_spec, s.partition, labels, s.bundle.num_classes,
+                                     partition_id=spec.partition_id, domains=domains, domain_names=names)
+    write_json(folder / "partition.json", record)
+    partition_files.save_plot(folder / "partition.png", partitions_dir / f"{spec.partition_id}.png",
+                              np.asarray(record["class_counts"]), spec.partition_title, s.bundle.class_names)
 
 
 def sample_clients(spec: RunSpec, round_: int) -> list[int]:
@@ -197,7 +195,8 @@ def setup_run(spec: RunSpec, bundle: DatasetBundle | None = None, partitions_dir
     model.to(device)
     train_tf = DeviceTransform(info.input_size, info.mean, info.std, scale=bundle.crop_scale, eval_crop=bundle.eval_crop)
     labels = bundle.train.labels.numpy()
-    partition, val = obtain_partition(spec, labels, bundle.num_classes, partitions_dir)
+    domains = None if bundle.train.domains is None else bundle.train.domains.numpy()
+    partition, val = obtain_partition(spec, labels, bundle.num_classes, partitions_dir, domains)
     train = bundle.train.to(device)
     client_ix = partition.client_indices
     if val is not None:  # clients train on what the validation carve leaves
@@ -389,7 +388,7 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     write_json(partial / "spec.json", {"run_id": run_id, **spec.model_dump(mode="json"), **weights})
     write_json(partial / "env.json", {**environment(str(s.device)), **weights, "engine": getattr(engine, "name", "local")})
     labels = s.bundle.train.labels.numpy()
-    write_json(partial / "partition.json", partition_summary(spec, s.partition, labels, s.bundle.num_classes))
+    record_partition(partial, spec, s, store.root / "partitions")
 
     settings = local_settings(s)
     rows: list[dict[str, Any]] = []

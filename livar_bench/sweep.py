@@ -36,6 +36,7 @@ from livar_bench.errors import BenchError, DataNotFoundError, WeightsError
 AXES: dict[str, str] = {
     "datasets": "dataset",
     "methods": "method",
+    "partitions": "partition",
     "alphas": "alpha",
     "seeds": "seed",
     "backbones": "backbone",
@@ -44,7 +45,7 @@ AXES: dict[str, str] = {
     "lrs": "lr",
 }
 # order of the nested loops, outermost first (method innermost: a partition's methods run back to back)
-LOOP_ORDER = ("datasets", "backbones", "num_clients", "alphas", "lora_ranks", "lrs", "seeds", "methods")
+LOOP_ORDER = ("datasets", "backbones", "num_clients", "partitions", "alphas", "lora_ranks", "lrs", "seeds", "methods")
 
 
 class SweepGrid(BaseModel):
@@ -54,6 +55,7 @@ class SweepGrid(BaseModel):
 
     datasets: list[str] | None = Field(None, description="Dataset names (livar-bench ls datasets).")
     methods: list[str] | None = Field(None, description="Method specs, e.g. livar, livar+ccvr.")
+    partitions: list[str] | None = Field(None, description="Partition specs, e.g. iid, shards[per_client=2].")
     alphas: list[float] | None = Field(None, description="Dirichlet concentrations.")
     seeds: list[int] | None = Field(None, description="Seeds (partition, init, data order).")
     backbones: list[str] | None = Field(None, description="Backbone names.")
@@ -149,7 +151,8 @@ def sweep_summary(specs: list[RunSpec]) -> str:
     def uniq(field: str) -> str:
         return ",".join(dict.fromkeys(str(getattr(s, field)) for s in specs))
 
-    return (f"{len(specs)} runs: datasets {uniq('dataset')}; methods {uniq('method')}; "
+    parts = f"partitions {uniq('partition_label')}; " if any(s.partition != "dirichlet" for s in specs) else ""
+    return (f"{len(specs)} runs: datasets {uniq('dataset')}; methods {uniq('method')}; {parts}"
             f"alphas {uniq('alpha')}; seeds {uniq('seed')}")
 
 

@@ -114,9 +114,9 @@ def test_more_clients_than_samples_is_a_bench_error():
 
 
 def test_unreachable_minimum_gives_up_with_advice(monkeypatch):
-    import livar_bench.data.partition as partition
+    import livar_bench.data.partitioners.base as base
 
-    monkeypatch.setattr(partition, "MAX_ATTEMPTS", 20)
+    monkeypatch.setattr(base, "MAX_ATTEMPTS", 20)
     # 20 samples of one class over 4 clients with min 5 each needs an exactly even multinomial draw;
     # at alpha 0.01 one client gets almost everything.
     with pytest.raises(BenchError, match="raise alpha"):

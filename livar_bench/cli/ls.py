@@ -1,4 +1,4 @@
-"""``livar-bench ls``: list datasets, methods and backbones.
+"""``livar-bench ls``: list datasets, methods, backbones and partitioners.
 
 ``--format auto`` (default) draws a table on a terminal wide enough for it and otherwise (piped, or a
 narrow terminal) prints ``tsv``: a header and one tab-separated line per row, never cut or wrapped.
@@ -54,7 +54,20 @@ def rows_for(what: str) -> tuple[list[str], list[list[str]]]:
             rows.append([g["family"], ",".join(g["sizes"]) or "-", str(g["patch"] or "?"), str(g["timm_size"] or "?"),
                          str(g["size"]), tags])
         return ["family (* = size)", "sizes", "patch", "timm px", "used px", "pretrained tags"], rows
-    raise BenchError(f"cannot list {what!r}; choose datasets, methods or backbones")
+    if kind == "partitioner":
+        from livar_bench.data.partitioners import PARTITIONERS
+
+        rows = []
+        for cls in PARTITIONERS.values():
+            settings = "; ".join(f"{k}={_value(f.default)}: {(f.description or '').rstrip('.')}"
+                                 for k, f in cls.model_fields.items())
+            rows.append([cls.name, settings or "-", cls.summary])
+        return ["name", "settings (default: help)", "summary"], rows
+    raise BenchError(f"cannot list {what!r}; choose datasets, methods, backbones or partitioners")
+
+
+def _value(value: object) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
 def method_items() -> list[dict]:
@@ -100,13 +113,14 @@ def table_width(columns: list[str], rows: list[list[str]]) -> int:
 
 @app.command("ls")
 def ls(
-    what: str = typer.Argument(..., help="datasets, methods or backbones"),
+    what: str = typer.Argument(..., help="datasets, methods, backbones or partitioners"),
     format: str = typer.Option("auto", "--format", help="auto, table, tsv, csv or json (auto: a table on a "
                                "terminal wide enough for it, else tsv: one complete row per line)."),
     check: str | None = typer.Option(None, help="With backbones: check one name (patch, sizes, hub page, "
                                      "local cache) instead of listing.", show_default="none"),
 ) -> None:
-    """List what can be used. Example: livar-bench ls methods; livar-bench ls backbones --check NAME"""
+    """List what can be used. Example: livar-bench ls methods; livar-bench ls partitioners;
+    livar-bench ls backbones --check NAME"""
     from rich.console import Console
 
     if check is not None:

@@ -47,9 +47,12 @@ def _option(field: str, help: str, *flags: str, kind: Any = None) -> tuple[Any, 
 # option name -> (annotation, RunSpec field). Order = order in --help.
 RUN_OPTIONS: dict[str, tuple[Any, str]] = {
     "dataset": _option("dataset", "Dataset (livar-bench ls datasets)."),
-    "alpha": _option("alpha", "Dirichlet concentration (> 0; smaller = more label skew)."),
-    "iid": (Annotated[bool, typer.Option("--iid", help="IID partition instead of Dirichlet (alpha then unused). "
-                                                         "[default: off, Dirichlet]")],
+    "partition": _option("partition", "Partition spec: iid, dirichlet[alpha=0.1], shards[per_client=2], classes[k=2], "
+                                      "quantity[dist=powerlaw,labels=dirichlet], balanced_dirichlet, domain "
+                                      "(livar-bench ls partitioners)."),
+    "alpha": _option("alpha", "Dirichlet concentration (> 0; smaller = more label skew) of partitions that draw one."),
+    "iid": (Annotated[bool, typer.Option("--iid", help="IID partition instead of Dirichlet (alpha then unused); "
+                                                         "short for --partition iid. [default: off, Dirichlet]")],
             "partition"),
     "clients": _option("num_clients", "Number of clients.", "--clients"),
     "participation": _option("participation", "Fraction of clients sampled per round."),
@@ -136,6 +139,9 @@ def run_settings(iid: bool = False, **options: Any) -> dict[str, Any]:
                 raise BenchError(f"--client-ranks {value!r}: expected comma-separated integers, e.g. 4,8,16") from None
         values[field] = value
     if iid:
+        if values.get("partition", "iid").strip().lower() != "iid":
+            raise BenchError(f"--iid and --partition {values['partition']!r} ask for two partitions; give one "
+                             "(--iid is short for --partition iid)")
         values["partition"] = "iid"
     return values
 

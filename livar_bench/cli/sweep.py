@@ -71,7 +71,7 @@ class SweepProgress:
         elif event == "run_start":
             spec = info["spec"]
             self.run_started = time.perf_counter()
-            self.label = f"[{info['index'] + 1}/{info['total']}] {spec.method} {spec.dataset} α={spec.alpha:g} seed {spec.seed}"
+            self.label = f"[{info['index'] + 1}/{info['total']}] {spec.method} {spec.dataset} {_where(spec)} seed {spec.seed}"
             if p is None:
                 self.log(f"{self.label}: start (run {spec.run_id})")
         elif event == "start" and p is not None:
@@ -111,12 +111,19 @@ class SweepProgress:
             self.log(f"{self.label}: FAILED: {info['error']}")
 
 
+def _where(spec: Any) -> str:
+    """The partition of a run as the progress shows it: α for Dirichlet, the spec otherwise."""
+    return f"α={spec.alpha:g}" if spec.partition == "dirichlet" else spec.partition_label
+
+
 @app.command()
 @o.run_options(skip=("dataset", "alpha", "seed"))
 def sweep(
     config: Path | None = typer.Option(None, help="Sweep YAML (grid: lists, base: run settings); options override it."),
     datasets: str | None = typer.Option(None, help="Comma-separated datasets, e.g. cifar100,imagenet-r."),
     methods: str | None = typer.Option(None, help="Comma-separated method specs, e.g. livar,ccvr,livar+ccvr."),
+    partitions: str | None = typer.Option(None, help="Comma-separated partition specs, e.g. "
+                                          "iid,shards[per_client=2],classes[k=2] (a grid axis)."),
     alphas: str | None = typer.Option(None, help="Comma-separated Dirichlet alphas, e.g. 0.05,0.1,0.2."),
     seeds: str | None = typer.Option(None, help="Comma-separated seeds, e.g. 0,1,2."),
     executor: str = typer.Option("local", help="local (one run after another) or ray (one run per GPU/CPU slot)."),
@@ -132,7 +139,7 @@ def sweep(
     from livar_bench import sweep as sw
 
     base = dict(settings or {})
-    grid = dict(datasets=sw.split_list(datasets), methods=sw.split_list(methods),
+    grid = dict(datasets=sw.split_list(datasets), methods=sw.split_list(methods), partitions=sw.split_list(partitions),
                 alphas=sw.parse_numbers(alphas, float, "alphas"), seeds=sw.parse_numbers(seeds, int, "seeds"))
     spec = sw.load_sweep(config) if config else sw.SweepConfig()
     spec = sw.with_overrides(spec, grid, base)
@@ -155,7 +162,8 @@ def sweep(
         console.print(f"{backbone}: {size_note(backbone, size)}", highlight=False, soft_wrap=True)
     if dry_run:
         for r in runs:
-            typer.echo(f"{r.run_id}  {r.method}  {r.dataset}  alpha={r.alpha:g}  seed={r.seed}")
+            where = f"alpha={r.alpha:g}" if r.partition == "dirichlet" else r.partition_label
+            typer.echo(f"{r.run_id}  {r.method}  {r.dataset}  {where}  seed={r.seed}")
         return
     from livar_bench.store import nothing_left_on_failure
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 
 import numpy as np
@@ -45,6 +46,12 @@ def resolve_name(name: str) -> str:
                      f"(livar-bench ls datasets)")
 
 
+def has_domains(name: str) -> bool | None:
+    """Whether dataset ``name``'s splits carry domain ids (None for an hf: dataset: known once loaded)."""
+    name = resolve_name(name)
+    return None if is_hf(name) else DATASETS[name].domains
+
+
 def subsample(split: ImageSplit, limit: int | None, seed: int) -> ImageSplit:
     """A seeded random subset of at most ``limit`` samples (kept in original order)."""
     if limit is None or limit >= len(split):
@@ -62,8 +69,8 @@ def load_dataset(
     bundle = load_hf(name, options) if is_hf(name) else DATASETS[name].loader(options)
     if max_train is None and max_test is None:
         return bundle
-    return DatasetBundle(bundle.name, subsample(bundle.train, max_train, 1), subsample(bundle.test, max_test, 2),
-                         bundle.class_names, bundle.crop_scale, bundle.eval_crop)
+    return dataclasses.replace(bundle, train=subsample(bundle.train, max_train, 1),
+                               test=subsample(bundle.test, max_test, 2))
 
 
 __all__ = ["DATASETS", "HF_HOW", "DatasetBundle", "DatasetDef", "ImageSplit", "LoadOptions", "load_dataset", "resolve_name"]

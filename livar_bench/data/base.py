@@ -15,25 +15,32 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class ImageSplit:
-    """One split: ``images`` [N, 3, H, W] uint8 and ``labels`` [N] int64."""
+    """One split: ``images`` [N, 3, H, W] uint8, ``labels`` [N] int64 and, for datasets that have them,
+    ``domains`` [N] int64 (the domain of each image: ImageNet-R's rendition, DomainNet's domain)."""
 
     images: Tensor
     labels: Tensor
+    domains: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] != 3:
             raise ValueError(f"images must be uint8 [N, 3, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"{self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}")
+        if self.domains is not None and self.domains.shape != self.labels.shape:
+            raise ValueError(f"{len(self.labels)} labels but domains of shape {tuple(self.domains.shape)}")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def subset(self, index: Tensor) -> ImageSplit:
-        return ImageSplit(self.images[index], self.labels[index])
+        domains = None if self.domains is None else self.domains[index.to(self.domains.device)]
+        return ImageSplit(self.images[index], self.labels[index], domains)
 
     def to(self, device: torch.device) -> ImageSplit:
-        return ImageSplit(self.images.to(device, non_blocking=True), self.labels.to(device, non_blocking=True))
+        # Domains stay on the host: only partitioning and reporting read them.
+        return ImageSplit(self.images.to(device, non_blocking=True), self.labels.to(device, non_blocking=True),
+                          self.domains)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class DatasetBundle:
     class_names: tuple[str, ...]
     crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range used for training
     eval_crop: float = 0.875  # central fraction kept at test time (Resize(256) + CenterCrop(224))
+    domain_names: tuple[str, ...] | None = None  # names of the domain ids in the splits' ``domains``
 
     @property
     def num_classes(self) -> int:
@@ -73,3 +81,4 @@ class DatasetDef:
     how_to_get: str
     offline: bool = False
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    domains: bool = False  # its splits carry domain ids (domain partitions need them)

@@ -39,7 +39,7 @@ def read_cached(path: Path) -> ImageSplit:
     """
     try:
         data = torch.load(path, mmap=True, weights_only=True)
-        split = ImageSplit(data["images"], data["labels"])
+        split = ImageSplit(data["images"], data["labels"], data.get("domains"))
         ok = (split.labels.dtype == torch.int64 and split.images.shape[2] == split.images.shape[3]
               and len(split) > 0 and int(split.labels.min()) >= 0)
         if ok:
@@ -68,7 +68,8 @@ def load_or_build(path: Path, build: Callable[[], ImageSplit]) -> ImageSplit:
     split = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as sink:
-        torch.save({"images": split.images, "labels": split.labels}, sink)
+        domains = {} if split.domains is None else {"domains": split.domains}
+        torch.save({"images": split.images, "labels": split.labels, **domains}, sink)
     return split
 
 

@@ -4,7 +4,8 @@
 fully offline) or a Hub id such as ``uoft-cs/cifar100`` (read with ``load_dataset``: from the local
 Hugging Face cache when offline, downloaded when online). The image column is the first ``Image``
 feature, the label column the first ``ClassLabel`` feature (its names become the class names); the
-splits are ``train`` and ``test``. Images are decoded once, kept at their native size when all share
+splits are ``train`` and ``test``. A column named ``domain`` (class label, string or integer) gives each
+image a domain, which ``--partition domain`` deals to clients. Images are decoded once, kept at their native size when all share
 one (CIFAR's 32x32), otherwise resized to ``storage_size``, and cached like every other dataset.
 """
 
@@ -62,7 +63,36 @@ def _columns(split: Any, source: str) -> tuple[str, str, list[str]]:
     return image_col, label_col, list(split.features[label_col].names)
 
 
-def _decode(split: Any, image_col: str, label_col: str, size: int) -> ImageSplit:
+DOMAIN_COLUMN = "domain"
+
+
+def _domain_names(data: Any) -> tuple[str, ...] | None:
+    """Names of the ``domain`` column's values over both splits (ids index them), or None without one."""
+    import datasets
+
+    if DOMAIN_COLUMN not in data["train"].features:
+        return None
+    feature = data["train"].features[DOMAIN_COLUMN]
+    if isinstance(feature, datasets.ClassLabel):
+        return tuple(feature.names)
+    values = sorted({v for split in ("train", "test") for v in data[split][DOMAIN_COLUMN]})
+    return tuple(str(v) for v in values)
+
+
+def _domain_ids(split: Any, names: tuple[str, ...] | None) -> torch.Tensor | None:
+    import datasets
+
+    if names is None:
+        return None
+    values = split[DOMAIN_COLUMN]
+    if not isinstance(split.features[DOMAIN_COLUMN], datasets.ClassLabel):
+        index = {name: i for i, name in enumerate(names)}
+        values = [index[str(v)] for v in values]
+    return torch.tensor(values, dtype=torch.int64)
+
+
+def _decode(split: Any, image_col: str, label_col: str, size: int,
+            domain_names: tuple[str, ...] | None = None) -> ImageSplit:
     from PIL import Image
 
     from livar_bench.progress import track
@@ -76,7 +106,7 @@ def _decode(split: Any, image_col: str, label_col: str, size: int) -> ImageSplit
         arrays = [np.asarray(Image.fromarray(a).resize((size, size), Image.Resampling.BICUBIC)) for a in arrays]
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # [N, 3, H, W]
     labels = torch.tensor(split[label_col], dtype=torch.int64)
-    return ImageSplit(images, labels)
+    return ImageSplit(images, labels, _domain_ids(split, domain_names))
 
 
 def load_hf(name: str, options: LoadOptions) -> DatasetBundle:
@@ -89,11 +119,12 @@ def load_hf(name: str, options: LoadOptions) -> DatasetBundle:
     if missing:
         raise BenchError(f"--dataset {name}: no {' or '.join(missing)} split (has {', '.join(data)})")
     image_col, label_col, class_names = _columns(data["train"], source)
+    domain_names = _domain_names(data)
     out = {}
     for split in ("train", "test"):
         part = data[split]
         key = {"source": source, "fingerprint": getattr(part, "_fingerprint", None), "n": len(part),
-               "size": options.storage_size}
+               "size": options.storage_size, **({"domains": list(domain_names)} if domain_names else {})}
         out[split] = load_or_build(cache_path(options.cache_dir, "hf", split, key),
-                                   lambda p=part: _decode(p, image_col, label_col, options.storage_size))
-    return DatasetBundle(name, out["train"], out["test"], tuple(class_names))
+                                   lambda p=part: _decode(p, image_col, label_col, options.storage_size, domain_names))
+    return DatasetBundle(name, out["train"], out["test"], tuple(class_names), domain_names=domain_names)
