@@ -89,7 +89,7 @@ def test_ls_datasets_says_how_to_get_them(monkeypatch, capsys):
 
 def test_ls_unknown_is_a_user_error(tmp_path, monkeypatch, capsys):
     code, _, err = invoke(["ls", "gadgets"], monkeypatch, capsys)
-    assert_user_error(code, err, tmp_path, "datasets, methods or backbones")
+    assert_user_error(code, err, tmp_path, "datasets, methods, backbones or partitioners")
 
 
 @pytest.mark.parametrize("extra,needles", [

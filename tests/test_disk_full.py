@@ -157,9 +157,10 @@ def _check_full_disk_at(index: int, reference, tmp_path, monkeypatch, capsys) ->
         assert (out / "cache" / "tidy.pkl").is_file() and (out / "cache" / "verified.pkl").is_file()
 
 
-KINDS = ["sweep record", "partition", "spec.json", "env.json", "partition.json", "round-1 cache", "checkpoint.pt",
-         "metrics.csv", "DONE", "tables", "tidy.pkl", "verified.pkl"]
-COVERED_BY_SLOW = {"sweep record", "partition", "env.json", "partition.json"}  # test_full_disk_at_every_write
+KINDS = ["sweep record", "partition", "spec.json", "env.json", "partition.json", "partition.png", "round-1 cache",
+         "checkpoint.pt", "metrics.csv", "DONE", "tables", "tidy.pkl", "verified.pkl"]
+# test_full_disk_at_every_write
+COVERED_BY_SLOW = {"sweep record", "partition", "env.json", "partition.json", "partition.png"}
 
 
 @pytest.mark.parametrize("what", [pytest.param(k, marks=pytest.mark.slow) if k in COVERED_BY_SLOW else k
