@@ -1,8 +1,8 @@
 """Benchmark: `status` and `table` on a results folder of many finished runs.
 
-Writes N finished runs with the project's own writer (RunStore.start, write_json, write_csv,
-RunStore.commit: the files and DONE digests a real run leaves; metrics rows shaped like a real run's:
-rounds 0..R of test acc/loss, train loss and the cost metrics), records them as one sweep, then times
+Writes N finished runs with the project's own run-folder writer (federation/run_folder.py: the files
+and DONE digests a real run leaves; metrics rows shaped like a real run's: rounds 0..R of test acc/loss,
+train loss and the cost metrics), records them as one sweep, then times
 `livar-bench status` and `livar-bench table` in fresh processes: cold (no cache) and warm (cached), and
 after 10 more runs finish (incremental).
 
@@ -45,27 +45,26 @@ def specs(n: int) -> list:
 def write_runs(out: Path, todo: list) -> None:
     import pandas as pd
 
-    from livar_bench.federation import _rows
-    from livar_bench.store import RunStore, write_csv, write_json
+    from livar_bench.federation.run_folder import RunFolder, tidy_rows
+    from livar_bench.store import RunStore
 
     store = RunStore(out)
     for i, spec in enumerate(todo):
-        partial = store.start(spec.run_id)
-        write_json(partial / "spec.json", {"run_id": spec.run_id, **spec.model_dump(mode="json")})
-        write_json(partial / "env.json", {"livar_bench": "bench", "host": "bench", "torch_threads": 1})
-        write_json(partial / "partition.json", {"partition_id": spec.partition_id, "clients": spec.num_clients})
+        folder = RunFolder(store, spec.run_id)
+        folder.write_records(spec, {}, {"livar_bench": "bench", "host": "bench", "torch_threads": 1},
+                             {"partition_id": spec.partition_id, "clients": spec.num_clients})
         rows = []
         for r in range(spec.rounds + 1):
             acc = 0.5 + 0.05 * r + 0.001 * (i % 17)
-            rows += _rows(spec, r, "test", {"acc": acc, "loss": 2.0 - acc})
+            rows += tidy_rows(spec, r, "test", {"acc": acc, "loss": 2.0 - acc})
             if r:
-                rows += _rows(spec, r, "train", {"loss": 1.5 - 0.1 * r})
-                rows += _rows(spec, r, "cost", {k: float(r) for k in COSTS})
+                rows += tidy_rows(spec, r, "train", {"loss": 1.5 - 0.1 * r})
+                rows += tidy_rows(spec, r, "cost", {k: float(r) for k in COSTS})
         frame = pd.DataFrame(rows)
         frame.insert(frame.columns.get_loc("alpha") + 1, "tv_distance", 0.3)
         frame.insert(frame.columns.get_loc("alpha") + 2, "class_coverage", 0.7)
-        write_csv(partial / "metrics.csv", frame)
-        store.commit(spec.run_id)
+        folder.write_metrics(frame)
+        folder.commit()
 
 
 def timed(args: list[str]) -> float:
@@ -85,7 +84,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/livar-bench-big-results"))
     parser.add_argument("--reuse", action="store_true", help="Time an existing folder written by this script.")
     args = parser.parse_args()
-    from livar_bench.sweep import SweepConfig, write_manifest
+    from livar_bench.experiments.sweep import SweepConfig, write_manifest
 
     all_specs = specs(args.runs + 10)
     first, extra = all_specs[: args.runs], all_specs[args.runs:]

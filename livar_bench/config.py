@@ -218,7 +218,7 @@ class RunSpec(BaseModel):
 
     @model_validator(mode="after")
     def _whole_patches(self) -> RunSpec:
-        from livar_bench.backbones import check_image_size
+        from livar_bench.models.sizes import check_image_size
 
         check_image_size(self.backbone, self.image_size)  # raises BenchError naming sizes that fit
         return self
@@ -242,7 +242,7 @@ class RunSpec(BaseModel):
             recipes = self.method_spec.recipe_versions
             if recipes:  # components whose default behaviour changed (CCVR, TIES): new ids for new numbers
                 payload["method_recipes"] = recipes
-            from livar_bench.backbones import id_payload
+            from livar_bench.models.identity import id_payload
 
             payload.update(id_payload(self))  # weights by content; the input size an unset size now means
             self._run_id = json_digest(payload)

@@ -13,6 +13,7 @@ import torch
 # Purposes of the derived random streams (part of the seed derivation; never reorder).
 STREAM_PARTITION, STREAM_INIT, STREAM_CLIENT, STREAM_SERVER, STREAM_SAMPLE = range(5)
 STREAM_VAL = 5  # the per-client validation carve (val_fraction > 0)
+STREAM_EVAL_LOCAL = 6  # the per-client test subsets of eval_local
 
 
 def derive_seed(seed: int, *keys: int) -> int:

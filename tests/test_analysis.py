@@ -10,14 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livar_bench.analysis import (
-    ablation_table,
-    check_poolable,
-    paired_differences,
-    select_values,
-    t_quantile,
-)
 from livar_bench.errors import BenchError
+from livar_bench.reporting.pooling import check_pooling
+from livar_bench.reporting.stats import ablation_table, paired_differences, select_values, t_quantile
 
 
 def rows(method: str, seed: int, accs: list[float], *, alpha: float = 0.5, dataset: str = "digits",
@@ -77,7 +72,7 @@ def test_mixing_partitions_is_refused_naming_setting() -> None:
 
 
 def test_same_partition_is_poolable() -> None:
-    check_poolable(frame(rows("fedavg", 0, [0.5]), rows("livar", 0, [0.6])))
+    check_pooling(frame(rows("fedavg", 0, [0.5]), rows("livar", 0, [0.6])))
 
 
 def test_duplicate_runs_in_cell_refused() -> None:
@@ -143,13 +138,13 @@ def test_settings_name_differences_not_in_columns() -> None:
     settings = pd.DataFrame({"max_train_samples": [None, 500], "lr": [0.1, 0.2]},
                             index=f["run_id"].unique())
     with pytest.raises(BenchError, match="differing settings: max_train_samples\\)"):
-        check_poolable(f.drop(columns="num_clients"), settings)
+        check_pooling(f.drop(columns="num_clients"), settings=settings)
 
 
 def test_ablation_preset_matches_livar_fields() -> None:
-    from livar_bench.analysis import ABLATION_VARIANTS
+    from livar_bench.experiments.sweep import expand, load_sweep
     from livar_bench.methods import canonical_spec, parse_method
-    from livar_bench.sweep import expand, load_sweep
+    from livar_bench.reporting.stats import ABLATION_VARIANTS
 
     specs = expand(load_sweep("livar_bench/configs/ablation.yaml"))
     assert {s.method for s in specs} == set(ABLATION_VARIANTS.values())

@@ -13,12 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
-from livar_bench import backbones as bb
 from livar_bench import reporting as rp
 from livar_bench.config import make_spec
 from livar_bench.errors import BenchError, WeightsError
 from livar_bench.federation import run_federation
-from livar_bench.models import create_backbone
+from livar_bench.models import create_backbone, identity, loading, sizes
 from tests.test_cli import invoke
 
 MICRO = "livar_micro_vit"
@@ -52,13 +51,13 @@ def test_file_hash_is_the_content_sha256_read_once_per_path_size_and_mtime(tmp_p
     path = tmp_path / "w.bin"
     path.write_bytes(b"a" * 1000 + b"b" * 24)
     expected = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert bb.file_sha256(path) == expected
+    assert identity.file_sha256(path) == expected
     stat = path.stat()
     path.write_bytes(b"c" * 1024)  # same size; put the old mtime back: the cached hash is returned unread
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert bb.file_sha256(path) == expected
+    assert identity.file_sha256(path) == expected
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a new mtime: read again
-    assert bb.file_sha256(path) == hashlib.sha256(b"c" * 1024).hexdigest()
+    assert identity.file_sha256(path) == hashlib.sha256(b"c" * 1024).hexdigest()
 
 
 def test_run_id_follows_the_weights_content_not_the_path(tmp_path):
@@ -80,16 +79,16 @@ def test_ids_of_specs_without_weights_or_size_change_are_unchanged():
     assert make_spec({}).run_id == "14f687d1809f"
     assert make_spec({"backbone": "livar_tiny_vit", "image_size": 48}).run_id == "371bd8bbd1b1"
     assert make_spec({"backbone": "vit_base_patch16_224", "pretrained": False}).run_id == "8b60d4cd9292"
-    assert bb.id_payload(make_spec({"backbone": MICRO})) == {}
+    assert identity.id_payload(make_spec({"backbone": MICRO})) == {}
 
 
 def test_an_unset_size_is_224_for_dinov2_and_ids_say_so():
     unset = make_spec({"backbone": "vit_small_patch14_dinov2", "pretrained": False})
     explicit = make_spec({"backbone": "vit_small_patch14_dinov2", "pretrained": False, "image_size": 224})
-    assert bb.effective_image_size(unset.backbone, unset.image_size) == 224
+    assert sizes.effective_image_size(unset.backbone, unset.image_size) == 224
     assert unset.run_id == explicit.run_id  # the same experiment now
     assert unset.run_id != "83465b057694"  # its id when unset meant timm's 518 px
-    assert "518" in bb.size_note(unset.backbone, None) and "224" in bb.size_note(unset.backbone, None)
+    assert "518" in sizes.size_note(unset.backbone, None) and "224" in sizes.size_note(unset.backbone, None)
 
 
 def test_spec_and_env_record_the_weights_hash_and_input_size(tmp_path, tiny_spec_values):
@@ -124,11 +123,11 @@ def test_cli_refuses_a_bad_size_and_prints_the_size_in_use(tmp_path, monkeypatch
 # --- 4. LayerScale with random weights -----------------------------------------------------------
 
 def test_random_layerscale_backbone_warns_once_and_others_do_not(capsys):
-    bb._SAID.clear()
+    loading._SAID.clear()
     create_backbone("test_vit", 3, pretrained=False, image_size=32)
     assert "warning" not in capsys.readouterr().err
     net = create_backbone("vit_small_patch14_dinov2", 3, pretrained=False, image_size=28)
-    assert bb.has_layerscale(net)
+    assert loading.has_layerscale(net)
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "LayerScale" in err and "chance" in err and "floor" in err
 
@@ -278,8 +277,8 @@ def test_hub_cached_weights_are_identified_by_hash_and_pretrained_tag(tmp_path, 
     spec = make_spec(values)
     random = make_spec({**values, "pretrained": False})
     expected = hashlib.sha256(cached.read_bytes()).hexdigest()
-    assert bb.id_payload(spec) == {"pretrained_weights": {"weights_sha256": expected, "pretrained_tag": "r160_in1k"}}
-    assert bb.id_payload(random) == {}
+    assert identity.id_payload(spec) == {"pretrained_weights": {"weights_sha256": expected, "pretrained_tag": "r160_in1k"}}
+    assert identity.id_payload(random) == {}
     before = spec.run_id
     outcome = run_federation(spec, tmp_path / "out")
     record = json.loads((outcome.run_dir / "spec.json").read_text())

@@ -10,15 +10,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from livar_bench.bench import (
-    BenchSettings,
-    PhaseTimer,
-    PhaseTimes,
-    _reference_aggregate,
-    count_flops,
-    median_times,
-    run_bench,
-)
+from livar_bench.bench import BenchSettings, run_bench
+from livar_bench.bench.flops import count_flops
+from livar_bench.bench.reference import _reference_aggregate
+from livar_bench.bench.timing import PhaseTimer, PhaseTimes, median_times
 from livar_bench.cli import app
 from livar_bench.errors import BenchError
 from livar_bench.models import TINY_BACKBONES, build_model

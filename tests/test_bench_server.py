@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from livar_bench.bench_server import ServerRow, max_clients, measure
+from livar_bench.bench.server import ServerRow, max_clients, measure
 
 SMALL = dict(depth=1, dim=8, mlp=16, rank=2, classes=3, repeats=1)
 

@@ -16,9 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from livar_bench import reporting as rp
-from livar_bench import sweep as sw
 from livar_bench.cli import app, main
-from livar_bench.executors import LocalExecutor
+from livar_bench.experiments import sweep as sw
+from livar_bench.experiments.executors import LocalExecutor
+from livar_bench.reporting import plots as rp_plots
 from livar_bench.store import RunStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -204,7 +205,7 @@ def test_table_latex_and_csv(swept):
 
 def test_plots_say_what_bands_and_bars_are(swept, tmp_path, monkeypatch):
     figures = []
-    monkeypatch.setattr(rp, "_save", lambda fig, path: figures.append(fig) or [])
+    monkeypatch.setattr(rp_plots, "_save", lambda fig, path: figures.append(fig) or [])
     tidy = rp.collect(swept["out"])
     rp.plot_curves(tidy, tmp_path)
     rp.plot_final_vs_alpha(rp.final_values(tidy), tmp_path)
@@ -279,7 +280,7 @@ def test_killed_sweep_process_resumes(tmp_path):
 @pytest.mark.slow
 def test_ray_executor_matches_local(tmp_path):
     pytest.importorskip("ray")
-    from livar_bench.executors import RayExecutor
+    from livar_bench.experiments.executors import RayExecutor
 
     specs = sw.expand(sw.parse_sweep({"grid": {"methods": ["fedavg", "livar"], "seeds": [0]},
                                       "base": {**MICRO, "dataset": "synthetic"}}))

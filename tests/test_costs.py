@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from livar_bench.costs import peak_memory, round_costs, upload_breakdown, upload_bytes
+from livar_bench.client.costs import round_costs, upload_breakdown, upload_bytes
+from livar_bench.device import peak_memory
 from livar_bench.methods.base import ClassStats, ClientUpdate, Signal
 
 LIVAR_SIGNALS = frozenset({Signal.CLASS_STATS, Signal.LORA_SIGNAL})  # variance-weighted head + path integrals

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from livar_bench import sweep as sw
-from livar_bench.client.round1_cache import Round1Cache
 from livar_bench.data.base import ImageSplit
 from livar_bench.data.cache import load_or_build
-from livar_bench.executors import LocalExecutor
-from livar_bench.federation import resolve_device
+from livar_bench.device import resolve_device
+from livar_bench.experiments import sweep as sw
+from livar_bench.experiments.executors import LocalExecutor
+from livar_bench.federation.round1_cache import Round1Cache
 from livar_bench.methods import parse_method
 from livar_bench.store import RunStore
 from tests._results import science

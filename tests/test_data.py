@@ -16,8 +16,7 @@ from livar_bench.data.base import ImageSplit
 from livar_bench.data.cache import load_or_build
 from livar_bench.data.real import imagenet_r_split
 from livar_bench.errors import BenchError, DataNotFoundError
-
-SHARED_DATA = Path("/work/shared/data")
+from tests._shared import SHARED_DATA
 
 
 def _colour(i: int) -> tuple[int, int, int]:
@@ -277,7 +276,7 @@ def test_offline_datasets_and_seeded_subsample():
 # --- real files, when present ----------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "cifar-100-python").is_dir(), reason="no CIFAR-100 under /work/shared/data")
+@pytest.mark.skipif(not (SHARED_DATA / "cifar-100-python").is_dir(), reason=f"no CIFAR-100 under {SHARED_DATA}")
 def test_real_cifar100(tmp_path):
     bundle = load_dataset("cifar100", LoadOptions(data_root=str(SHARED_DATA), cache_dir=str(tmp_path)))
     assert (len(bundle.train), len(bundle.test)) == (50_000, 10_000)

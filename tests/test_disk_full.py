@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from livar_bench import store as st
 from livar_bench.store import TEMP_TAG, RunStore, load_tensors
+from livar_bench.store import atomic as st
 from tests._results import science
 from tests.test_cli import invoke
 

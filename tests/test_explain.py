@@ -233,10 +233,11 @@ def test_missing_rule_file_says_how_to_make_one(tmp_path) -> None:
 
 def test_explain_clients_equal_the_clients_of_a_fedavg_run(tmp_path, tiny_spec_values) -> None:
     """explain uses run's client phase and seeding: round-1 signals equal a FedAvg run's round 1."""
-    from livar_bench.client.round1_cache import Round1Cache
     from livar_bench.config import make_spec
+    from livar_bench.device import resolve_device
     from livar_bench.explain.collect import ProbeSettings, collect
-    from livar_bench.federation import resolve_device, run_federation
+    from livar_bench.federation import run_federation
+    from livar_bench.federation.round1_cache import Round1Cache
     from livar_bench.types import Signal
 
     spec = make_spec({**tiny_spec_values, "rounds": 1, "val_fraction": 0.2, "method": "fedavg"})

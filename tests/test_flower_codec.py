@@ -108,7 +108,7 @@ def test_download_round_trip_with_base_deltas():
 @settings(max_examples=25, deadline=None)
 @given(c=st.integers(1, 6), d=st.integers(1, 8), r=st.integers(1, 4), seed=st.integers(0, 2**16), cov=st.booleans())
 def test_round_trip_is_exact_and_overhead_is_bounded(c, d, r, seed, cov):
-    from livar_bench.costs import upload_bytes
+    from livar_bench.client.costs import upload_bytes
 
     update = _update(max(c, 3), d, r, seed, cov)
     requires = ALL if cov else frozenset({Signal.CLASS_STATS, Signal.LORA_SIGNAL})

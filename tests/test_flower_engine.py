@@ -21,7 +21,8 @@ from livar_bench.client.phase import train_clients
 from livar_bench.client.train import evaluate
 from livar_bench.config import make_spec
 from livar_bench.errors import BenchError
-from livar_bench.federation import local_settings, round_context, run_federation, setup_run
+from livar_bench.federation import run_federation, setup_run
+from livar_bench.federation.kernel import local_settings, round_context
 from livar_bench.seeding import STREAM_INIT, generator
 from livar_bench.store import RunStore, load_checkpoint
 from livar_bench.types import Signal, needs_class_stats

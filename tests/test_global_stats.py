@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from livar_bench.client.costs import params_bytes
 from livar_bench.client.global_stats import GlobalStatsPass
 from livar_bench.client.signals import class_statistics
 from livar_bench.client.train import LocalSettings, embed
 from livar_bench.config import make_spec
-from livar_bench.costs import params_bytes
 from livar_bench.federation import run_federation, setup_run
 
 

@@ -1,4 +1,4 @@
-"""The package's import graph has no circles, and the layers import only downwards."""
+"""The package's import graph has no circles, and every module imports only its own layer or lower ones."""
 
 from __future__ import annotations
 
@@ -76,9 +76,56 @@ def test_the_checker_finds_a_cycle() -> None:
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_client_does_not_import_methods_and_types_is_the_ground_floor() -> None:
+# The package's layers, lowest first. A module may import modules of its own layer or of lower ones,
+# never of a higher one (DESIGN.md; README "Layout"). A new top-level module or package must be placed here.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("types", "errors", "digest", "seeding", "device", "progress", "resources"),  # ground floor
+    ("store",),  # atomic files, digest-checked tensors, locks, the runs index
+    ("ops",),  # pure tensor maths
+    ("data",),  # datasets, caches, partitions
+    ("models",),  # backbones and the LoRA ViT
+    ("client",),  # local training, objectives, signal collectors, message costs
+    ("methods",),  # aggregators, stages, registry, spec grammar
+    ("config",),  # RunSpec
+    ("federation",),  # set-up, round kernel, round-1 cache, run folder, loop
+    ("flower",),  # the Flower engine
+    ("experiments",),  # sweeps, executors, tuning
+    ("reporting",),  # tidy rows, pooling, pivots, rendering, plots
+    ("bench",),  # throughput, FLOPs, server cost
+    ("explain",),  # SHAP derivation of LIVAR's rule
+    ("cli", "__main__"),  # the commands
+)
+
+
+def layer_of(module: str) -> int:
+    """The layer index of a ``livar_bench.<top>...`` module (the package root itself: -1)."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return -1
+    for index, names in enumerate(LAYERS):
+        if parts[1] in names:
+            return index
+    raise AssertionError(f"{module} is in no layer; add {parts[1]!r} to LAYERS in tests/test_import_graph.py")
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Every (module, imported module) pair where the import goes to a higher layer."""
+    return sorted((m, d) for m, deps in edges.items() for d in deps if layer_of(d) > layer_of(m))
+
+
+def test_no_module_imports_a_layer_above_its_own() -> None:
+    bad = upward_imports(graph())
+    assert not bad, "imports that go up the layers: " + "; ".join(f"{m} -> {d}" for m, d in bad)
+
+
+def test_the_layer_check_finds_an_upward_import() -> None:
+    edges = {"livar_bench.client.costs": {"livar_bench.client.collectors", "livar_bench.methods.base"},
+             "livar_bench.methods.base": {"livar_bench.types"}}
+    assert upward_imports(edges) == [("livar_bench.client.costs", "livar_bench.methods.base")]
+
+
+def test_every_module_has_a_layer_and_types_is_the_ground_floor() -> None:
     edges = graph()
-    for name, deps in edges.items():
-        if name.startswith("livar_bench.client"):
-            assert not any(d.startswith("livar_bench.methods") for d in deps), (name, deps)
+    for name in edges:
+        layer_of(name)  # raises for a module outside every layer
     assert edges["livar_bench.types"] == set()

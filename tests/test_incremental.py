@@ -10,22 +10,19 @@ import pytest
 from livar_bench import reporting as rp
 from livar_bench import store as st
 from livar_bench.config import make_spec
-from livar_bench.store import RunStore, write_csv, write_json
+from livar_bench.federation.run_folder import RunFolder, tidy_rows
+from livar_bench.reporting import tidy as rp_collect
+from livar_bench.store import RunStore
+from livar_bench.store import runs as st_runs
 
 
 def write_run(out, seed: int, acc: float, replace: bool = False) -> str:
     """One finished run written with the harness's own writer (files, DONE digests, atomic move)."""
     spec = make_spec({"dataset": "digits", "method": "fedavg", "seed": seed, "rounds": 2})
-    store = RunStore(out)
-    partial = store.start(spec.run_id)
-    write_json(partial / "spec.json", {"run_id": spec.run_id, **spec.model_dump(mode="json")})
-    write_json(partial / "env.json", {"host": "test"})
-    write_json(partial / "partition.json", {"partition_id": spec.partition_id})
-    rows = [{"run_id": spec.run_id, "method": "fedavg", "dataset": "digits", "alpha": 0.5, "seed": seed,
-             "partition_id": spec.partition_id, "round": r, "split": "test", "metric": "acc", "value": acc * r}
-            for r in range(3)]
-    write_csv(partial / "metrics.csv", pd.DataFrame(rows))
-    store.commit(spec.run_id, replace=replace)
+    folder = RunFolder(RunStore(out), spec.run_id)
+    folder.write_records(spec, {}, {"host": "test"}, {"partition_id": spec.partition_id})
+    folder.write_metrics(pd.DataFrame([row for r in range(3) for row in tidy_rows(spec, r, "test", {"acc": acc * r})]))
+    folder.commit(replace=replace)
     return spec.run_id
 
 
@@ -38,7 +35,7 @@ def from_scratch(out) -> pd.DataFrame:
 class Counting:
     def __init__(self, monkeypatch) -> None:
         self.reads, self.hashes = 0, 0
-        read, sha = rp.read_metrics, st._sha256
+        read, sha = rp_collect.read_metrics, st_runs._sha256
 
         def counting_read(paths):
             self.reads += len(paths)
@@ -48,8 +45,8 @@ class Counting:
             self.hashes += 1
             return sha(path)
 
-        monkeypatch.setattr(rp, "read_metrics", counting_read)
-        monkeypatch.setattr(st, "_sha256", counting_sha)
+        monkeypatch.setattr(rp_collect, "read_metrics", counting_read)
+        monkeypatch.setattr(st_runs, "_sha256", counting_sha)
 
 
 @pytest.fixture

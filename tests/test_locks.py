@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from livar_bench import sweep as sw
-from livar_bench.executors import LocalExecutor
+from livar_bench.experiments import sweep as sw
+from livar_bench.experiments.executors import LocalExecutor
 from livar_bench.store import FileLock, LeaseLock, RunStore
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from livar_bench.analysis import paired_differences
 from livar_bench.config import make_spec
 from livar_bench.data.partition import carve_validation, partition_record
 from livar_bench.errors import BenchError
-from livar_bench.federation import make_partition, obtain_partition, run_federation
+from livar_bench.federation import run_federation
+from livar_bench.federation.partitions import make_partition, obtain_partition
+from livar_bench.reporting.stats import paired_differences
 
 LABELS = np.repeat(np.arange(5), 20)  # 100 samples, 5 classes
 

@@ -12,7 +12,8 @@ from livar_bench.client.phase import train_clients
 from livar_bench.client.train import LocalSettings
 from livar_bench.config import make_spec
 from livar_bench.errors import BenchError
-from livar_bench.federation import local_test_sets, run_federation, setup_run, with_rank
+from livar_bench.federation import run_federation, setup_run, with_rank
+from livar_bench.federation.setup import local_test_sets
 from livar_bench.seeding import STREAM_INIT, generator
 
 

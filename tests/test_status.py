@@ -8,9 +8,9 @@ import socket
 import pytest
 
 from livar_bench.config import make_spec
-from livar_bench.executors import LocalExecutor
+from livar_bench.experiments.executors import LocalExecutor
+from livar_bench.experiments.sweep import SweepConfig, write_manifest
 from livar_bench.store import RunStore
-from livar_bench.sweep import SweepConfig, write_manifest
 from tests.test_cli import invoke
 
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from livar_bench import sweep as sw
 from livar_bench.errors import BenchError, DataNotFoundError
-from livar_bench.executors import RAY_HOW, get_executor
+from livar_bench.experiments import sweep as sw
+from livar_bench.experiments.executors import RAY_HOW, get_executor
 
 CONFIGS = Path(__file__).resolve().parent.parent / "livar_bench" / "configs"
 BASE = dict(backbone="livar_micro_vit", num_clients=3, rounds=1, local_epochs=1, lora_rank=2, device="cpu")
@@ -133,7 +133,7 @@ def test_missing_backbone_weights_stop_the_sweep_before_training(tmp_path, monke
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub counts as unreachable: only the local cache could serve
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
-    monkeypatch.setattr("livar_bench.models._cached_hub_file", lambda name: None)  # nothing cached
+    monkeypatch.setattr("livar_bench.models.loading._cached_hub_file", lambda name: None)  # nothing cached
     specs = [make_spec({"dataset": "digits", "backbone": "vit_tiny_patch16_224", "method": "fedavg"})]
     with pytest.raises(WeightsError, match="vit_tiny_patch16_224"):
         sw.check_data(specs)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from livar_bench.cli import app
 from livar_bench.errors import BenchError
-from livar_bench.tune import Candidate, choose, file_name, grid_points, last_val_acc, parse_grid
+from livar_bench.experiments.tune import Candidate, choose, file_name, grid_points, last_val_acc, parse_grid
 
 
 def test_parse_grid_defaults_to_first_component() -> None:

@@ -28,9 +28,9 @@ def bench_server(
 
     Example: livar-bench bench-server --methods fedavg,flora --clients 10,100 --depth 2
     """
-    from livar_bench.bench_server import max_clients, measure
-    from livar_bench.federation import resolve_device
-    from livar_bench.sweep import parse_numbers, split_list
+    from livar_bench.bench.server import max_clients, measure
+    from livar_bench.device import resolve_device
+    from livar_bench.experiments.sweep import parse_numbers, split_list
 
     dev = resolve_device(device)
     counts = parse_numbers(clients, int, "clients") or []

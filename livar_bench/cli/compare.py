@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import typer
 
 from livar_bench.cli import app
@@ -28,7 +29,7 @@ def build_comparison(out: Path, published: Path | None = None, metrics: tuple[st
     if source is None:
         note = (f"no published numbers: no file at {DEFAULT_PUBLISHED} (pass --published FILE with columns "
                 f"{','.join(rp.PUBLISHED_COLUMNS)}); showing ours only")
-        empty = rp.pd.DataFrame(columns=list(rp.PUBLISHED_COLUMNS)).astype({"alpha": float, "value": float})
+        empty = pd.DataFrame(columns=list(rp.PUBLISHED_COLUMNS)).astype({"alpha": float, "value": float})
         table = rp.compare_frame(ours, empty)
     else:
         pub = rp.load_published(source)
@@ -66,10 +67,10 @@ def compare(
     console.print(note, highlight=False, soft_wrap=True)
     view = Table("method", "dataset", "alpha", "metric", "ours (mean ± std, n)", "published", "diff", "source")
     for row in frame.itertuples(index=False):
-        pub = "–" if rp.pd.isna(row.published) else f"{row.published:.2f}"
-        diff = "–" if rp.pd.isna(row.diff) else f"{row.diff:+.2f}"
+        pub = "–" if pd.isna(row.published) else f"{row.published:.2f}"
+        diff = "–" if pd.isna(row.diff) else f"{row.diff:+.2f}"
         view.add_row(row.method, row.dataset, f"{row.alpha:g}", row.metric, rp.format_pm(row.mean, row.std, row.n),
-                     pub, diff, "" if rp.pd.isna(row.source) else str(row.source))
+                     pub, diff, "" if pd.isna(row.source) else str(row.source))
     from rich.console import Console
 
     Console(markup=False).print(view)

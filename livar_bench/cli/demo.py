@@ -21,11 +21,11 @@ def demo(
     config: Path = typer.Option(DEMO_CONFIG, help="Sweep YAML to run (default: the shipped demo.yaml)."),
 ) -> None:
     """Run the offline demo: a small sweep on digits, then table, plots and comparison (a few CPU minutes)."""
-    from livar_bench import sweep as sw
     from livar_bench.cli.compare import build_comparison
     from livar_bench.cli.plot import build_plots
     from livar_bench.cli.sweep import run_sweep
     from livar_bench.cli.table import build_table
+    from livar_bench.experiments import sweep as sw
 
     start = time.perf_counter()
     spec = sw.load_sweep(config)

@@ -45,7 +45,8 @@ def rows_for(what: str) -> tuple[list[str], list[list[str]]]:
             rows.append([e.name, e.kind, signals, hp or "-", e.paper, e.summary])
         return ["name", "kind", "client signals", "hyperparameters", "paper", "summary"], rows
     if kind == "backbone":
-        from livar_bench.backbones import TINY_BACKBONES, families
+        from livar_bench.models.catalogue import families
+        from livar_bench.models.sizes import TINY_BACKBONES
 
         rows = [[name, "-", str(cfg["patch_size"]), "-", str(cfg["img_size"]), "offline, seeded random weights"]
                 for name, cfg in TINY_BACKBONES.items()]
@@ -144,7 +145,7 @@ def ls(
     else:
         out.print(result)
     if what.lower().rstrip("s") == "backbone" and fmt in ("table", "tsv"):
-        from livar_bench.backbones import PROTOCOL_IMAGE_SIZE
+        from livar_bench.models.sizes import PROTOCOL_IMAGE_SIZE
 
         typer.echo(f"Any timm ViT of these families works (timm's vision_transformer module). Unless --image-size "
                    f"is given, inputs are {PROTOCOL_IMAGE_SIZE} px (the paper's protocol), not timm's default; a size "
@@ -153,7 +154,7 @@ def ls(
 
 
 def _check_backbone(name: str) -> None:
-    from livar_bench.backbones import check_backbone
+    from livar_bench.models.catalogue import check_backbone
 
     info = check_backbone(name)  # BenchError (exit 2) for unknown names and models LoRA cannot go on
     lines = [f"{info['name']}: ok",

@@ -80,7 +80,8 @@ def run(
     """
     from livar_bench.cli.ui import RunProgress, console
     from livar_bench.config import make_spec
-    from livar_bench.federation import resolve_device, run_federation
+    from livar_bench.device import resolve_device
+    from livar_bench.federation import run_federation
     from livar_bench.resources import check_image_size, configure_threads
     from livar_bench.store import nothing_left_on_failure, sweep_temp_files
 

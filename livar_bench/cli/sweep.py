@@ -136,7 +136,7 @@ def sweep(
 
     Example: livar-bench sweep --datasets digits --methods fedavg,livar --alphas 0.1,0.5 --seeds 0,1 --out results/
     """
-    from livar_bench import sweep as sw
+    from livar_bench.experiments import sweep as sw
 
     base = dict(settings or {})
     grid = dict(datasets=sw.split_list(datasets), methods=sw.split_list(methods), partitions=sw.split_list(partitions),
@@ -152,11 +152,11 @@ def sweep(
         check_image_size(size, batch, eval_batch)
     if not dry_run:  # refused before anything is printed or written
         sw.check_data(runs)
-        from livar_bench.executors import get_executor
+        from livar_bench.experiments.executors import get_executor
 
         get_executor(executor, **({"address": ray_address} if executor == "ray" else {}))
     console.print(sw.sweep_summary(runs), highlight=False, soft_wrap=True)
-    from livar_bench.backbones import size_note
+    from livar_bench.models.sizes import size_note
 
     for backbone, size in dict.fromkeys((r.backbone, r.image_size) for r in runs):
         console.print(f"{backbone}: {size_note(backbone, size)}", highlight=False, soft_wrap=True)
@@ -176,8 +176,8 @@ def sweep(
 
 def run_sweep(config: Any, runs: list, out: Path, executor: str = "local", ray_address: str | None = None) -> Any:
     """Check data, record the sweep, run it with progress, and print a one-line summary."""
-    from livar_bench import sweep as sw
-    from livar_bench.executors import get_executor
+    from livar_bench.experiments import sweep as sw
+    from livar_bench.experiments.executors import get_executor
 
     sw.check_data(runs)  # every dataset before any training: a missing one fails at once
     runner = get_executor(executor, **({"address": ray_address} if executor == "ray" else {}))

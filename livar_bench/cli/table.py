@@ -46,7 +46,7 @@ def render_table(out: Path, tidy, fmt: str = "markdown", metric: str = "acc", sp
                  labels: list[str] | None = None) -> tuple[str, Path]:
     """One table's text and the path it belongs at; nothing is written (bad settings fail here)."""
     from livar_bench import reporting as rp
-    from livar_bench.sweep import split_list
+    from livar_bench.experiments.sweep import split_list
 
     check_format(fmt)
     row_keys, col_keys = split_list(rows) or [], split_list(cols) or []
@@ -102,7 +102,7 @@ def table(
 def _paired(out: Path, tidy, baseline: str, metric: str, split: str):
     """Paired differences (method - baseline, same partition and seed) from livar_bench.analysis."""
     from livar_bench import reporting as rp
-    from livar_bench.analysis import paired_differences
+    from livar_bench.reporting.stats import paired_differences
 
     settings = rp.run_settings(out, tidy["run_id"].unique().tolist())
     return paired_differences(tidy, baseline, metric=metric, split=split, settings=settings)

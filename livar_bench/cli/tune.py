@@ -48,8 +48,8 @@ def tune(
     """
     from livar_bench.cli.ui import console
     from livar_bench.config import make_spec
-    from livar_bench.sweep import parse_numbers
-    from livar_bench.tune import tune as run_tune
+    from livar_bench.experiments.sweep import parse_numbers
+    from livar_bench.experiments.tune import tune as run_tune
 
     values = o.spec_values(config, settings or {})
     if val_fraction is not None:
@@ -81,10 +81,11 @@ def ablation(
     Example: livar-bench sweep --config livar_bench/configs/ablation.yaml --out results/ablation &&
     livar-bench ablation --out results/ablation --format latex
     """
-    from livar_bench.analysis import ABLATION_VARIANTS, ablation_table, render_table
     from livar_bench.cli.ui import console
     from livar_bench.methods import canonical_spec
     from livar_bench.reporting import collect
+    from livar_bench.reporting.render import render_ablation
+    from livar_bench.reporting.stats import ABLATION_VARIANTS, ablation_table
 
     frame = collect(out)
     if variant:
@@ -104,7 +105,7 @@ def ablation(
         if missing:
             console.print(f"note: no runs yet of {', '.join(missing)}", highlight=False)
     table = ablation_table(frame, variants, metric=metric, round=int(round) if round.isdigit() else round)
-    text = render_table(table, format)
+    text = render_ablation(table, format)
     suffix = {"markdown": ".md", "latex": ".tex", "csv": ".csv"}[format]
     path = Path(out) / "tables" / f"ablation_{metric}{suffix}"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ class RunProgress:
 
     def __call__(self, event: str, **info: Any) -> None:
         if event == "start":
-            from livar_bench.backbones import size_note
+            from livar_bench.models.sizes import size_note
 
             spec = info["spec"]  # the input size in use, once the run has started
             (self.progress.console if self.progress is not None else console).print(

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 import torch
 
 from livar_bench.client.collectors.class_stats import ClassStatsCollector
+from livar_bench.client.costs import params_bytes
 from livar_bench.client.phase import base_deltas_applied
 from livar_bench.client.signals import class_statistics
 from livar_bench.client.train import LocalSettings, embed
-from livar_bench.costs import params_bytes
 from livar_bench.data.base import ImageSplit
 from livar_bench.data.transforms import DeviceTransform
 from livar_bench.models import LoraViT

@@ -57,7 +57,7 @@ from livar_bench.ops.weighted import sample_weights, weighted_average_params
 from livar_bench.seeding import STREAM_INIT, derive_seed, generator
 from livar_bench.types import ClientUpdate, Params, Signal
 
-# Random-stream keys of this module; distinct from federation.py's 0..4 so streams never coincide.
+# Random-stream keys of this module; distinct from the run's streams (seeding.py) so they never coincide.
 STREAM_VALIDATION, STREAM_PROBE = 101, 102
 KINDS = ("qkv", "proj", "fc1", "fc2")
 OUTCOME_DEFINITION = (

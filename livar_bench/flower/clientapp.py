@@ -82,7 +82,7 @@ def class_stats(msg: Message, context: Context) -> Message:
     """The extra pass some stages ask for (``ccvr[features=global]``): this client's class statistics
     under the model in ``msg`` (``client.global_stats.GlobalStatsPass``, as the local engine runs it)."""
     from livar_bench.client.global_stats import GlobalStatsPass
-    from livar_bench.federation import local_settings
+    from livar_bench.federation.kernel import local_settings
 
     config = msg.content["config"]
     client = partition_id(context)
@@ -97,7 +97,8 @@ def class_stats(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train this client for one round from the global tensors in ``msg``; reply with its update."""
-    from livar_bench.federation import local_settings, train_round_clients
+    from livar_bench.federation import train_round_clients
+    from livar_bench.federation.kernel import local_settings
 
     config = msg.content["config"]
     round_, client = int(config["server-round"]), partition_id(context)

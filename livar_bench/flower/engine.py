@@ -22,16 +22,9 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
-from livar_bench.costs import round_costs
-from livar_bench.federation import (
-    Event,
-    RoundFn,
-    RunOutcome,
-    Setup,
-    TrainedRound,
-    round_context,
-    sample_clients,
-)
+from livar_bench.client.costs import round_costs
+from livar_bench.federation import Event, RunOutcome, Setup, TrainedRound, sample_clients
+from livar_bench.federation.kernel import RoundFn, round_context
 from livar_bench.flower.strategy import MethodStrategy
 from livar_bench.methods.base import Method
 from livar_bench.types import ServerData, ServerState
@@ -124,8 +117,8 @@ def run_simulated(spec: Any, body: Callable[..., RunOutcome]) -> RunOutcome:
         except BaseException as err:  # re-raised in the caller's thread below
             errors.append(err)
 
+    from livar_bench.device import resolve_device
     from livar_bench.errors import BenchError
-    from livar_bench.federation import resolve_device
 
     # Clients share the GPU (up to 4 per GPU) when the run trains on CUDA; on CPU Ray must be asked for none.
     gpus = 1.0 / max(1, min(spec.num_clients, 4)) if resolve_device(spec.device).type == "cuda" else 0.0

@@ -28,8 +28,8 @@ from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
 from livar_bench.client.collectors.class_stats import ClassStatsCollector
+from livar_bench.client.costs import params_bytes
 from livar_bench.client.global_stats import GlobalStatsPass
-from livar_bench.costs import params_bytes
 from livar_bench.errors import BenchError
 from livar_bench.flower.codec import decode_download, decode_stats, decode_update, encode_download, wire_bytes
 from livar_bench.methods.base import Method

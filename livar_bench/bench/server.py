@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from livar_bench.costs import tensor_bytes
+from livar_bench.client.costs import tensor_bytes
 from livar_bench.methods.spec import MethodSpec
 from livar_bench.seeding import generator
 from livar_bench.types import ClassStats, ClientUpdate, Params, RoundContext, Signal, needs_class_stats

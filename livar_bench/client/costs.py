@@ -17,19 +17,16 @@ compression):
 Each signal's byte count is its collector's (``client/collectors/``).
 
 Counting reads only shapes and dtypes (``numel`` and ``element_size``), so it never synchronises a
-device. Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA and the process's peak resident set
-size on CPU (``resource.getrusage``); the two are different quantities and get different metric names.
+device. Peak memory is the device's (``livar_bench.device.peak_memory``).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Collection, Iterable, Mapping
 
-import torch
 from torch import Tensor
 
-from livar_bench.client.collectors import signal_bytes  # noqa: I001
+from livar_bench.client.collectors import signal_bytes
 from livar_bench.types import ClientUpdate, Signal
 
 INT64_BYTES = 8
@@ -75,22 +72,3 @@ def round_costs(updates: Iterable[ClientUpdate], download: Iterable[Mapping[str,
         "upload_signal_bytes_per_client": signal_total / n,
         "download_bytes_per_client": float(sum(params_bytes(d) for d in download)),
     }
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a fresh CUDA peak-memory window (no-op on CPU: the process RSS peak cannot be reset)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory(device: torch.device) -> dict[str, float]:
-    """``{"peak_cuda_mem_bytes": ...}`` on CUDA, else ``{"peak_host_rss_bytes": ...}`` (process-wide peak)."""
-    if device.type == "cuda":
-        return {"peak_cuda_mem_bytes": float(torch.cuda.max_memory_allocated(device))}
-    try:
-        import resource
-    except ImportError:  # Windows has no resource module; report nothing rather than a wrong number
-        return {}
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports kibibytes, macOS bytes.
-    return {"peak_host_rss_bytes": float(peak if sys.platform == "darwin" else peak * 1024)}

@@ -137,8 +137,8 @@ class _Round1Files:
     """
 
     def __init__(self, out: str | Path, specs: list[RunSpec]) -> None:
-        from livar_bench.client.round1_cache import Round1Cache
-        from livar_bench.federation import resolve_device
+        from livar_bench.device import resolve_device
+        from livar_bench.federation.round1_cache import Round1Cache
 
         self.last: dict[Path, int] = {}
         for index, spec in enumerate(specs):
@@ -160,7 +160,7 @@ class _Round1Files:
 
 def sweep_signals(specs: list[RunSpec]) -> frozenset:
     """Union of the client signals the sweep's methods need: what a shared round 1 collects, so that
-    every method of a cell can reuse it (client/round1_cache.py)."""
+    every method of a cell can reuse it (federation/round1_cache.py)."""
     needed: set = set()
     for spec in specs:
         needed |= spec.method_spec.build().requires

@@ -194,7 +194,7 @@ def missing_data(specs: list[RunSpec]) -> list[str]:
 
 def missing_weights(specs: list[RunSpec]) -> list[str]:
     """One message per backbone whose weights cannot be had (checked without building a model)."""
-    from livar_bench.models import weights_problem
+    from livar_bench.models.loading import weights_problem
 
     problems: dict[tuple, str] = {}
     for spec in specs:

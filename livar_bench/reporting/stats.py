@@ -1,7 +1,7 @@
-"""Paired comparisons, pooling checks and ablation tables over tidy metric rows.
+"""Paired comparisons and ablation tables over tidy metric rows.
 
 Why paired: within one (dataset, alpha, seed) cell every method trains on the same partition, from the
-same initial LoRA/head weights, with the same client data order (federation.py derives every random
+same initial LoRA/head weights, with the same client data order (the federation derives every random
 stream from the seed). Seed-to-seed variation is therefore shared, and the per-seed difference
 ``method - baseline`` has far less variance than either method's accuracy. We report its mean over
 seeds with a two-sided 95% Student-t interval (n - 1 degrees of freedom).
@@ -11,25 +11,19 @@ Reporting policy:
 - a best-round figure (``round="best"``) picks each run's round by its **validation** split (carved
   from the clients' training data, ``val_fraction > 0``) and reports the test metric at that round;
   choosing the round on the test set is refused.
-
-Pooling: rows of one (dataset, alpha, seed) cell may only be pooled if they share a partition id;
-``check_poolable`` refuses otherwise, naming the settings that differ.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
 from livar_bench.errors import BenchError
+from livar_bench.reporting.pooling import check_pooling, require_columns
 
-CELL = ("dataset", "alpha", "seed")
-# Row columns that, when they differ inside a cell, explain why partition ids differ.
-PARTITION_COLUMNS = ("partition", "num_clients", "max_train_samples", "min_client_samples", "val_fraction",
-                     "tv_distance", "class_coverage")
 # Two-sided 97.5% Student-t quantiles for 1..30 degrees of freedom (fallback when scipy is absent).
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
@@ -49,46 +43,6 @@ def t_quantile(dof: int, q: float = 0.975) -> float:
     return float(t.ppf(q, dof))
 
 
-def _require(frame: pd.DataFrame, columns: Sequence[str]) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise BenchError(f"results table lacks column(s) {', '.join(missing)}; collect it with livar-bench's run store")
-
-
-def check_poolable(frame: pd.DataFrame, settings: pd.DataFrame | None = None) -> None:
-    """Refuse to pool rows of one (dataset, alpha, seed) cell that were trained on different partitions.
-
-    Args:
-        frame: tidy rows (run_id, dataset, alpha, seed, partition_id, ...).
-        settings: optional stored RunSpecs indexed by run_id (e.g. ``reporting.run_settings``); used to
-            name the differing settings when they are not columns of ``frame``.
-
-    Raises:
-        BenchError: naming the cell, the partition ids and the settings that differ between them.
-    """
-    _require(frame, [*CELL, "partition_id"])
-    ids = frame.groupby(list(CELL), dropna=False)["partition_id"].nunique()
-    bad = ids[ids > 1]
-    if bad.empty:
-        return
-    dataset, alpha, seed = bad.index[0]
-    cell = frame[(frame["dataset"] == dataset) & (frame["alpha"] == alpha) & (frame["seed"] == seed)]
-    differing = [c for c in PARTITION_COLUMNS if c in cell.columns and cell[c].nunique(dropna=False) > 1]
-    if settings is not None and "run_id" in cell.columns:
-        specs = settings.loc[[r for r in cell["run_id"].unique() if r in settings.index]]
-        differing += [c for c in PARTITION_COLUMNS if c in specs.columns and c not in differing
-                      and specs[c].nunique(dropna=False) > 1]
-    why = (f"differing settings: {', '.join(differing)}" if differing
-           else "the differing setting is not a column here (e.g. max_train_samples, min_client_samples or "
-                "val_fraction; see each run's spec.json)")
-    raise BenchError(
-        f"cannot pool results of dataset={dataset}, alpha={alpha}, seed={seed}: they come from "
-        f"{int(bad.iloc[0])} different partitions ({', '.join(sorted(map(str, cell['partition_id'].unique())))}; "
-        f"{why}); select one partition setting (or separate --out folders) before comparing"
-        + (f" ({len(bad)} cells affected)" if len(bad) > 1 else "")
-    )
-
-
 def select_values(frame: pd.DataFrame, metric: str = "acc", split: str = "test",
                   round: int | str = "last") -> pd.DataFrame:
     """One value per run: ``metric`` on ``split`` at ``round`` ("last", "best" or a round number).
@@ -99,7 +53,7 @@ def select_values(frame: pd.DataFrame, metric: str = "acc", split: str = "test",
     Returns:
         The chosen rows (one per run_id) with their ``round`` column.
     """
-    _require(frame, ["run_id", "round", "split", "metric", "value"])
+    require_columns(frame, ["run_id", "round", "split", "metric", "value"])
     rows = frame[(frame["split"] == split) & (frame["metric"] == metric)]
     if rows.empty:
         raise BenchError(f"no {split} rows of metric {metric!r} in the results; check --metric and --split")
@@ -147,9 +101,9 @@ def paired_differences(frame: pd.DataFrame, baseline: str, metric: str = "acc", 
         One row per (method, dataset, [backbone,] alpha): method, baseline, dataset, alpha, n_seeds,
         mean_diff, ci_low, ci_high, method_mean, baseline_mean, reported (e.g. "test acc, last round").
         The label is also in ``result.attrs["reported"]``. ``settings`` (stored RunSpecs by run_id) only
-        sharpens the error message when partitions differ (see ``check_poolable``).
+        sharpens the error message when partitions differ (see ``pooling.check_pooling``).
     """
-    check_poolable(frame, settings)
+    check_pooling(frame, settings=settings)
     chosen = select_values(frame, metric, split, round)
     keys = ["dataset", *(["backbone"] if "backbone" in chosen.columns and chosen["backbone"].nunique() > 1 else []),
             "alpha"]
@@ -205,7 +159,7 @@ def ablation_summary(frame: pd.DataFrame, variants: Mapping[str, str] | None = N
         variants: label -> method spec (as stored in the ``method`` column), in display order; default:
             every method present, labelled by its spec.
     """
-    check_poolable(frame)
+    check_pooling(frame)
     chosen = select_values(frame, metric, split, round)
     variants = dict(variants) if variants else {m: m for m in sorted(chosen["method"].unique())}
     missing = [spec for spec in variants.values() if spec not in set(chosen["method"])]
@@ -238,28 +192,3 @@ def ablation_table(frame: pd.DataFrame, variants: Mapping[str, str] | None = Non
     table = table.reindex(list(dict.fromkeys(stats["variant"])))
     table.attrs["reported"] = stats.attrs["reported"]
     return table
-
-
-def render_table(table: pd.DataFrame, fmt: str = "markdown") -> str:
-    """Render an ``ablation_table`` (string cells, columns (dataset, alpha)) as markdown, latex or csv."""
-    headers = [f"{d} α={a:g}" for d, a in table.columns]
-    cells = table.fillna("–").astype(str)
-    caption = table.attrs.get("reported", "")
-    if fmt == "csv":
-        return cells.set_axis(headers, axis=1).rename_axis("variant").to_csv()
-    if fmt == "markdown":
-        lines = ["| variant | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
-        lines += [f"| {name} | " + " | ".join(row) + " |" for name, row in zip(cells.index, cells.values, strict=True)]
-        return "\n".join(lines) + (f"\n\n{caption}; mean ± std over seeds.\n" if caption else "\n")
-    if fmt == "latex":
-        from livar_bench.latex import latex_escape as esc
-
-        body = [" & ".join([esc(str(name)), *map(esc, row)]) + r" \\"
-                for name, row in zip(cells.index, cells.values, strict=True)]
-        return "\n".join([
-            r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "c" * len(headers) + "}", r"\toprule",
-            " & ".join(["Variant", *map(esc, headers)]) + r" \\", r"\midrule", *body, r"\bottomrule",
-            r"\end{tabular}", rf"\caption{{LIVAR ablation: {esc(caption)}, mean $\pm$ std over seeds.}}",
-            r"\label{tab:ablation}", r"\end{table}", "",
-        ])
-    raise BenchError(f"unknown format {fmt!r}; choose markdown, latex or csv")

@@ -1,0 +1,6 @@
+"""Experiments of many runs: sweep grids and their expansion into run specs, executors, tuning.
+
+    sweep       a grid (CLI lists or YAML) expanded into ``RunSpec``s, its checks and manifest
+    executors   run a list of specs: locally (one after another) or on a Ray cluster
+    tune        a hyperparameter search on a validation split carved from client data
+"""

@@ -1,0 +1,138 @@
+"""The round kernel both engines share: who takes part, the server's context, and the client phase of a round.
+
+The local engine (``local_engine.py``) and the Flower ClientApp call ``train_round_clients`` for their
+clients, so both engines compute the same experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from livar_bench.client.collectors import diagnostic_names
+from livar_bench.client.phase import train_clients
+from livar_bench.client.train import ClientResult, LocalSettings
+from livar_bench.config import RunSpec
+from livar_bench.federation.round1_cache import Round1Result
+from livar_bench.federation.setup import Setup
+from livar_bench.methods.base import Method
+from livar_bench.seeding import (  # noqa: F401  (STREAM_CLIENT: re-exported for older imports)
+    STREAM_CLIENT,
+    STREAM_INIT,
+    STREAM_PARTITION,
+    STREAM_SAMPLE,
+    STREAM_SERVER,
+    STREAM_VAL,
+    derive_seed,
+    generator,
+)
+from livar_bench.types import ClientUpdate, Params, RoundContext, ServerData, ServerState, Signal
+
+# The event sink of a run: ``emit(kind, **details)`` (start, client, round, resume, warning, locked, done).
+Event = Callable[..., None]
+
+
+def sample_clients(spec: RunSpec, round_: int) -> list[int]:
+    """Clients taking part in a round (all, or a seeded subset of size ceil(participation * K))."""
+    k = spec.num_clients
+    m = max(1, int(np.ceil(spec.participation * k)))
+    if m >= k:
+        return list(range(k))
+    rng = np.random.default_rng(derive_seed(spec.seed, STREAM_SAMPLE, round_))
+    return sorted(rng.choice(k, size=m, replace=False).tolist())
+
+
+@dataclass
+class TrainedRound:
+    """One round's client phase and server step, as an engine reports it to the round loop."""
+
+    state: ServerState  # after method.server_step
+    updates: list[ClientUpdate]  # the replies the method saw
+    ctx: RoundContext
+    losses: list[float]
+    images: int
+    train_s: float
+    aggregate_s: float
+    costs: dict[str, float]  # cost rows of the round (communication, replies, engine extras)
+    shared: tuple[Round1Result, bool] | None = None  # local engine, round 1 through the sweep's shared cache
+
+
+RoundFn = Callable[[ServerState, int], TrainedRound]
+# An engine: given the run's setup, method, local settings, event sink and server data, the function that
+# trains and aggregates one round. ``name`` (an attribute) goes to env.json. None = the local engine.
+Engine = Callable[["Setup", Method, LocalSettings, Event, ServerData | None], RoundFn]
+
+
+def local_settings(s: Setup) -> LocalSettings:
+    spec = s.spec
+    return LocalSettings(spec.local_epochs, spec.batch_size, spec.lr, spec.weight_decay, s.dtype)
+
+
+def round_context(s: Setup, round_: int, server_data: ServerData | None, global_class_stats: Any = None) -> RoundContext:
+    """The server's context of a round (its random stream derives from the seed and the round)."""
+    return RoundContext(round=round_, num_rounds=s.spec.rounds, num_classes=s.bundle.num_classes,
+                        lora_scale=s.model.scale, device=s.device, server_data=server_data,
+                        generator=generator(s.spec.seed, STREAM_SERVER, round_, device=s.device),
+                        global_class_stats=global_class_stats)
+
+
+def train_round_clients(s: Setup, method: Method, settings: LocalSettings, global_params: Params,
+                        starts: dict[int, Params], round_: int, requires: frozenset[Signal],
+                        on_client: Callable[[int, ClientResult], None] | None = None) -> dict[int, ClientResult]:
+    """Train the clients of ``starts`` (client id -> its start, ``Method.client_start``) for one round.
+
+    What the local engine runs for the round's clients and a Flower ClientApp for its own client: clients
+    grouped by LoRA rank, each group under its LoRA scale, the method's frozen keys left unchanged.
+    """
+    spec = s.spec
+    results = {}
+    for rank, group in _rank_groups(spec, sorted(starts)):  # one group unless clients have different ranks
+        scale = spec.lora_alpha / rank
+        own = {k: with_rank(starts[k], rank) for k in group} if rank != spec.max_rank else \
+            {k: starts[k] for k in group}
+        personal = any(own[k] is not global_params for k in group)
+        with s.model.scaled(scale):
+            trained = train_clients(
+                s.model, global_params, {k: s.clients[k] for k in group}, s.train_tf, method.objective, settings,
+                seed=spec.seed, round_=round_, num_classes=s.bundle.num_classes, requires=requires, pack=spec.pack,
+                on_client=on_client, starts=own if personal else None,
+                frozen=method.frozen_keys(list(global_params)))
+        for k, r in trained.items():  # with mixed ranks, each update says its client's scale
+            results[k] = dataclasses.replace(r, update=dataclasses.replace(r.update, lora_scale=scale)) \
+                if spec.mixed_ranks else r
+    return dict(sorted(results.items()))
+
+
+def _rank_groups(spec: RunSpec, clients: list[int]) -> list[tuple[int, list[int]]]:
+    """The round's clients grouped by LoRA rank (packing only ever packs clients of one rank)."""
+    groups: dict[int, list[int]] = {}
+    for k in clients:
+        groups.setdefault(spec.client_rank(k), []).append(k)
+    return sorted(groups.items())
+
+
+def with_rank(params: Params, rank: int) -> Params:
+    """``params`` with LoRA rank components beyond ``rank`` set to zero (rows of A, columns of B).
+
+    A client of rank r_k < r trains on the shared rank-r model with the extra components zero: their
+    gradients are then exactly zero (each multiplies the other's zeros), so they stay zero and the client
+    trains a rank-r_k adapter.
+    """
+    out = dict(params)
+    for key, value in params.items():
+        if key.endswith(".lora_A") and value.shape[0] > rank:
+            out[key] = torch.cat([value[:rank], torch.zeros_like(value[rank:])])
+        elif key.endswith(".lora_B") and value.shape[1] > rank:
+            out[key] = torch.cat([value[:, :rank], torch.zeros_like(value[:, rank:])], dim=1)
+    return out
+
+
+def client_diagnostics(updates: list[ClientUpdate], requires: frozenset[Signal]) -> dict[str, float]:
+    """Each diagnostic the method's collectors report (e.g. ``nonfinite_signal_steps``), summed over the
+    round's clients."""
+    return {name: float(sum(u.diagnostics.get(name, 0.0) for u in updates)) for name in diagnostic_names(requires)}
