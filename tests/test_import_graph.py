@@ -81,7 +81,7 @@ def test_the_checker_finds_a_cycle() -> None:
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("types", "errors", "digest", "seeding", "device", "progress", "resources"),  # ground floor
     ("store",),  # atomic files, digest-checked tensors, locks, the runs index
-    ("ops",),  # pure tensor maths
+    ("ops", "privacy"),  # pure tensor maths; clipping, noise and the DP accountant
     ("data",),  # datasets, caches, partitions
     ("models",),  # backbones and the LoRA ViT
     ("client",),  # local training, objectives, signal collectors, message costs
