@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from livar_bench.bench import BenchSettings, run_bench
+from livar_bench.bench import H100_BF16_DENSE_TFLOPS, BenchSettings, run_bench
 from livar_bench.bench.flops import count_flops
 from livar_bench.bench.reference import _reference_aggregate
 from livar_bench.bench.timing import PhaseTimer, PhaseTimes, median_times
@@ -47,9 +46,16 @@ def test_forward_flops_match_the_architecture():
 
 
 def test_phase_timer_and_median():
-    with PhaseTimer(torch.device("cpu")) as t:
-        time.sleep(0.02)
-    assert 0.02 <= t.seconds < 1.0 and t.peak_mib is None
+    import types
+
+    import livar_bench.bench.timing as timing
+
+    ticks = iter([10.0, 12.5])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+        with PhaseTimer(torch.device("cpu")) as t:
+            pass
+    assert t.seconds == 2.5 and t.peak_mib is None
     runs = [PhaseTimes(3.0, 1.0, 2.0, 30, 10), PhaseTimes(1.0, 5.0, 4.0, 30, 10), PhaseTimes(2.0, 3.0, 9.0, 30, 10)]
     med = median_times(runs)
     assert (med.train_s, med.aggregate_s, med.eval_s) == (2.0, 3.0, 4.0)
@@ -86,7 +92,14 @@ def test_run_bench_reports_every_path():
     sp = result["speedup"]
     assert sp["train_images_per_s"] == pytest.approx(
         result["optimised"]["train_images_per_s"] / result["reference"]["train_images_per_s"])
-    assert result["percent_of_peak"] == pytest.approx(100 * result["achieved_train_tflops"] / 989.0)
+    # achieved TFLOP/s is what its label says (training FLOPs per image x images per second), and the percentage
+    # is of the peak the result says it assumed (the default: the H100 datasheet figure)
+    assert result["achieved_train_tflops"] == pytest.approx(
+        result["flops"]["train_per_image"] * result["optimised"]["train_images_per_s"] / 1e12)
+    assert result["peak_tflops_assumed"] == H100_BF16_DENSE_TFLOPS
+    assert result["percent_of_peak"] * result["peak_tflops_assumed"] / 100 == pytest.approx(result["achieved_train_tflops"])
+    other = run_bench(BenchSettings(**TINY, reference=False, peak_tflops=2.0))
+    assert other["peak_tflops_assumed"] == 2.0 and other["percent_of_peak"] == pytest.approx(50 * other["achieved_train_tflops"])
     json.dumps(result)  # JSON-ready
 
 

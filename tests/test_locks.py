@@ -169,16 +169,25 @@ def test_lease_mode_runs_a_sweep_and_heartbeat_renews(tmp_path, monkeypatch):
     specs = sw.expand(sw.parse_sweep({"grid": {"methods": ["fedavg"], "seeds": [0]}, "base": MICRO}))
     seen = []
 
+    path = tmp_path / "runs" / ".locks" / f"{specs[0].run_id}.lock"
+
     def on_event(event, **info):
+        # The run is blocked here, inside its round loop: only the heartbeat thread can renew its lease. Wait
+        # (by event order, not for a fixed time) until it has renewed it twice, with the same owner.
         if event == "round":
-            lease = LeaseLock.read(tmp_path / "runs" / ".locks" / f"{specs[0].run_id}.lock")
-            seen.append(lease["expires"] - time.time())
-            time.sleep(0.3)  # longer than the lease: only the heartbeat keeps it
-            lease2 = LeaseLock.read(tmp_path / "runs" / ".locks" / f"{specs[0].run_id}.lock")
-            seen.append(lease2["expires"] > time.time() and lease2["token"] == lease["token"])
+            first = LeaseLock.read(path)
+            renewals, last = 0, first["expires"]
+            for _ in range(30000):  # at most ~30 s; two renewals take about 0.1 s
+                lease = LeaseLock.read(path)
+                if lease is not None and lease["expires"] > last:
+                    renewals, last = renewals + 1, lease["expires"]
+                    seen.append(lease["token"] == first["token"])
+                if renewals == 2:
+                    break
+                time.sleep(0.001)
 
     result = LocalExecutor().run(specs, tmp_path, on_event=on_event)
-    assert result.trained == 1 and seen[1] is True
+    assert result.trained == 1 and seen == [True, True]
 
 
 def test_summary_never_counts_a_locked_run_as_done(tmp_path, monkeypatch, capsys):

@@ -143,25 +143,32 @@ def _cost(outcome, round_: int = 1) -> dict[str, float]:
 
 
 def test_reused_round1_reports_the_cost_of_computing_it(tmp_path, tiny_spec_values, monkeypatch):
-    import time
+    import types
 
     import livar_bench.client.phase as fed
+    import livar_bench.federation.local_engine as engine_module
+    import livar_bench.federation.loop as loop_module
 
+    clock = [0.0]  # a fake clock: each client's local training takes exactly 1 s, nothing else any time
     real = fed.local_train
 
-    def slow(*args, **kwargs):  # round-1 training that takes a known, measurable time
-        time.sleep(0.15)
+    def timed(*args, **kwargs):
+        clock[0] += 1.0
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fed, "local_train", slow)
+    fake_time = types.SimpleNamespace(perf_counter=lambda: clock[0])
+    monkeypatch.setattr(fed, "local_train", timed)
+    monkeypatch.setattr(engine_module, "time", fake_time)
+    monkeypatch.setattr(loop_module, "time", fake_time)
     base = make_spec(tiny_spec_values)
     first = run_federation(base, tmp_path, share_round1=True)
     reused = run_federation(base.replace(method="livar"), tmp_path, share_round1=True)
     computed, copied = _cost(first), _cost(reused)
     k = tiny_spec_values["num_clients"]
-    assert computed["train_s"] >= 0.15 * k  # the computing run measured its own training
+    assert computed["train_s"] == k * 1.0  # the computing run measured its own training
+    assert _cost(reused, round_=2)["train_s"] == k * 1.0  # a later round of the reusing run trained itself
     assert computed["round1_shared"] == 0 and copied["round1_shared"] == 1
-    # the reusing run read the file in far less than 0.15 s x k, but reports what round 1 cost
+    # the reusing run read the file in no (fake) time, but reports what round 1 cost to compute
     assert copied["train_s"] == computed["train_s"]
     assert copied["train_images_per_s"] == computed["train_images_per_s"]
     import json

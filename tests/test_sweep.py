@@ -38,7 +38,7 @@ def test_axis_missing_from_grid_comes_from_base():
 def test_equivalent_method_specs_are_one_run():
     config = sw.parse_sweep({"grid": {"methods": ["ccvr", "fedavg+ccvr"]}, "base": BASE})
     specs = sw.expand(config)
-    assert len({s.run_id for s in specs}) == len(specs)
+    assert [s.method for s in specs] == ["fedavg+ccvr"]  # "ccvr" is "fedavg+ccvr": one run, not two
 
 
 @pytest.mark.parametrize("data, words", [
