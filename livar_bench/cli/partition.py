@@ -36,7 +36,8 @@ def partition(
     from livar_bench.config import make_spec
     from livar_bench.data.partitioners.measures import MEANINGS
     from livar_bench.data.partitioners.record import save_plot, summary
-    from livar_bench.federation import load_run_dataset, obtain_partition
+    from livar_bench.federation import load_run_dataset
+    from livar_bench.federation.partitions import obtain_partition
     from livar_bench.store import nothing_left_on_failure
 
     spec = make_spec(o.spec_values(config, settings or {}))

@@ -21,13 +21,9 @@ from livar_bench.config import RunSpec
 from livar_bench.federation.round1_cache import Round1Result
 from livar_bench.federation.setup import Setup
 from livar_bench.methods.base import Method
-from livar_bench.seeding import (  # noqa: F401  (STREAM_CLIENT: re-exported for older imports)
-    STREAM_CLIENT,
-    STREAM_INIT,
-    STREAM_PARTITION,
+from livar_bench.seeding import (
     STREAM_SAMPLE,
     STREAM_SERVER,
-    STREAM_VAL,
     derive_seed,
     generator,
 )

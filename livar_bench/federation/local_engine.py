@@ -22,16 +22,6 @@ from livar_bench.federation.kernel import (
 from livar_bench.federation.round1_cache import Round1Cache, Round1Result
 from livar_bench.federation.setup import Setup
 from livar_bench.methods.base import Method
-from livar_bench.seeding import (  # noqa: F401  (STREAM_CLIENT: re-exported for older imports)
-    STREAM_CLIENT,
-    STREAM_INIT,
-    STREAM_PARTITION,
-    STREAM_SAMPLE,
-    STREAM_SERVER,
-    STREAM_VAL,
-    derive_seed,
-    generator,
-)
 from livar_bench.types import ClientUpdate, ServerData, ServerState, Signal
 
 

@@ -44,14 +44,8 @@ from livar_bench.federation.run_folder import (
 from livar_bench.federation.setup import HeldOutData, Setup, setup_run
 from livar_bench.methods.base import Method
 from livar_bench.models.identity import provenance
-from livar_bench.seeding import (  # noqa: F401  (STREAM_CLIENT: re-exported for older imports)
-    STREAM_CLIENT,
+from livar_bench.seeding import (
     STREAM_INIT,
-    STREAM_PARTITION,
-    STREAM_SAMPLE,
-    STREAM_SERVER,
-    STREAM_VAL,
-    derive_seed,
     generator,
 )
 from livar_bench.store import RunStore, environment

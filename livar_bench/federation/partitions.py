@@ -19,15 +19,10 @@ from livar_bench.data.partition import (
     read_partition_file,
 )
 from livar_bench.data.partitioners import PartitionData
-from livar_bench.seeding import (  # noqa: F401  (STREAM_CLIENT: re-exported for older imports)
-    STREAM_CLIENT,
-    STREAM_INIT,
+from livar_bench.seeding import (
     STREAM_PARTITION,
-    STREAM_SAMPLE,
-    STREAM_SERVER,
     STREAM_VAL,
     derive_seed,
-    generator,
 )
 from livar_bench.store import write_json
 

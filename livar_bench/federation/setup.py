@@ -22,16 +22,9 @@ from livar_bench.errors import WeightsError
 from livar_bench.federation.partitions import obtain_partition
 from livar_bench.models import build_model
 from livar_bench.models.loading import weights_problem
-from livar_bench.seeding import (  # noqa: F401  (STREAM_CLIENT: re-exported for older imports)
-    STREAM_CLIENT,
+from livar_bench.seeding import (
     STREAM_EVAL_LOCAL,
-    STREAM_INIT,
-    STREAM_PARTITION,
-    STREAM_SAMPLE,
-    STREAM_SERVER,
-    STREAM_VAL,
     derive_seed,
-    generator,
 )
 from livar_bench.types import Params, ServerData
 

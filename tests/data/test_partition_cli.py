@@ -37,7 +37,7 @@ def test_shorthands_and_specs_are_the_same_run():
 def test_dirichlet_and_iid_partitions_are_the_ones_drawn_before_the_registry():
     from livar_bench.data import load_dataset
     from livar_bench.data.partition import dirichlet_partition, iid_partition
-    from livar_bench.federation import make_partition
+    from livar_bench.federation.partitions import make_partition
 
     labels = load_dataset("digits").train.labels.numpy()
     # fingerprints computed on main at a8e5d9c, before data/partitioners/ existed
