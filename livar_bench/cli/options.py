@@ -4,7 +4,7 @@
 adds every one of them to a command's signature, except those the command declares itself (``sweep``
 takes ``--datasets`` lists instead of ``--dataset``), and hands the command the settings the user gave as
 ``settings`` (RunSpec field names). A new RunSpec field therefore reaches every command at once, and
-tests/test_cli_options.py checks that each field is reachable from each command.
+tests/e2e/test_cli_options.py checks that each field is reachable from each command.
 
 Every option defaults to None, meaning "not given": a YAML config or the RunSpec default then applies.
 The help text shows that default, read from RunSpec itself.

@@ -8,7 +8,7 @@ model changes. Per-client trainable tensors live in one flat buffer [K, P] (view
 AdamW update, the gradient reset and the path-integral signal are a handful of kernels for all
 clients together.
 
-Equivalence with ``local_train`` run client after client (tests/test_packed.py checks params, loss,
+Equivalence with ``local_train`` run client after client (tests/client/test_packed.py checks params, loss,
 LIVAR signals and class statistics):
 - each client draws its sample order and augmentation from its own generator, in the same order;
 - each client's loss is its own objective on its own rows, so gradients do not mix (padded rows of a

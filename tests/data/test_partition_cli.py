@@ -12,7 +12,7 @@ import pytest
 
 from livar_bench.cli.options import run_settings
 from livar_bench.config import make_spec
-from tests.test_cli import invoke
+from tests._cli import invoke
 
 TINY = ["--backbone", "livar_micro_vit", "--clients", "3", "--rounds", "1", "--epochs", "1", "--lora-rank", "2",
         "--lora-alpha", "2", "--device", "cpu"]

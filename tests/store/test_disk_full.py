@@ -14,8 +14,8 @@ import pytest
 
 from livar_bench.store import TEMP_TAG, RunStore, load_tensors
 from livar_bench.store import atomic as st
+from tests._cli import invoke
 from tests._results import science
-from tests.test_cli import invoke
 
 SWEEP = ["sweep", "--datasets", "synthetic", "--methods", "fedavg,livar", "--seeds", "0", "--alphas", "0.5",
          "--backbone", "livar_micro_vit", "--clients", "2", "--rounds", "2", "--epochs", "1", "--lora-rank", "2",

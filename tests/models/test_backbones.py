@@ -18,7 +18,7 @@ from livar_bench.config import make_spec
 from livar_bench.errors import BenchError, WeightsError
 from livar_bench.federation import run_federation
 from livar_bench.models import create_backbone, identity, loading, sizes
-from tests.test_cli import invoke
+from tests._cli import invoke
 
 MICRO = "livar_micro_vit"
 QUICK = ["--dataset", "digits", "--backbone", MICRO, "--epochs", "1", "--max-train-samples", "120",

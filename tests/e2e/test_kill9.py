@@ -17,7 +17,7 @@ import pytest
 from livar_bench.store import TEMP_TAG
 from tests._results import science
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SWEEP = ["sweep", "--datasets", "synthetic", "--methods", "fedavg,livar", "--seeds", "0,1", "--alphas", "0.5",
          "--backbone", "livar_micro_vit", "--clients", "3", "--rounds", "3", "--epochs", "1", "--lora-rank", "2",
          "--lora-alpha", "2", "--batch-size", "32", "--device", "cpu"]

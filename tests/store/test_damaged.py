@@ -19,9 +19,9 @@ from livar_bench.experiments.executors import LocalExecutor
 from livar_bench.federation.round1_cache import Round1Cache
 from livar_bench.methods import parse_method
 from livar_bench.store import RunStore
+from tests._cli import invoke
+from tests._faults import Injected, Recorder
 from tests._results import science
-from tests.test_cli import invoke
-from tests.test_cli_sweep import Injected, Recorder
 
 MICRO = dict(backbone="livar_micro_vit", num_clients=2, rounds=2, local_epochs=1, batch_size=32, lr=3e-3,
              lora_rank=2, lora_alpha=2.0, device="cpu", dataset="synthetic", alpha=0.5)

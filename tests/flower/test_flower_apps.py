@@ -17,7 +17,7 @@ pytest.importorskip("flwr")
 from livar_bench.flower.clientapp import InjectedFailure, _maybe_fail, node_spec  # noqa: E402
 from livar_bench.flower.serverapp import spec_from_run_config  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flower"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "flower"
 
 
 def test_example_is_a_valid_flower_app_whose_components_are_the_harness_apps(monkeypatch):

@@ -11,7 +11,7 @@ from livar_bench.config import make_spec
 from livar_bench.experiments.executors import LocalExecutor
 from livar_bench.experiments.sweep import SweepConfig, write_manifest
 from livar_bench.store import RunStore
-from tests.test_cli import invoke
+from tests._cli import invoke
 
 
 class Stop(BaseException):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from livar_bench.errors import BenchError
-from tests.test_cli import assert_user_error, invoke
+from tests._cli import assert_user_error, invoke
 
 
 def test_missing_flwr_is_one_line_naming_the_extra(monkeypatch):

@@ -17,42 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from livar_bench.cli import main
-
-QUICK = ["--dataset", "digits", "--backbone", "livar_micro_vit", "--epochs", "1", "--max-train-samples", "120",
-         "--max-test-samples", "60", "--lora-rank", "2", "--lora-alpha", "2", "--device", "cpu", "--batch-size", "32"]
-
-
-def invoke(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    """Run ``livar-bench ARGS`` through the console entry point; (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["livar-bench", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _run_folders(out: Path) -> list[Path]:
-    runs = out / "runs"
-    if not runs.is_dir():
-        return []
-    partial = runs / ".partial"
-    found = [p for p in runs.iterdir() if not p.name.startswith(".")]
-    return found + (list(partial.iterdir()) if partial.is_dir() else [])
-
-
-def assert_user_error(code: int, err: str, out_dir: Path, *needles: str) -> str:
-    assert code == 2, err
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, err
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    assert _run_folders(out_dir) == []  # nothing half-written
-    return errors[0]
+from tests._cli import QUICK, assert_user_error, invoke, run_folders
 
 
 def test_run_smoke_then_skip(tmp_path, monkeypatch, capsys):
@@ -174,7 +139,7 @@ def test_installed_script_user_error_end_to_end(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:")
     assert "cifar-100-python.tar.gz" in lines[0] and "/nonexistent" in lines[0]
-    assert _run_folders(tmp_path) == []
+    assert run_folders(tmp_path) == []
 
 
 def test_error_text_with_brackets_prints_literally(tmp_path, monkeypatch, capsys):

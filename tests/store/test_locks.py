@@ -19,7 +19,7 @@ from livar_bench.experiments import sweep as sw
 from livar_bench.experiments.executors import LocalExecutor
 from livar_bench.store import FileLock, LeaseLock, RunStore
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MICRO = dict(backbone="livar_micro_vit", num_clients=2, rounds=1, local_epochs=1, batch_size=32, lr=3e-3,
              lora_rank=2, lora_alpha=2.0, device="cpu", dataset="synthetic")
 
@@ -191,7 +191,7 @@ def test_lease_mode_runs_a_sweep_and_heartbeat_renews(tmp_path, monkeypatch):
 
 
 def test_summary_never_counts_a_locked_run_as_done(tmp_path, monkeypatch, capsys):
-    from tests.test_cli import invoke
+    from tests._cli import invoke
 
     args = ["sweep", "--datasets", "synthetic", "--methods", "fedavg", "--seeds", "0,1", "--backbone",
             "livar_micro_vit", "--clients", "2", "--rounds", "1", "--epochs", "1", "--lora-rank", "2",

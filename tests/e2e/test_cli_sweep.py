@@ -20,35 +20,12 @@ from livar_bench.experiments import sweep as sw
 from livar_bench.experiments.executors import LocalExecutor
 from livar_bench.reporting import plots as rp_plots
 from livar_bench.store import RunStore
+from tests._faults import Injected, Recorder
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MICRO = dict(backbone="livar_micro_vit", num_clients=3, rounds=2, local_epochs=1, batch_size=32, lr=3e-3,
              lora_rank=2, lora_alpha=2.0, device="cpu")
 GRID = dict(datasets=["synthetic"], methods=["fedavg", "fedprox", "livar"], alphas=[0.5, 1.0], seeds=[0, 1])
-
-
-class Injected(BaseException):
-    """Stands in for a crash (power cut, OOM kill) in the middle of a run: not an Exception, which a
-    sweep records as that run's failure and goes on."""
-
-
-class Recorder:
-    """Collects executor events; optionally raises at one (run, round) to simulate a crash."""
-
-    def __init__(self, crash_at: tuple[int, int] | None = None) -> None:
-        self.events: list[tuple[str, dict]] = []
-        self.crash_at = crash_at
-        self.index = -1
-
-    def __call__(self, event: str, **info) -> None:
-        self.events.append((event, info))
-        if event == "run_start":
-            self.index = info["index"]
-        if event == "round" and self.crash_at == (self.index, info["round"]):
-            raise Injected(f"crash in run {self.index} after round {info['round']}")
-
-    def names(self, event: str) -> list[dict]:
-        return [info for name, info in self.events if name == event]
 
 
 @pytest.fixture(scope="module")

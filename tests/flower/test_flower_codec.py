@@ -1,6 +1,6 @@
 """The Flower wire format (livar_bench/flower/codec.py) and the engine's failure-free plumbing.
 
-Fast: no simulation runs here (tests/test_flower_engine.py, marked slow, runs Flower end to end).
+Fast: no simulation runs here (tests/flower/test_flower_engine.py, marked slow, runs Flower end to end).
 """
 
 from __future__ import annotations

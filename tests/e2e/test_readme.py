@@ -17,7 +17,7 @@ from livar_bench.methods import display_name, get_entry, parse_method, registry
 from tests.methods import test_contract
 from tests.methods._fakes import context, make_updates
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 TINY = ["--dataset", "synthetic", "--backbone", "livar_micro_vit", "--clients", "3", "--rounds", "2", "--epochs", "1",
         "--lora-rank", "2", "--device", "cpu"]

@@ -13,7 +13,7 @@ from livar_bench.errors import BenchError, DataNotFoundError
 from livar_bench.experiments import sweep as sw
 from livar_bench.experiments.executors import RAY_HOW, get_executor
 
-CONFIGS = Path(__file__).resolve().parent.parent / "livar_bench" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "livar_bench" / "configs"
 BASE = dict(backbone="livar_micro_vit", num_clients=3, rounds=1, local_epochs=1, lora_rank=2, device="cpu")
 
 

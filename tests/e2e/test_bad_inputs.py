@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import invoke
+from tests._cli import invoke
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["--backbone", "livar_micro_vit", "--clients", "2", "--rounds", "1", "--epochs", "1", "--lora-rank", "2",
         "--lora-alpha", "2", "--device", "cpu"]
 RUN = ["run", "--dataset", "synthetic", *TINY]
