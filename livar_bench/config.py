@@ -162,7 +162,8 @@ class RunSpec(BaseModel):
 
         if not self.method_spec.components[0].accepts_mixed_ranks():
             able = [e.name for e in entries() if e.kind == "method" and e.cls().accepts_mixed_ranks()]
-            able += ["fedavg[space=product]", "ties[space=product]", "task_arithmetic[space=product]"]
+            able += ["fedavg[space=product]", "ties[space=product]", "task_arithmetic[space=product]", "dare[space=product]",
+                     "dare_ties[space=product]"]
             raise BenchError(f"--client-ranks {','.join(map(str, self.client_ranks))} gives clients different LoRA "
                              f"ranks, which {self.method} cannot aggregate (it adds factors of different clients "
                              f"entry by entry); methods that can: {', '.join(dict.fromkeys(able))}")

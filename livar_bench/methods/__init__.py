@@ -10,6 +10,7 @@ own name.
 from livar_bench.methods.base import Aggregator, Method, Stage
 from livar_bench.methods.ccvr import CCVR
 from livar_bench.methods.clip import ClipUpdate
+from livar_bench.methods.dare import Dare, DareTies
 from livar_bench.methods.describe import describe
 from livar_bench.methods.fedadagrad import FedAdagrad
 from livar_bench.methods.fedadam import FedAdam
@@ -21,12 +22,18 @@ from livar_bench.methods.fedprox import FedProx
 from livar_bench.methods.fedsa_lora import FedSALora
 from livar_bench.methods.fedyogi import FedYogi
 from livar_bench.methods.ffa_lora import FFALora
+from livar_bench.methods.flexlora import FlexLoRA
 from livar_bench.methods.flora import FLoRA
+from livar_bench.methods.hetlora import HetLoRA
+from livar_bench.methods.iso_c import IsoC
+from livar_bench.methods.knots import KnOTS
 from livar_bench.methods.livar import Livar
 from livar_bench.methods.livar_exact import LivarExact
+from livar_bench.methods.lora_fair import LoraFair
 from livar_bench.methods.merge import TaskArithmetic, TaskVectorMerge
 from livar_bench.methods.registry import entries, get_entry, register
 from livar_bench.methods.spec import MethodSpec, canonical_spec, display_name, parse_method, table_order
+from livar_bench.methods.tsv_m import TSVMerge
 from livar_bench.types import ClassStats, ClientUpdate, Params, RoundContext, ServerState, Signal
 
 register(FedAvg)
@@ -40,17 +47,26 @@ register(FedAMS, name="fedamsgrad", label="FedAMSGrad", defaults={"vhat_init": 0
          summary="AMSGrad server optimiser, eps added to sqrt(vhat) instead of the max stabilisation.")
 register(TaskArithmetic)
 register(TaskVectorMerge)
+register(Dare)
+register(DareTies)
+register(TSVMerge)
+register(IsoC)
+register(KnOTS)
 register(FedExLora)
 register(FLoRA)
 register(FFALora)
 register(FedSALora)
+register(FlexLoRA)
+register(HetLoRA)
+register(LoraFair)
 register(Livar)
 register(LivarExact)
 register(CCVR)
 register(ClipUpdate)
 
 __all__ = [
-    "Aggregator", "CCVR", "ClipUpdate", "ClassStats", "ClientUpdate", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedExLora", "FedProx", "FedSALora", "FFALora", "FLoRA",
+    "Aggregator", "CCVR", "ClipUpdate", "ClassStats", "ClientUpdate", "Dare", "DareTies", "FlexLoRA", "HetLoRA",
+    "IsoC", "KnOTS", "LoraFair", "TSVMerge", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedExLora", "FedProx", "FedSALora", "FFALora", "FLoRA",
     "FedYogi", "Livar", "LivarExact", "Method", "MethodSpec",
     "Params", "RoundContext", "ServerState", "Signal", "Stage", "TaskArithmetic", "TaskVectorMerge",
     "canonical_spec", "describe", "display_name", "entries", "get_entry", "parse_method", "register", "table_order",

@@ -12,7 +12,8 @@ from livar_bench.cli import app, main
 from livar_bench.methods import canonical_spec, entries
 
 # Every registered method and stage (a stage runs as fedavg+stage), plus a few compositions.
-SPECS = [e.name for e in entries()] + ["livar+ccvr", "ties+ccvr", "fedadam+ccvr", "livar[eval_delta=reference]"]
+SPECS = [e.name for e in entries()] + ["livar+ccvr", "ties+ccvr", "fedadam+ccvr", "livar[eval_delta=reference]",
+                                      "flexlora+ccvr", "dare_ties+clip"]
 TINY = ["--dataset", "synthetic", "--backbone", "livar_micro_vit", "--clients", "3", "--rounds", "1", "--epochs", "1",
         "--lora-rank", "2", "--lora-alpha", "2", "--lr", "3e-3", "--device", "cpu", "--max-test-samples", "60"]
 
@@ -80,7 +81,7 @@ def test_personalised_method_without_eval_local_warns_once(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("extra", "needles"), [
-    (["--method", "livar", "--client-ranks", "1,2"], ["gives clients different LoRA ranks", "methods that can: flora"]),
+    (["--method", "livar", "--client-ranks", "1,2"], ["gives clients different LoRA ranks", "methods that can:", "flexlora", "hetlora"]),
     (["--method", "flora", "--client-ranks", "0,2"], ["every client rank must be at least 1"]),
     (["--method", "flora", "--client-ranks", "a,b"], ["--client-ranks 'a,b': expected comma-separated integers"]),
     (["--method", "flora", "--lora-rank", "4000"], ["LoRA rank 4000 is larger than layer", "use a rank of at most"]),
