@@ -32,6 +32,8 @@ class Signal(str, Enum):
     CLASS_STATS = "class_stats"  # per-class count, mean and per-dimension variance of pre-logit features
     CLASS_COV = "class_cov"  # additionally the full per-class covariance (CCVR)
     LORA_SIGNAL = "lora_signal"  # accumulated |sum(grad * delta theta)| per LoRA factor (LIVAR)
+    INPUT_GRAM = "input_gram"  # per LoRA module (and the head) the Gram matrix X^T X of its inputs (RegMean)
+    FISHER = "fisher"  # diagonal Fisher information of every trainable tensor (Fisher merging)
 
 
 def needs_class_stats(requires: Collection[Signal]) -> bool:

@@ -222,7 +222,7 @@ def packed_local_train(
     for j, i in enumerate(order):
         params = {k: stacked[k][j].detach().clone().to(model.trainable[k].dtype) for k in keys}
         results[i] = finish_client(model, params, datas[i], transform, settings, num_classes, requires, ids[i],
-                                   sums[j], steps[i], list(zip(collectors, states, strict=True)), j)
+                                   sums[j], steps[i], list(zip(collectors, states, strict=True)), j, generators[i])
     for leaf in watched.values():
         leaf.grad = None
     return results  # type: ignore[return-value]

@@ -41,3 +41,82 @@ def class_statistics(
             cov[c] = (centred.T @ centred / (count[c] - 1)).float()
     return ClassStats(count=count, mean=mean.float(), var=var.float(), count_correct=count_c,
                       var_correct=var_c.float(), cov=cov)
+
+
+HEAD_MODULE = "head"  # key of the classifier head's input Gram matrix in the INPUT_GRAM payload
+
+
+def lora_module_paths(trainable_keys) -> list[str]:
+    """Module paths (``blocks.0.attn.qkv``) of the LoRA-adapted layers, from canonical trainable keys."""
+    return [k[: -len(".lora_A")] for k in trainable_keys if k.endswith(".lora_A")]
+
+
+@torch.no_grad()
+def input_grams(model, images: Tensor, transform, batch_size: int, dtype) -> dict[str, Tensor]:
+    """Per LoRA-adapted layer (and the head, key ``"head"``), G = X^T X summed over every input token of
+    ``images`` [N, ...] uint8 under the model's current params (eval transform), [in, in] float32.
+
+    RegMean's statistic (Jin et al., 2023, sec. 3.2): the sum, not the mean, so a client with more data
+    weighs more. Accumulated in float64 on the device, one forward pass over the data.
+    """
+    from livar_bench.client.train import autocast
+
+    model.eval()
+    paths = lora_module_paths(model.trainable)
+    device = next(iter(model.trainable.values())).device
+    dims = {p: model.net.get_submodule(p).base_layer.in_features for p in paths}
+    dims[HEAD_MODULE] = model.net.head.in_features
+    sums = {p: torch.zeros(d, d, dtype=torch.float64, device=device) for p, d in dims.items()}
+
+    def hook(path: str):
+        def accumulate(module, args, output) -> None:
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()  # [tokens, in]
+            sums[path].addmm_(x.T, x)
+        return accumulate
+
+    handles = [model.net.get_submodule(p).register_forward_hook(hook(p)) for p in paths]
+    handles.append(model.net.head.register_forward_hook(hook(HEAD_MODULE)))
+    try:
+        for begin in range(0, images.shape[0], batch_size):
+            x = transform.eval(images[begin : begin + batch_size])
+            with autocast(device, dtype):
+                model.classify(model.features(x))
+    finally:
+        for h in handles:
+            h.remove()
+    return {p: g.float() for p, g in sums.items()}
+
+
+def diagonal_fisher(model, images: Tensor, transform, num_examples: int, generator: torch.Generator,
+                    dtype) -> dict[str, Tensor]:
+    """Diagonal Fisher information of every trainable tensor under the model's current params:
+
+        F = (1 / M) sum_i (d/d theta log p(y_i | x_i))^2,   y_i ~ p(. | x_i)  (the model's own prediction)
+
+    over M = min(N, ``num_examples``) training images chosen by a permutation from ``generator``, one
+    label drawn per image from the model's predictive distribution (an unbiased estimate of the Fisher of
+    Matena and Raffel, 2022, eq. 3, whose expectation over y it samples), each image its own backward pass
+    (per-example squared gradients; the squared gradient of a batch is a different quantity).
+    Returns {trainable key: [*shape] float32}.
+    """
+    from livar_bench.client.train import autocast
+
+    model.eval()
+    device = next(iter(model.trainable.values())).device
+    keys = list(model.trainable)
+    total = {k: torch.zeros_like(model.trainable[k], dtype=torch.float32) for k in keys}
+    n = images.shape[0]
+    chosen = torch.randperm(n, generator=generator, device=generator.device)[: min(n, num_examples)].to(images.device)
+    with torch.enable_grad():
+        for index in chosen.tolist():
+            x = transform.eval(images[index : index + 1])
+            with autocast(device, dtype):
+                logits = model.classify(model.features(x)).float()
+            log_p = torch.log_softmax(logits, dim=-1)[0]
+            y = torch.multinomial(log_p.detach().exp().to(generator.device), 1, generator=generator).item()
+            grads = torch.autograd.grad(log_p[y], [model.trainable[k] for k in keys], allow_unused=True)
+            for k, g in zip(keys, grads, strict=True):
+                if g is not None:
+                    total[k].add_(g.float().square())
+    m = max(int(chosen.numel()), 1)
+    return {k: t / m for k, t in total.items()}

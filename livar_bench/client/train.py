@@ -99,7 +99,7 @@ def local_train(
             model.trainable[k].requires_grad_(True)
     # float(loss_sum): the one read of the loss per client
     return finish_client(model, model.get_params(), data, transform, settings, num_classes, requires, client_id,
-                         float(loss_sum), steps, list(zip(collectors, states, strict=True)), 0)
+                         float(loss_sum), steps, list(zip(collectors, states, strict=True)), 0, generator)
 
 
 def _steps(model: LoraViT, start: Params, data: ImageSplit, transform: DeviceTransform, objective: LocalObjective,
@@ -142,15 +142,17 @@ def batch_schedule(data: ImageSplit, epochs: int, batch_size: int, generator: to
 
 def finish_client(model: LoraViT, params: Params, data: ImageSplit, transform: DeviceTransform,
                   settings: LocalSettings, num_classes: int, requires: Collection[Signal], client_id: int,
-                  loss_sum: float, steps: int, collected: list[tuple[Collector, Any]], index: int) -> ClientResult:
+                  loss_sum: float, steps: int, collected: list[tuple[Collector, Any]], index: int,
+                  generator: torch.Generator) -> ClientResult:
     """The end of a client's local training: loss check, each collector's payload for client ``index`` of
-    its stack (end-of-client signals see the client's final ``params``), and the ``ClientResult``."""
+    its stack (end-of-client signals see the client's final ``params`` and its generator), and the
+    ``ClientResult``."""
     mean_loss = loss_sum / max(steps, 1)
     if not torch.isfinite(torch.tensor(mean_loss)):
         raise DivergedError(
             f"client {client_id}: training loss is not finite ({mean_loss}); lower --lr or check the data"
         )
-    end = _End(model, params, data, transform, settings, num_classes)
+    end = _End(model, params, data, transform, settings, num_classes, generator)
     signals = {c.name: c.payload(state, index, end, requires) for c, state in collected}
     diagnostics = {k: v for c, state in collected for k, v in c.diagnostics(state, index).items()}
     update = ClientUpdate(
@@ -168,10 +170,15 @@ class _End:
     """``collectors.ClientEnd`` for one finished client: its features under its final params, computed once."""
 
     def __init__(self, model: LoraViT, params: Params, data: ImageSplit, transform: DeviceTransform,
-                 settings: LocalSettings, num_classes: int) -> None:
+                 settings: LocalSettings, num_classes: int, generator: torch.Generator) -> None:
         self.model, self.params, self.data, self.transform, self.settings = model, params, data, transform, settings
         self.num_classes = num_classes
+        self.generator = generator
         self._features: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def final_model(self) -> tuple[LoraViT, ImageSplit, DeviceTransform, LocalSettings]:
+        self.model.load_params(self.params)
+        return self.model, self.data, self.transform, self.settings
 
     def features(self) -> tuple[Tensor, Tensor, Tensor]:
         if self._features is None:

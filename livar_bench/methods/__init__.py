@@ -22,6 +22,7 @@ from livar_bench.methods.fedprox import FedProx
 from livar_bench.methods.fedsa_lora import FedSALora
 from livar_bench.methods.fedyogi import FedYogi
 from livar_bench.methods.ffa_lora import FFALora
+from livar_bench.methods.fisher_merging import FisherMerging
 from livar_bench.methods.flexlora import FlexLoRA
 from livar_bench.methods.flora import FLoRA
 from livar_bench.methods.hetlora import HetLoRA
@@ -32,6 +33,7 @@ from livar_bench.methods.livar_exact import LivarExact
 from livar_bench.methods.lora_fair import LoraFair
 from livar_bench.methods.merge import TaskArithmetic, TaskVectorMerge
 from livar_bench.methods.registry import entries, get_entry, register
+from livar_bench.methods.regmean import RegMean
 from livar_bench.methods.spec import MethodSpec, canonical_spec, display_name, parse_method, table_order
 from livar_bench.methods.tsv_m import TSVMerge
 from livar_bench.types import ClassStats, ClientUpdate, Params, RoundContext, ServerState, Signal
@@ -59,6 +61,8 @@ register(FedSALora)
 register(FlexLoRA)
 register(HetLoRA)
 register(LoraFair)
+register(RegMean)
+register(FisherMerging)
 register(Livar)
 register(LivarExact)
 register(CCVR)
@@ -66,7 +70,7 @@ register(ClipUpdate)
 
 __all__ = [
     "Aggregator", "CCVR", "ClipUpdate", "ClassStats", "ClientUpdate", "Dare", "DareTies", "FlexLoRA", "HetLoRA",
-    "IsoC", "KnOTS", "LoraFair", "TSVMerge", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedExLora", "FedProx", "FedSALora", "FFALora", "FLoRA",
+    "IsoC", "KnOTS", "LoraFair", "TSVMerge", "RegMean", "FisherMerging", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedExLora", "FedProx", "FedSALora", "FFALora", "FLoRA",
     "FedYogi", "Livar", "LivarExact", "Method", "MethodSpec",
     "Params", "RoundContext", "ServerState", "Signal", "Stage", "TaskArithmetic", "TaskVectorMerge",
     "canonical_spec", "describe", "display_name", "entries", "get_entry", "parse_method", "register", "table_order",

@@ -34,8 +34,14 @@ def make_update(client_id: int, base: Params, g: torch.Generator, counts: list[i
     correct = torch.rand(len(labels), generator=g) < 0.8
     stats = class_statistics(features, labels, correct, NUM_CLASSES, with_cov=True)
     signals = {k: torch.rand((), generator=g) * 10 for k in base if ".lora_" in k}
+    # RegMean's input Gram matrices (from random inputs: positive definite) and diagonal Fisher estimates
+    inputs = {m: torch.randn(12, IN_DIM, generator=g) for m in MODULES}
+    inputs["head"] = features
+    grams = {m: x.T @ x for m, x in inputs.items()}
+    fisher = {k: torch.rand(v.shape, generator=g) for k, v in base.items()}
     return ClientUpdate(client_id=client_id, num_samples=int(sum(counts)), class_counts=torch.tensor(counts),
-                        params=params, signals={"class_stats": stats, "lora_signal": signals})
+                        params=params, signals={"class_stats": stats, "lora_signal": signals, "input_gram": grams,
+                                                "fisher": fisher})
 
 
 # Client 0 and 1 share class 1; nobody holds class 3 (its head row must survive unchanged where relevant).
@@ -66,4 +72,5 @@ def snapshot(params: Params, updates: list[ClientUpdate]) -> list[torch.Tensor]:
         s = u.class_stats
         out += [t.clone() for t in (s.count, s.mean, s.var, s.count_correct, s.var_correct, s.cov)]
         out += [v.clone() for v in u.lora_signals.values()]
+        out += [v.clone() for v in u.signals["input_gram"].values()] + [v.clone() for v in u.signals["fisher"].values()]
     return out

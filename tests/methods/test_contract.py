@@ -137,8 +137,9 @@ def only_signals(updates, requires):
         if needs_class_stats(requires):
             stats = u.signals["class_stats"]
             signals["class_stats"] = stats if Signal.CLASS_COV in requires else dataclasses.replace(stats, cov=None)
-        if Signal.LORA_SIGNAL in requires:
-            signals["lora_signal"] = u.signals["lora_signal"]
+        for signal in (Signal.LORA_SIGNAL, Signal.INPUT_GRAM, Signal.FISHER):  # {key: tensor} payloads
+            if signal in requires:
+                signals[signal.value] = u.signals[signal.value]
         out.append(dataclasses.replace(u, signals=signals))
     return out
 

@@ -11,10 +11,14 @@ from collections.abc import Collection
 
 from livar_bench.client.collectors.base import ClientEnd, Collector
 from livar_bench.client.collectors.class_stats import ClassStatsCollector
+from livar_bench.client.collectors.fisher import FisherDiag
+from livar_bench.client.collectors.input_gram import InputGram
 from livar_bench.client.collectors.lora_signal import LoraSignal
 from livar_bench.types import ClientUpdate, Signal
 
-COLLECTORS: tuple[Collector, ...] = (LoraSignal(), ClassStatsCollector())
+# End-of-client collectors run in this order; the statistics passes (RegMean, Fisher) load the client's
+# final params themselves, before the class statistics read the features.
+COLLECTORS: tuple[Collector, ...] = (LoraSignal(), InputGram(), FisherDiag(), ClassStatsCollector())
 
 
 def collectors_for(requires: Collection[Signal]) -> list[Collector]:

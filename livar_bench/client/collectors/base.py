@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any, ClassVar, Protocol
 
+import torch
 from torch import Tensor
 
 from livar_bench.types import Signal
@@ -25,6 +26,17 @@ class ClientEnd(Protocol):
 
     @property
     def num_classes(self) -> int: ...
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The client's own random stream, after its local training (for collectors that sample)."""
+        ...
+
+    def final_model(self) -> tuple[Any, Any, Any, Any]:
+        """(the shared model with the client's final params loaded, its training split, the transform, the
+        local settings), for collectors that run their own passes over the client's data (RegMean's input
+        Gram matrices, Fisher estimates). The base-weight corrections of the round are applied."""
+        ...
 
 
 class Collector:
