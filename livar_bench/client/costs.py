@@ -11,6 +11,9 @@ compression):
   scalar per class on the server, but the update carries the full [C, D] tensors, and that is counted.
 - ``Signal.CLASS_COV`` (CCVR): the class statistics above plus the [C, D, D] covariances.
 - ``Signal.LORA_SIGNAL`` (LIVAR's path integrals): one scalar per LoRA factor.
+- ``Signal.INPUT_GRAM`` (RegMean): one [in, in] float32 Gram matrix per LoRA-adapted layer and [D, D] for
+  the head, counted in full.
+- ``Signal.FISHER`` (Fisher merging): one diagonal Fisher tensor per trainable tensor (the params' size).
 - download: the global trainable tensors the server broadcasts at the start of a round, plus any dense
   corrections to the frozen base weights that the method keeps in its server state.
 
