@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -87,6 +89,9 @@ def input_grams(model, images: Tensor, transform, batch_size: int, dtype) -> dic
     return {p: g.float() for p, g in sums.items()}
 
 
+FISHER_CHUNK = 32  # examples per vectorised per-example gradient call (bounds the memory of the chunk)
+
+
 def diagonal_fisher(model, images: Tensor, transform, num_examples: int, generator: torch.Generator,
                     dtype) -> dict[str, Tensor]:
     """Diagonal Fisher information of every trainable tensor under the model's current params:
@@ -95,28 +100,40 @@ def diagonal_fisher(model, images: Tensor, transform, num_examples: int, generat
 
     over M = min(N, ``num_examples``) training images chosen by a permutation from ``generator``, one
     label drawn per image from the model's predictive distribution (an unbiased estimate of the Fisher of
-    Matena and Raffel, 2022, eq. 3, whose expectation over y it samples), each image its own backward pass
-    (per-example squared gradients; the squared gradient of a batch is a different quantity).
-    Returns {trainable key: [*shape] float32}.
+    Matena and Raffel, 2022, eq. 3, whose expectation over y it samples). The squared gradients are
+    per example (``torch.func.vmap`` of ``grad``, in chunks): the squared gradient of a batch sum is a
+    different quantity. Returns {trainable key: [*shape] float32}.
     """
+    from torch.func import functional_call, grad, vmap
+
     from livar_bench.client.train import autocast
 
     model.eval()
     device = next(iter(model.trainable.values())).device
     keys = list(model.trainable)
-    total = {k: torch.zeros_like(model.trainable[k], dtype=torch.float32) for k in keys}
+    by_id = {id(p): name for name, p in model.net.named_parameters()}
+    names = {k: by_id[id(model.trainable[k])] for k in keys}  # canonical key -> the network's own name
     n = images.shape[0]
     chosen = torch.randperm(n, generator=generator, device=generator.device)[: min(n, num_examples)].to(images.device)
-    with torch.enable_grad():
-        for index in chosen.tolist():
-            x = transform.eval(images[index : index + 1])
-            with autocast(device, dtype):
-                logits = model.classify(model.features(x)).float()
-            log_p = torch.log_softmax(logits, dim=-1)[0]
-            y = torch.multinomial(log_p.detach().exp().to(generator.device), 1, generator=generator).item()
-            grads = torch.autograd.grad(log_p[y], [model.trainable[k] for k in keys], allow_unused=True)
-            for k, g in zip(keys, grads, strict=True):
-                if g is not None:
-                    total[k].add_(g.float().square())
+    x = transform.eval(images[chosen])
+    with torch.no_grad(), autocast(device, dtype):
+        probs = torch.softmax(model.classify(model.features(x)).float(), dim=-1)
+    labels = torch.multinomial(probs.to(generator.device), 1, generator=generator)[:, 0].to(device)
+    onehot = torch.nn.functional.one_hot(labels, probs.shape[1]).float()
+    params = {names[k]: model.trainable[k].detach() for k in keys}
+
+    def log_likelihood(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
+        with autocast(device, dtype):
+            logits = functional_call(model.net, p, (xi[None],))
+        return (torch.log_softmax(logits.float(), dim=-1)[0] * yi).sum()
+
+    per_example = vmap(grad(log_likelihood), in_dims=(None, 0, 0))
+    total = {k: torch.zeros_like(model.trainable[k], dtype=torch.float32) for k in keys}
+    for begin in range(0, x.shape[0], FISHER_CHUNK):
+        with warnings.catch_warnings():  # vmap falls back to a loop for SDPA on CPU: slower, still exact
+            warnings.filterwarnings("ignore", message="There is a performance drop")
+            grads = per_example(params, x[begin : begin + FISHER_CHUNK], onehot[begin : begin + FISHER_CHUNK])
+        for k in keys:
+            total[k].add_(grads[names[k]].float().square().sum(0))
     m = max(int(chosen.numel()), 1)
     return {k: t / m for k, t in total.items()}

@@ -74,20 +74,28 @@ def test_diagonal_fisher_of_the_head_is_the_analytic_one(tiny) -> None:
     replay = torch.Generator().manual_seed(7)
     got = diagonal_fisher(model, data.images, tf, num_examples=10, generator=gen, dtype=None)
     chosen = torch.randperm(len(data), generator=replay)[:10]
+    with torch.no_grad():
+        feats = model.features(tf.eval(data.images[chosen]))
+        probs = torch.softmax(model.classify(feats).float(), -1)
+    labels = torch.multinomial(probs, 1, generator=replay)[:, 0]  # one draw per image, as the collector
     fb = np.zeros(4)
     fw = np.zeros((4, model.feature_dim))
-    with torch.no_grad():
-        for i in chosen.tolist():
-            f = model.features(tf.eval(data.images[i : i + 1]))
-            p = torch.softmax(model.classify(f).float(), -1)[0]
-            y = torch.multinomial(p, 1, generator=replay).item()
-            delta = (np.eye(4)[y] - p.double().numpy())
-            fb += delta**2
-            fw += (delta[:, None] * f[0].double().numpy()[None, :]) ** 2
+    for f, p, y in zip(feats.double().numpy(), probs.double().numpy(), labels.tolist(), strict=True):
+        delta = np.eye(4)[y] - p
+        fb += delta**2
+        fw += (delta[:, None] * f[None, :]) ** 2
     np.testing.assert_allclose(got["head.bias"].double().numpy(), fb / 10, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(got["head.weight"].double().numpy(), fw / 10, rtol=1e-4, atol=1e-7)
     assert set(got) == set(model.trainable) and all(bool((v >= 0).all()) for v in got.values())
     assert any(float(got[k].sum()) > 0 for k in got if ".lora_" in k)
+    # the LoRA factors' Fisher against per-example backward passes with the same images and labels
+    loop = {k: torch.zeros_like(v) for k, v in model.trainable.items()}
+    for i, y in zip(chosen.tolist(), labels.tolist(), strict=True):
+        log_p = torch.log_softmax(model.classify(model.features(tf.eval(data.images[i : i + 1]))).float(), -1)[0]
+        for k, g in zip(loop, torch.autograd.grad(log_p[y], list(model.trainable.values())), strict=True):
+            loop[k] += g.square() / 10
+    for k in loop:
+        torch.testing.assert_close(got[k], loop[k], rtol=1e-4, atol=1e-8)
 
 
 def test_local_training_sends_the_statistics_when_asked(tiny) -> None:
