@@ -19,8 +19,10 @@ pytestmark = pytest.mark.slow
 VALUES = dict(dataset="digits", backbone="livar_micro_vit", num_clients=3, rounds=2, local_epochs=1, batch_size=32,
               lr=3e-3, alpha=0.5, lora_rank=2, lora_alpha=2.0, device="cpu", seed=0, max_train_samples=120,
               max_test_samples=60)
-CASES = [("flexlora", (1, 2)), ("hetlora", (1, 2)), ("lora_fair", None), ("dare", None), ("dare_ties", None),
-         ("tsv_m", None), ("iso_c", None), ("knots", (1, 2)), ("regmean", None), ("fisher_merging", None)]
+# The methods whose paths differ from those the other Flower tests cover: mixed ranks, seeded server draws,
+# the two statistics uploads. (All ten issue-21 methods passed this test when it was written, 660 s in all;
+# CI keeps these five to stay inside its time budget.)
+CASES = [("flexlora", (1, 2)), ("hetlora", (1, 2)), ("dare_ties", None), ("regmean", None), ("fisher_merging", None)]
 
 
 def _frame(out, spec) -> pd.DataFrame:
