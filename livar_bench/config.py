@@ -139,6 +139,7 @@ class RunSpec(BaseModel):
         model = handler(data)
         model._method_spec = parsed
         model._check_ranks()
+        model._check_privacy()
         return model
 
     @field_validator("client_ranks")
@@ -167,6 +168,15 @@ class RunSpec(BaseModel):
             raise BenchError(f"--client-ranks {','.join(map(str, self.client_ranks))} gives clients different LoRA "
                              f"ranks, which {self.method} cannot aggregate (it adds factors of different clients "
                              f"entry by entry); methods that can: {', '.join(dict.fromkeys(able))}")
+
+    def _check_privacy(self) -> None:
+        """A dp stage's accounting for this run (a target epsilon calibrated, once per setting): an
+        unreachable target fails here, before anything is written."""
+        if "dp" not in self.method_spec.names:
+            return
+        from livar_bench.methods.dp import privacy_report
+
+        privacy_report(self.method_spec.build(), self.num_clients, self.participation, self.rounds)
 
     @property
     def max_rank(self) -> int:

@@ -110,6 +110,10 @@ class RoundContext:
     # (params, with_cov) -> class statistics of every sampled client's training data under ``params``:
     # one extra client pass (CCVR's features=global); set by the federation loop, which counts its cost.
     global_class_stats: Callable[[Params, bool], Sequence[ClassStats]] | None = None
+    # the federation's size and how a round samples it (the dp stage's accountant and noise shares)
+    num_clients: int = 1
+    participation: float = 1.0
+    client_sampling: str = "uniform"
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,8 @@ def rows_for(what: str) -> tuple[list[str], list[list[str]]]:
         for e in entries():
             signals = ", ".join(sorted(s.value for s in e.requires)) or "-"
             hp = CELL_LINES.join(f"{h.name}={render(h.default)} {h.domain}: {h.help}" for h in e.hyperparameters())
-            rows.append([e.name, e.kind, signals, hp or "-", e.paper, e.summary])
-        return ["name", "kind", "client signals", "hyperparameters", "paper", "summary"], rows
+            rows.append([e.name, e.kind, signals, secure_cell(e), hp or "-", e.paper, e.summary])
+        return ["name", "kind", "client signals", "secure aggregation", "hyperparameters", "paper", "summary"], rows
     if kind == "backbone":
         from livar_bench.models.catalogue import families
         from livar_bench.models.sizes import TINY_BACKBONES
@@ -71,12 +71,21 @@ def _value(value: object) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
+def secure_cell(entry) -> str:
+    """``sum`` (the server needs only the sum of the client updates: secure aggregation, central DP noise) or
+    ``individual`` (it needs each client's contribution), with why, for the default settings."""
+    kind, reason = entry.default.secure_aggregation()
+    return f"{kind}: {reason}"
+
+
 def method_items() -> list[dict]:
     """``ls methods --format json``: every method with each hyperparameter as an object."""
     from livar_bench.methods import entries
 
     return [{"name": e.name, "kind": e.kind, "label": e.label,
-             "client signals": sorted(s.value for s in e.requires), "paper": e.paper, "summary": e.summary,
+             "client signals": sorted(s.value for s in e.requires),
+             "secure aggregation": dict(zip(("needs", "because"), e.default.secure_aggregation(), strict=True)),
+             "paper": e.paper, "summary": e.summary,
              "card": f"baselines/{e.card}/README.md", "hyperparameters": [h.to_json() for h in e.hyperparameters()]}
             for e in entries()]
 

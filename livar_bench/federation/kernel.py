@@ -74,7 +74,8 @@ def round_context(s: Setup, round_: int, server_data: ServerData | None, global_
     return RoundContext(round=round_, num_rounds=s.spec.rounds, num_classes=s.bundle.num_classes,
                         lora_scale=s.model.scale, device=s.device, server_data=server_data,
                         generator=generator(s.spec.seed, STREAM_SERVER, round_, device=s.device),
-                        global_class_stats=global_class_stats)
+                        global_class_stats=global_class_stats, num_clients=s.spec.num_clients,
+                        participation=s.spec.participation)
 
 
 def train_round_clients(s: Setup, method: Method, settings: LocalSettings, global_params: Params,

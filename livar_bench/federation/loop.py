@@ -151,6 +151,9 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
         emit("warning", message=f"{spec.method} is a personalised method: its global accuracy is not its intended "
                                 "metric; add --eval-local for each client's own accuracy (split test_local)")
     train_round = engine(s, method, settings, emit, server_data)
+    from livar_bench.methods.dp import privacy_report
+
+    privacy = privacy_report(method, spec.num_clients, spec.participation, spec.rounds)  # calibrated at validation
 
     emit("start", run_id=run_id, spec=spec, rounds=spec.rounds, clients=spec.num_clients, start_round=start_round)
     for round_ in range(start_round, spec.rounds + 1):
@@ -167,6 +170,8 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
             rows += tidy_rows(spec, round_, "test_local", _local_metrics(s, method, before, state, updates))
         t3 = time.perf_counter()
         rows += tidy_rows(spec, round_, "test", metrics)
+        if privacy is not None:  # what the round's releases have spent so far (split privacy)
+            rows += tidy_rows(spec, round_, "privacy", privacy[round_ - 1])
         rows += tidy_rows(spec, round_, "train", {"loss": float(np.mean(done.losses)),
                                               **client_diagnostics(updates, method.requires)})
         rows += tidy_rows(spec, round_, "cost", {

@@ -12,6 +12,7 @@ from livar_bench.methods.ccvr import CCVR
 from livar_bench.methods.clip import ClipUpdate
 from livar_bench.methods.dare import Dare, DareTies
 from livar_bench.methods.describe import describe
+from livar_bench.methods.dp import DP
 from livar_bench.methods.fedadagrad import FedAdagrad
 from livar_bench.methods.fedadam import FedAdam
 from livar_bench.methods.fedams import FedAMS
@@ -67,9 +68,10 @@ register(Livar)
 register(LivarExact)
 register(CCVR)
 register(ClipUpdate)
+register(DP)
 
 __all__ = [
-    "Aggregator", "CCVR", "ClipUpdate", "ClassStats", "ClientUpdate", "Dare", "DareTies", "FlexLoRA", "HetLoRA",
+    "Aggregator", "CCVR", "ClipUpdate", "DP", "ClassStats", "ClientUpdate", "Dare", "DareTies", "FlexLoRA", "HetLoRA",
     "IsoC", "KnOTS", "LoraFair", "TSVMerge", "RegMean", "FisherMerging", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedExLora", "FedProx", "FedSALora", "FFALora", "FLoRA",
     "FedYogi", "Livar", "LivarExact", "Method", "MethodSpec",
     "Params", "RoundContext", "ServerState", "Signal", "Stage", "TaskArithmetic", "TaskVectorMerge",

@@ -16,7 +16,13 @@ needs, its recipe version, its presets and the namespace of its buffers.
   ``content_digest`` for one that reads a file (a LIVAR rule), so that the file's content is part of
   the run id.
 - ``Stage``: runs after the aggregator; ``__call__(new_params, updates, ctx) -> params`` or, to see the
-  previous global state too, ``apply(previous, new, updates, ctx) -> state``.
+  previous global state too, ``apply(previous, new, updates, ctx) -> state``. ``before(state, updates,
+  ctx, method)`` runs before the aggregator and may replace the updates it sees (the ``dp`` stage's
+  clipping and noise).
+- ``secure_aggregation()``: whether the server needs only the (weighted) sum of the client updates
+  ("sum": secure aggregation and central or distributed DP noise are possible) or each client's own
+  contribution ("individual"), with the one-line reason; ``Aggregator.secure_weight`` is the weight of a
+  client in that sum.
 """
 
 from __future__ import annotations
@@ -66,10 +72,17 @@ class Component:
     # Fields that choose a set of defaults for the others (CCVR's ``preset``): a setting equal to the
     # chosen preset's value is dropped from the canonical spec, as a default is.
     preset_fields: ClassVar[tuple[str, ...]] = ()
+    last: ClassVar[bool] = False  # must be the last part of a spec (``dp``)
 
     def content_digest(self) -> str | None:
         """Digest of files the component reads (part of the run id); None when it reads none."""
         return None
+
+    def secure_aggregation(self) -> tuple[str, str]:
+        """("sum", what the server computes) when the server needs only the weighted mean of the client
+        updates (with the weights of ``Aggregator.secure_weight``), else ("individual", why it needs each
+        client's contribution). Individual unless a component declares otherwise."""
+        return "individual", "its server step reads each client's update"
 
     @property
     def slot(self) -> Slot:
@@ -150,10 +163,24 @@ class Aggregator(Component):
         """
         return None
 
+    def secure_weight(self, update: ClientUpdate) -> float:
+        """A client's weight in the mean a sum-only server step needs (its sample count by default)."""
+        return float(update.num_samples)
 
 
 class Stage(Component):
     """A server step after aggregation (e.g. CCVR head calibration); decorate it with ``@describe``."""
+
+    def before(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext,
+               method: Method) -> tuple[ServerState, list[ClientUpdate]]:
+        """(state, updates) the aggregator works from (both unchanged by default; ``dp`` privatises them)."""
+        return state, list(updates)
+
+    def secure_aggregation(self) -> tuple[str, str]:
+        return "sum", "works on the aggregate only"
+
+    def check(self, method: Method) -> None:
+        """Raise ``ValueError`` (one line, what to do) when this stage cannot be part of ``method``."""
 
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
         """The new params from the aggregated ones (stages that need only the new global implement this)."""
@@ -197,10 +224,22 @@ class Method:
         order in which clients finished.
         """
         updates = sorted(updates, key=lambda u: u.client_id)
+        for stage in self.stages:
+            state, updates = stage.before(state, updates, ctx, self)
         new = self.aggregator.server_step(state, updates, ctx)
         for stage in self.stages:
             new = stage.apply(state, new, updates, ctx)
         return new
+
+    @property
+    def secure_aggregation(self) -> tuple[str, str]:
+        """("sum", ...) when every component needs only the sum of the updates, else the first
+        component's ("individual", reason) that does not, the reason naming it."""
+        for component in (self.aggregator, *self.stages):
+            kind, reason = component.secure_aggregation()
+            if kind != "sum":
+                return kind, f"{component.slot.name}: {reason}"
+        return "sum", self.aggregator.secure_aggregation()[1]
 
     def aggregate(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
         """``server_step`` from a bare params dict (no buffers): the new params. For tests and tools."""

@@ -72,6 +72,9 @@ def _option(description: str, **rules: Any) -> Any:
 class CCVR(Stage):
     """Head calibration on virtual features; unset options come from ``preset``."""
 
+    def secure_aggregation(self) -> tuple[str, str]:
+        return "individual", "its Gaussians come from each client's class statistics"
+
     preset: Annotated[Literal["reference", "paper"], Field(
         description="where the unset settings come from: the LIVAR authors' code (reference) or the CCVR paper "
                     "(paper)")] = "reference"

@@ -34,6 +34,9 @@ from livar_bench.types import ClientUpdate, RoundContext, ServerState
 class FedAMS(Aggregator):
     """x + eta * m / sqrt(max over rounds of v, and at least vhat_init)."""
 
+    def secure_aggregation(self) -> tuple[str, str]:
+        return "sum", "a server optimiser step on the sample-weighted mean update"
+
     eta: Annotated[float, Field(gt=0, description="server learning rate")] = 1e-2
     beta1: Annotated[float, Field(ge=0, lt=1, description="decay of the first moment m")] = 0.9
     beta2: Annotated[float, Field(ge=0, lt=1, description="decay of the second moment v")] = 0.99

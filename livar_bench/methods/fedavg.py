@@ -32,6 +32,11 @@ SPACE_HELP = ("merge the LoRA factors A and B separately (factors), or each modu
 class FedAvg(Aggregator):
     """Sample-weighted mean of every trainable tensor (LoRA factors separately, head rows)."""
 
+    def secure_aggregation(self) -> tuple[str, str]:
+        if self.space == "product":
+            return "individual", "the mean of the products B_k A_k of each client's factors"
+        return "sum", "the sample-weighted mean of the client tensors"
+
     space: Annotated[Literal["factors", "product"], Field(description=SPACE_HELP)] = "factors"
 
     def accepts_mixed_ranks(self) -> bool:

@@ -30,6 +30,9 @@ from livar_bench.types import ClientUpdate, RoundContext, ServerState
 class FedAvgM(Aggregator):
     """x + eta * m with m = momentum * m + (FedAvg - x)."""
 
+    def secure_aggregation(self) -> tuple[str, str]:
+        return "sum", "a server optimiser step on the sample-weighted mean update"
+
     eta: Annotated[float, Field(gt=0, description="server learning rate (1 with momentum 0 is FedAvg)")] = 1.0
     momentum: Annotated[float, Field(ge=0, lt=1, description="server momentum, the share of the velocity m "
                                                               "carried into the next round")] = 0.9

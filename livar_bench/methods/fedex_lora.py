@@ -49,6 +49,9 @@ def exact_residuals(state: ServerState, params: dict, updates: Sequence[ClientUp
 class FedExLora(Aggregator):
     """FedAvg of A, B and head, plus the exact-aggregation residual folded into the base weights."""
 
+    def secure_aggregation(self) -> tuple[str, str]:
+        return "individual", "its residual needs the products B_k A_k of each client's factors"
+
     def server_step(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext) -> ServerState:
         weights = sample_weights([u.num_samples for u in updates])
         params = weighted_average_params([u.params for u in updates], weights, keys=state.params)

@@ -43,6 +43,9 @@ def pseudo_gradient(state: ServerState, updates: Sequence[ClientUpdate]) -> Para
 class FedOpt(Aggregator):
     """Adaptive server step on the FedAvg pseudo-gradient; subclasses give the second-moment update."""
 
+    def secure_aggregation(self) -> tuple[str, str]:
+        return "sum", "a server optimiser step on the sample-weighted mean update"
+
     eta: Annotated[float, Field(gt=0, description="server learning rate")] = 1e-2
     beta1: Annotated[float, Field(ge=0, lt=1, description="decay of the first moment m")] = 0.9
     beta2: Annotated[float, Field(ge=0, lt=1, description="decay of the second moment v (unused by "

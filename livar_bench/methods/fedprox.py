@@ -28,6 +28,9 @@ DEFAULT_MU = 0.01
 class FedProx(Aggregator):
     """FedAvg on the server; cross-entropy + proximal term ``mu`` on the clients."""
 
+    def secure_aggregation(self) -> tuple[str, str]:
+        return "sum", "the sample-weighted mean of the client tensors"
+
     mu: Annotated[float, Field(ge=0, description="weight of the clients' proximal term mu/2 ||w - w_global||^2 "
                                                  "(0 is FedAvg)")] = DEFAULT_MU
 

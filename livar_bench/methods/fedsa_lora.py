@@ -24,6 +24,9 @@ from livar_bench.types import ClientUpdate, Params, RoundContext, ServerState
 class FedSALora(Aggregator):
     """FedAvg of A and head; every client keeps its own B."""
 
+    def secure_aggregation(self) -> tuple[str, str]:
+        return "individual", "it keeps each client's own B"
+
     personalised: ClassVar[bool] = True
 
     def client_start(self, state: ServerState, client_id: int) -> Params:

@@ -21,6 +21,9 @@ from livar_bench.types import ClientUpdate, Params, RoundContext
 class FFALora(Aggregator):
     """A frozen at initialisation; FedAvg of B and head."""
 
+    def secure_aggregation(self) -> tuple[str, str]:
+        return "sum", "the sample-weighted mean of B and the head (A is frozen)"
+
     def frozen_keys(self, keys: Sequence[str]) -> frozenset[str]:
         return frozenset(k for k in keys if k.endswith(".lora_A"))
 

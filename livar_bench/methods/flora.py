@@ -28,6 +28,9 @@ from livar_bench.types import ClientUpdate, RoundContext, ServerState
 class FLoRA(Aggregator):
     """Stack, fold the exact weighted product into the base weights, restart adapters; FedAvg head."""
 
+    def secure_aggregation(self) -> tuple[str, str]:
+        return "individual", "it stacks each client's factors"
+
     def accepts_mixed_ranks(self) -> bool:
         return True
 

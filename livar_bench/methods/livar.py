@@ -56,6 +56,11 @@ from livar_bench.types import ClientUpdate, Params, RoundContext, ServerState, S
 class Livar(Aggregator):
     """Variance-weighted head + signal-weighted LoRA factors; either part can be switched to FedAvg."""
 
+    def secure_aggregation(self) -> tuple[str, str]:
+        if not (self.head or self.lora):
+            return "sum", "the sample-weighted mean of the client tensors (both LIVAR parts off)"
+        return "individual", "per-client weights from each client's signals and class statistics"
+
     head: Annotated[bool, Field(description="merge the head per class with variance weights (false: FedAvg of "
                                             "the head)")] = True
     lora: Annotated[bool, Field(description="merge each LoRA module with weights from the clients' intrinsic "

@@ -75,6 +75,9 @@ class TaskVectorMerge(Aggregator):
     ``density=1`` and no sign election.
     """
 
+    def secure_aggregation(self) -> tuple[str, str]:
+        return "individual", "trims and elects signs entry by entry over each client's task vector"
+
     density: Annotated[float, Field(ge=0, le=1, description="fraction of each client's task vector kept by the trim, "
                                                             "largest magnitudes first (1 keeps everything)")] = TIES_DENSITY
     sign_election: Annotated[bool, Field(description="keep only entries whose sign agrees with the elected sign "
@@ -147,6 +150,16 @@ class TaskArithmetic(Aggregator):
     Its own class rather than a preset registration of ``TaskVectorMerge``: it has no density, sign
     election or trim to set, and no recipe version (its run ids predate TIES' recipe change).
     """
+
+    def secure_aggregation(self) -> tuple[str, str]:
+        if self.space == "product":
+            return "individual", "the mean of the products B_k A_k of each client's factors"
+        if self.reduce == "sum":
+            return "individual", "the plain sum of the task vectors (secure aggregation here gives their mean)"
+        return "sum", "the uniform mean of the client task vectors"
+
+    def secure_weight(self, update: ClientUpdate) -> float:
+        return 1.0  # a uniform mean of task vectors
 
     lam: Annotated[float, Field(description=LAM_HELP)] = TIES_LAMBDA
     reduce: Annotated[Literal["mean", "sum"], Field(description=REDUCE_HELP)] = "mean"

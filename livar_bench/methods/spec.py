@@ -63,7 +63,18 @@ class MethodSpec:
         if get_entry(raw[0][0]).kind == "stage":
             raw.insert(0, (IMPLIED_AGGREGATOR, {}))
         spec = cls(tuple(_canonical_part(name, args, text, position) for position, (name, args) in enumerate(raw)))
+        for part in spec.parts[:-1]:
+            if getattr(part.entry.cls, "last", False):
+                raise BenchError(f"{part.name} must be the last part of a method spec (it acts on what clients "
+                                 f"send, before every server step, whatever its position): write "
+                                 f"{'+'.join(p.render() for p in spec.parts if p.name != part.name)}+{part.render()}")
         _ = spec.components  # build now: a bad value or unreadable file fails at parse time
+        method = spec.build()
+        for stage in method.stages:  # settings that do not fit the method they are part of
+            try:
+                stage.check(method)
+            except ValueError as err:
+                raise BenchError(f"{stage.slot.name}: {err}") from None
         return spec
 
     def __str__(self) -> str:
@@ -175,8 +186,8 @@ def display_name(text: str) -> str:
     except BenchError:
         return text
     parts = list(spec.parts)
-    if len(parts) > 1 and parts[0] == Part(IMPLIED_AGGREGATOR):
-        parts = parts[1:]
+    if len(parts) > 1 and parts[0] == Part(IMPLIED_AGGREGATOR) and not getattr(parts[1].entry.cls, "last", False):
+        parts = parts[1:]  # "CCVR", as papers name it; a wrapper (dp) keeps its method: "FedAvg + DP"
     return " + ".join(p.entry.label + (p.render()[len(p.name):] if p.args else "") for p in parts)
 
 
@@ -187,7 +198,8 @@ def table_order(text: str) -> tuple[int, int, str]:
         spec = MethodSpec.parse(text)
     except BenchError:
         return (10**9, 0, text)
-    principal = spec.parts[-1] if spec.parts[0] == Part(IMPLIED_AGGREGATOR) and len(spec.parts) > 1 else spec.parts[0]
+    core = [p for p in spec.parts if not getattr(p.entry.cls, "last", False)]  # a wrapper (dp) does not move it
+    principal = core[-1] if core[0] == Part(IMPLIED_AGGREGATOR) and len(core) > 1 else core[0]
     return (principal.entry.order, len(spec.parts), str(spec))
 
 

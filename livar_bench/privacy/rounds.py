@@ -10,7 +10,8 @@ Per client (in client-id order, each with its own noise stream):
    a client's sample count is private and the aggregate's sensitivity would depend on everyone's);
 4. its signals, if the method uses any, are clipped and noised by the client itself
    (``sensitivity.privatise_class_stats`` / ``privatise_lora_signal``), and ``class_counts`` repeats the
-   private counts (or is all zeros when no class statistics are released).
+   private counts (or is all zeros when no class statistics are released); a signal the setting does not
+   privatise is dropped, not released.
 
 The server step that follows sees only these private updates, so whatever it computes is
 post-processing; for a method whose server only sums, central noise on the sum and its split over the
@@ -71,11 +72,6 @@ def privatise(global_params: Params, updates: Sequence[ClientUpdate], setting: R
         server: the server's stream of the round (one draw taken, for the clients' streams).
     """
     updates = sorted(updates, key=lambda u: u.client_id)
-    sent = {name for u in updates for name in u.signals}
-    missing = [name for name, covered in ((Signal.CLASS_STATS.value, setting.stats), (Signal.LORA_SIGNAL.value,
-               setting.signal)) if name in sent and covered is None]
-    if missing:  # a release without its own clipping and noise would void the guarantee
-        raise ValueError(f"updates carry {', '.join(missing)} but the round's privacy setting does not privatise it")
     n = len(updates)
     std = share_std(setting.sigma * (setting.bound or 0.0), max(n, 1), setting.placement)
     noisy = std > 0 or setting.stats is not None and setting.stats[2] > 0 or \
@@ -92,16 +88,18 @@ def privatise(global_params: Params, updates: Sequence[ClientUpdate], setting: R
                                   for k in setting.keys))
         norms.append(norm.to("cpu"))
         params = add_noise(params, std, stream, setting.keys)
-        signals = dict(u.signals)
+        # only what the setting privatises is released: a signal it does not cover is dropped (a client asked
+        # only for the method's signals would not have sent it)
+        signals = {}
         counts = torch.zeros_like(u.class_counts)
-        stats = signals.get(Signal.CLASS_STATS.value)
+        stats = u.signals.get(Signal.CLASS_STATS.value)
         if stats is not None and setting.stats is not None:
             count_clip, stats_clip, multiplier = setting.stats
             stats = privatise_class_stats(stats, count_clip=count_clip, stats_clip=stats_clip, multiplier=multiplier,
                                           generator=stream)
             signals[Signal.CLASS_STATS.value] = stats
             counts = stats.count.to(u.class_counts.device)
-        lora = signals.get(Signal.LORA_SIGNAL.value)
+        lora = u.signals.get(Signal.LORA_SIGNAL.value)
         if lora is not None and setting.signal is not None:
             signal_clip, multiplier = setting.signal
             signals[Signal.LORA_SIGNAL.value] = privatise_lora_signal(lora, signal_clip=signal_clip,

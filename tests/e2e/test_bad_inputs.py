@@ -70,6 +70,13 @@ CASES: list[tuple[str, list[str]]] = [
     ("method-param-inf", [*RUN, "--method", "ties[density=inf]"]),
     ("method-param-nan", [*RUN, "--method", "fedprox[mu=nan]"]),
     ("method-param-unknown", [*RUN, "--method", "ties[nosuch=1]"]),
+    # differential privacy (issue 22)
+    ("dp-sigma-negative", [*RUN, "--method", "fedavg+dp[sigma=-1]"]),
+    ("dp-clip-zero", [*RUN, "--method", "fedavg+dp[clip=0]"]),
+    ("dp-delta-one", [*RUN, "--method", "fedavg+dp[delta=1]"]),
+    ("dp-delta-negative", [*RUN, "--method", "fedavg+dp[delta=-0.1]"]),
+    ("dp-epsilon-unreachable", [*RUN, "--method", "livar+dp[epsilon=0.5,stats_sigma=0.5]"]),
+    ("dp-central-for-livar", [*RUN, "--method", "livar+dp[noise=central]"]),
     ("method-unbalanced-bracket", [*RUN, "--method", "ties[density=0.2"]),
     ("param-malformed", [*RUN, "--method", "ties", "--param", "density"]),
     ("param-other-method", [*RUN, "--method", "ties", "--param", "fedprox.mu=1"]),
