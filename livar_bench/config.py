@@ -87,6 +87,9 @@ class RunSpec(BaseModel):
     eval_local: bool = Field(
         False, description="Also evaluate each client's own model on a test subset drawn with its label "
         "distribution (split=test_local: mean and worst-decile accuracy over clients).")
+    secure_aggregation: bool = Field(
+        False, description="Flower engine only: aggregate the clients' updates with Flower's SecAgg+ (the server "
+        "sees their weighted mean only); for methods whose server needs only that sum (ls methods).")
     pack: int | None = Field(
         None, ge=0, description="Clients trained together in one batched step (client/packed.py); "
         "0/1 = off, unset = auto (off on CPU, min(clients, 10) on CUDA). Same results up to rounding.",
@@ -140,6 +143,7 @@ class RunSpec(BaseModel):
         model._method_spec = parsed
         model._check_ranks()
         model._check_privacy()
+        model._check_secure()
         return model
 
     @field_validator("client_ranks")
@@ -168,6 +172,22 @@ class RunSpec(BaseModel):
             raise BenchError(f"--client-ranks {','.join(map(str, self.client_ranks))} gives clients different LoRA "
                              f"ranks, which {self.method} cannot aggregate (it adds factors of different clients "
                              f"entry by entry); methods that can: {', '.join(dict.fromkeys(able))}")
+
+    def _check_secure(self) -> None:
+        """Secure aggregation only for a method whose server needs only the sum of the updates."""
+        if not self.secure_aggregation:
+            return
+        method = self.method_spec.build()
+        kind, reason = method.secure_aggregation
+        if kind != "sum":
+            raise BenchError(f"--secure-aggregation needs a method whose server uses only the sum of the client "
+                             f"updates; {self.method} needs each client's contribution ({reason})")
+        if self.eval_local:
+            raise BenchError("--eval-local needs each client's own model, which secure aggregation hides; drop one")
+        for stage in method.stages:
+            if getattr(stage, "adaptive", False):
+                raise BenchError("dp[adaptive=true] needs each client's update norm, which secure aggregation hides; "
+                                 "use a fixed clip with --secure-aggregation")
 
     def _check_privacy(self) -> None:
         """A dp stage's accounting for this run (a target epsilon calibrated, once per setting): an
@@ -239,7 +259,7 @@ class RunSpec(BaseModel):
         """Short hash of every field that can change the result (computed once per RunSpec)."""
         if self._run_id is None:
             payload = {k: v for k, v in self.model_dump(mode="json").items() if k not in NON_IDENTITY_FIELDS}
-            for optional in ("val_fraction", "eval_local", "client_ranks"):  # ids of runs made before they existed
+            for optional in ("val_fraction", "eval_local", "client_ranks", "secure_aggregation"):  # ids of runs made before they existed
                 if not payload[optional]:
                     payload.pop(optional)
             if not self.partition_spec.uses_alpha():  # alpha has no effect on an IID (shards, ...) partition

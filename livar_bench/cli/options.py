@@ -84,6 +84,8 @@ RUN_OPTIONS: dict[str, tuple[Any, str]] = {
     "eval_batch_size": _option("eval_batch_size", "Evaluation batch size."),
     "eval_local": _option("eval_local", "Also evaluate each client's own model on a test subset with its label "
                                         "distribution (split test_local).", "--eval-local/--no-eval-local"),
+    "secure_aggregation": _option("secure_aggregation", "Flower engine: aggregate with SecAgg+ (sum-only methods, "
+                                                        "ls methods).", "--secure-aggregation/--no-secure-aggregation"),
     "pack": _option("pack", "Clients trained together in one batched step (0/1 = off; unset = auto: off on CPU, "
                             "up to 10 on CUDA)."),
 }

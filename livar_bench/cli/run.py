@@ -90,6 +90,8 @@ def run(
     if livar_rule is not None:
         values["method"] = apply_livar_rule(values["method"], livar_rule)
     spec = make_spec(values)
+    if spec.secure_aggregation and engine != "flower":
+        raise BenchError("--secure-aggregation runs in Flower's simulation: add --engine flower")
     check_image_size(spec.image_size, spec.batch_size, spec.eval_batch_size)
     resolve_device(spec.device)  # also when the run is already done (the device is not part of its id)
     sweep_temp_files(out)

@@ -50,6 +50,8 @@ class FlowerEngine:
         self.strategy = strategy
 
         def train_round(state: ServerState, round_: int) -> TrainedRound:
+            if spec.secure_aggregation:
+                return self._secure_round(s, method, strategy, state, round_, server_data, emit)
             strategy.state = state
             t0 = time.perf_counter()
             messages = list(strategy.configure_train(round_, ArrayRecord(), ConfigRecord(), self.grid))
@@ -76,6 +78,33 @@ class FlowerEngine:
                                 train_s, report.aggregate_s, costs)
 
         return train_round
+
+
+    def _secure_round(self, s: Setup, method: Method, strategy: MethodStrategy, state: ServerState, round_: int,
+                      server_data: ServerData | None, emit: Event) -> TrainedRound:
+        """One round through SecAgg+ (``secagg.py``): the server steps from the clients' unmasked mean.
+
+        Stages run after the aggregator as usual; their ``before`` (dp's clipping and noise) ran on each
+        client, which the server cannot do without seeing the updates.
+        """
+        from livar_bench.flower.secagg import SecAggSettings, pseudo_update, secure_mean
+
+        t0 = time.perf_counter()
+        nodes = strategy.client_nodes(self.grid)
+        sampled = {k: nodes[k] for k in sample_clients(s.spec, round_) if k in nodes}
+        mean, replies = secure_mean(self.grid, sampled, state, round_, s.spec.model_dump_json(), SecAggSettings(
+            max_weight=float(max(len(c) for c in s.clients))))
+        ctx = round_context(s, round_, server_data, None)
+        t1 = time.perf_counter()
+        pseudo = pseudo_update(mean, s.bundle.num_classes)
+        new = method.aggregator.server_step(state, [pseudo], ctx)
+        for stage in method.stages:
+            new = stage.apply(state, new, [pseudo], ctx)
+        losses = [float(r.metrics["train-loss"]) for r in replies]
+        for r in replies:
+            emit("client", round=round_, client=int(r.metrics["client-id"]), loss=float(r.metrics["train-loss"]))
+        return TrainedRound(new, [pseudo], ctx, losses, sum(int(r.metrics["images"]) for r in replies), t1 - t0,
+                            time.perf_counter() - t1, {"clients_replied": float(len(replies))})
 
 
 class InGrid:
@@ -105,6 +134,10 @@ def run_simulated(spec: Any, body: Callable[..., RunOutcome]) -> RunOutcome:
     from flwr.simulation import run_simulation
 
     from livar_bench.flower.clientapp import app as client_app
+    from livar_bench.flower.secagg import secure_app
+
+    if spec.secure_aggregation:
+        client_app = secure_app
 
     outcome: list[RunOutcome] = []
     errors: list[BaseException] = []

@@ -63,14 +63,6 @@ class SecAggSettings:
     max_weight: float = 1e6
 
 
-def check_method(method: Any) -> None:
-    """A one-line error for a method whose server needs each client's contribution."""
-    kind, reason = method.secure_aggregation
-    if kind != "sum":
-        raise BenchError(f"--secure-aggregation needs a method whose server uses only the sum of the client "
-                         f"updates; {method.spec} needs each client's contribution ({reason})")
-
-
 def encode_start(params: Params) -> tuple[list[str], Parameters]:
     keys = sorted(params)
     return keys, ndarrays_to_parameters([params[k].detach().cpu().float().numpy() for k in keys])
@@ -134,7 +126,7 @@ def secure_mean(grid: Grid, nodes: dict[int, int], state: ServerState, server_ro
     if state.base_deltas:
         raise BenchError("secure aggregation cannot send corrections to the base weights")
     keys, parameters = encode_start(state.params)
-    config = {"server-round": server_round, "run-spec": run_spec, "keys": json.dumps(keys), "secagg": True}
+    config = {"server-round": server_round, "run-spec": run_spec, "keys": json.dumps(keys), "sampled": len(nodes)}
     bridge = _Bridge(nodes, grid, dict(state.params), parameters, config)
     context = LegacyContext(Context(run_id=grid.run.run_id, node_id=0, node_config={}, state=RecordDict(),
                                     run_config={}), config=ServerConfig(num_rounds=server_round), strategy=bridge)
@@ -185,8 +177,31 @@ def train_secure(msg: Message, context: Context) -> Message:
     like = {k: torch.zeros(0, device=s.device) for k in keys}
     start = decode_arrays(keys, fitins.parameters, like)
     result = train_round_clients(s, method, local_settings(s), start, {client: start}, round_, method.requires)[client]
-    delta = [(result.update.params[k].float() - start[k].float()).cpu().numpy() for k in keys]
-    weight = int(getattr(method.aggregator, "secure_weight", lambda u: u.num_samples)(result.update))
+    update = private_update(spec, method, start, result.update, round_, int(config["sampled"]))
+    delta = [(update.params[k].float() - start[k].float()).cpu().numpy() for k in keys]
+    weight = int(method.aggregator.secure_weight(update))
     reply = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(delta), weight,
                    {"train-loss": float(result.mean_loss), "images": int(result.images), "client-id": client})
     return Message(compat.fitres_to_recorddict(reply, keep_input=False), reply_to=msg)
+
+
+def private_update(spec: Any, method: Any, start: Params, update: ClientUpdate, round_: int,
+                   sampled: int) -> ClientUpdate:
+    """The client's update as a ``dp`` stage releases it under secure aggregation: clipped and noised by the
+    client itself (central noise is drawn as the clients' shares, the same distribution), from the stream
+    the server's ``dp`` would have used for this client (so both engines draw the same noise)."""
+    from livar_bench.methods.dp import DP, privacy_model_for
+    from livar_bench.privacy.rounds import RoundPrivacy, privatise
+    from livar_bench.seeding import STREAM_SERVER, generator
+
+    dp = next((stage for stage in method.stages if isinstance(stage, DP) and not stage.passthrough), None)
+    if dp is None:
+        return update
+    placement = dp.noise_placement(method)
+    model = privacy_model_for(spec, placement == "local")
+    frozen = method.frozen_keys(list(start))
+    setting = RoundPrivacy(sigma=dp.resolved_sigma(model, spec.rounds, method.requires), bound=float(dp.clip),
+                           placement="local" if placement == "local" else "distributed",
+                           keys=tuple(sorted(k for k in start if k not in frozen)))
+    server = generator(spec.seed, STREAM_SERVER, round_, device=next(iter(start.values())).device)
+    return privatise(start, [update], setting, server, contributions=sampled)[0][0]

@@ -155,7 +155,7 @@ class DP(Stage):
         signal_sigma = sigma if self.signal_sigma is None else self.signal_sigma
         setting = RoundPrivacy(
             sigma=sigma, bound=bound, placement=self.noise_placement(method),
-            keys=tuple(k for k in state.params if k not in frozen),
+            keys=tuple(sorted(k for k in state.params if k not in frozen)),  # the order noise is drawn in
             stats=(self.count_clip, self.stats_clip, stats_sigma) if needs_class_stats(requires) else None,
             signal=(self.signal_clip, signal_sigma) if Signal.LORA_SIGNAL in requires else None)
         private, norms = privatise(state.params, updates, setting, ctx.generator)
@@ -200,6 +200,11 @@ def privacy_model(ctx: RoundContext, local: bool) -> PrivacyModel:
 def _calibrated(epsilon: float, delta: float, rounds: int, model: PrivacyModel, tied: int,
                 fixed: tuple[tuple[str, float], ...]) -> float:
     return calibrate_sigma(epsilon, delta, rounds, model, tied=tied, fixed=dict(fixed))
+
+
+def privacy_model_for(spec: Any, local: bool) -> PrivacyModel:
+    """The sampling model of a run (``RunSpec``): its clients and participation; the harness samples uniformly."""
+    return PrivacyModel(spec.num_clients, spec.participation, "uniform", local)
 
 
 def privacy_report(method: Any, num_clients: int, participation: float, rounds: int,

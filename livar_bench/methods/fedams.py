@@ -34,9 +34,6 @@ from livar_bench.types import ClientUpdate, RoundContext, ServerState
 class FedAMS(Aggregator):
     """x + eta * m / sqrt(max over rounds of v, and at least vhat_init)."""
 
-    def secure_aggregation(self) -> tuple[str, str]:
-        return "sum", "a server optimiser step on the sample-weighted mean update"
-
     eta: Annotated[float, Field(gt=0, description="server learning rate")] = 1e-2
     beta1: Annotated[float, Field(ge=0, lt=1, description="decay of the first moment m")] = 0.9
     beta2: Annotated[float, Field(ge=0, lt=1, description="decay of the second moment v")] = 0.99
@@ -51,6 +48,9 @@ class FedAMS(Aggregator):
         if self.vhat_init == 0 and self.eps == 0:
             raise ValueError("vhat_init and eps are both 0: a tensor that never changes would divide 0 by 0; "
                              "set vhat_init (FedAMS) or eps (FedAMSGrad) above 0")
+
+    def secure_aggregation(self) -> tuple[str, str]:  # the server needs only the mean: SecAgg, central DP
+        return "sum", "a server optimiser step on the sample-weighted mean update"
 
     def server_step(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext) -> ServerState:
         delta = pseudo_gradient(state, updates)

@@ -62,7 +62,7 @@ def client_streams(server: torch.Generator, client_ids: Sequence[int]) -> dict[i
 
 
 def privatise(global_params: Params, updates: Sequence[ClientUpdate], setting: RoundPrivacy,
-              server: torch.Generator) -> tuple[list[ClientUpdate], torch.Tensor]:
+              server: torch.Generator, contributions: int | None = None) -> tuple[list[ClientUpdate], torch.Tensor]:
     """(the round's private updates, [n] the updates' norms before clipping, float64).
 
     Args:
@@ -70,9 +70,11 @@ def privatise(global_params: Params, updates: Sequence[ClientUpdate], setting: R
         updates: the clients' updates.
         setting: the round's clipping, noise and releases.
         server: the server's stream of the round (one draw taken, for the clients' streams).
+        contributions: n, the round's contributions the noise is split over (default: ``len(updates)``; a
+            client privatising its own update under secure aggregation gives the round's number).
     """
     updates = sorted(updates, key=lambda u: u.client_id)
-    n = len(updates)
+    n = len(updates) if contributions is None else contributions
     std = share_std(setting.sigma * (setting.bound or 0.0), max(n, 1), setting.placement)
     noisy = std > 0 or setting.stats is not None and setting.stats[2] > 0 or \
         setting.signal is not None and setting.signal[1] > 0

@@ -182,9 +182,13 @@ def test_ls_piped_prints_complete_rows_one_per_line(monkeypatch, capsys):
     code, out, err = invoke(["ls", "methods"], monkeypatch, capsys)
     assert code == 0, err
     lines = out.strip("\n").split("\n")
-    assert lines[0].split("\t") == ["name", "kind", "client signals", "hyperparameters", "paper", "summary"]
+    assert lines[0].split("\t") == ["name", "kind", "client signals", "secure aggregation", "hyperparameters",
+                                     "paper", "summary"]
     assert [line.split("\t")[0] for line in lines[1:]] == _method_names()  # task_arithmetic in full
-    assert all(len(line.split("\t")) == 6 for line in lines)
+    assert all(len(line.split("\t")) == 7 for line in lines)
+    secure = {line.split("\t")[0]: line.split("\t")[3] for line in lines[1:]}
+    assert secure["fedavg"].startswith("sum: ") and secure["livar"].startswith("individual: ")
+    assert secure["ties"].startswith("individual: ") and secure["fedadam"].startswith("sum: ")
     assert any("https://arxiv.org/abs/2212.04089" in line for line in lines)
 
 
