@@ -166,3 +166,26 @@ def test_updates_the_method_sees_carry_no_sample_counts() -> None:
     object.__setattr__(method.aggregator, "server_step", spy)
     method.server_step(method.init_state(base), updates, dataclasses.replace(context(), num_clients=3))
     assert [u.num_samples for u in seen] == [1, 1, 1] and all(u.signals == {} for u in seen)
+
+
+def test_dp_runs_end_to_end_and_table_shows_epsilon(tmp_path, monkeypatch, capsys) -> None:
+    import pandas as pd
+
+    from tests.test_cli import invoke
+
+    tiny = ["--dataset", "synthetic", "--backbone", "livar_micro_vit", "--clients", "3", "--rounds", "2", "--epochs",
+            "1", "--lora-rank", "2", "--lora-alpha", "2", "--device", "cpu", "--out", str(tmp_path)]
+    methods = ["livar+dp[sigma=1.0,clip=1.0]", "fedavg+dp", "fedavg+ccvr+dp"]
+    for spec in methods:
+        code, _, err = invoke(["run", "--method", spec, *tiny], monkeypatch, capsys)
+        assert code == 0, err
+    tidy = pd.concat([pd.read_csv(p) for p in (tmp_path / "runs").glob("*/metrics.csv")])
+    eps = tidy[(tidy["split"] == "privacy") & (tidy["metric"] == "epsilon")]
+    assert sorted(eps["round"].unique()) == [1, 2]
+    livar = eps[eps["method"] == "livar+dp"].sort_values("round")["value"].tolist()
+    z = 1.0 / math.sqrt(6)  # update, 4 class-statistics parts and the signals, all at sigma 1
+    assert livar == pytest.approx([epsilon(PrivacyModel(3, local=True), z, t, 1e-5) for t in (1, 2)])
+    code, out, err = invoke(["table", "--out", str(tmp_path), "--split", "privacy", "--metric", "epsilon",
+                             "--cols", "dataset"], monkeypatch, capsys)
+    assert code == 0, err
+    assert "FedAvg + DP" in out and "LIVAR + DP" in out and "CCVR + DP" in out and "Epsilon" in out
