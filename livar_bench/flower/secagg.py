@@ -9,7 +9,7 @@ masks and the server removes the masks of the sum only. Here x_k is the client's
 A method can run this way when its server step needs only that weighted mean
 (``secure_aggregation == "sum"``): the server then steps from one pseudo-client holding it,
 ``server_step(state, [theta + mean update])``, which for such a method is its server step on the
-individual updates (the sum-only methods' contract, tests/flower/test_secagg.py). The result differs
+individual updates (the sum-only methods' contract, tests/flower/test_secure_aggregation.py). The result differs
 from the plain aggregate by the quantisation only (at most 2 ``clipping_range`` / ``quantization_range`` per
 entry and client, plus the weights' own quantisation), measured in the test.
 

@@ -171,7 +171,7 @@ def test_updates_the_method_sees_carry_no_sample_counts() -> None:
 def test_dp_runs_end_to_end_and_table_shows_epsilon(tmp_path, monkeypatch, capsys) -> None:
     import pandas as pd
 
-    from tests.test_cli import invoke
+    from tests._cli import invoke
 
     tiny = ["--dataset", "synthetic", "--backbone", "livar_micro_vit", "--clients", "3", "--rounds", "2", "--epochs",
             "1", "--lora-rank", "2", "--lora-alpha", "2", "--device", "cpu", "--out", str(tmp_path)]

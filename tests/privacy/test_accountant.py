@@ -165,13 +165,3 @@ def test_bad_privacy_models() -> None:
     assert PrivacyModel(10, 0.95, "uniform").scheme == "full"  # ceil(0.95 * 10) = 10: every client
     assert np.isfinite(epsilon(PrivacyModel(10, 0.5), 1.0, 2, DELTA))
 
-
-def test_privacy_imports_only_the_ground_floor_and_ops() -> None:
-    from tests.test_import_graph import graph
-
-    ground = {"livar_bench.types", "livar_bench.errors", "livar_bench.digest", "livar_bench.seeding",
-              "livar_bench.device", "livar_bench.progress", "livar_bench.resources"}
-    for name, deps in graph().items():
-        if name.startswith("livar_bench.privacy"):
-            outside = {d for d in deps if not (d in ground or d.startswith(("livar_bench.ops", "livar_bench.privacy")))}
-            assert not outside, (name, outside)
