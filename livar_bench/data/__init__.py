@@ -8,7 +8,7 @@ import difflib
 import numpy as np
 import torch
 
-from livar_bench.data import offline, real
+from livar_bench.data import domainnet, offline, real
 from livar_bench.data.base import DatasetBundle, DatasetDef, ImageSplit, LoadOptions
 from livar_bench.data.hf import HF_HOW, is_hf, load_hf
 from livar_bench.errors import BenchError
@@ -22,8 +22,12 @@ DATASETS: dict[str, DatasetDef] = {
                    "generated; nothing to download", offline=True),
         DatasetDef("cifar100", real.load_cifar100, 100, "CIFAR-100, 50,000/10,000, in-distribution",
                    real.CIFAR100_HOW, aliases=("cifar-100",)),
-        DatasetDef("imagenet-r", real.load_imagenet_r, 200, "ImageNet-R, 200 classes, seeded 80/20 split",
-                   real.IMAGENET_R_HOW, aliases=("imagenet_r", "imr")),
+        DatasetDef("imagenet-r", real.load_imagenet_r, 200, "ImageNet-R, 200 classes, seeded 80/20 split; "
+                   "domains: the 15 rendition types", real.IMAGENET_R_HOW, aliases=("imagenet_r", "imr"), domains=True),
+        DatasetDef("domainnet", domainnet.load_domainnet, 345, "DomainNet, 6 domains, 345 classes, official split "
+                   "(feature skew)", domainnet.DOMAINNET_HOW, domains=True),
+        DatasetDef("domainnet10", domainnet.load_domainnet10, 10, "DomainNet's ten classes of FedBN, 6 domains, "
+                   "official split", domainnet.DOMAINNET_HOW, aliases=("domainnet-10",), domains=True),
         DatasetDef("eurosat", real.load_eurosat, 10, "EuroSAT RGB, CoOp split 13,500/8,100, out-of-distribution",
                    real.EUROSAT_HOW),
         DatasetDef("cub200", real.load_cub200, 200, "CUB-200-2011, official split 5,994/5,794, out-of-distribution",

@@ -6,7 +6,7 @@ Expected layouts (the names the public archives unpack to):
     <root>/eurosat/2750/<Class>/<Class>_<n>.jpg                        EuroSAT RGB
     <root>/eurosat/split_zhou_EuroSAT.json                             CoOp split (train/val/test)
     <root>/CUB_200_2011/{images.txt,image_class_labels.txt,train_test_split.txt,classes.txt,images/}
-    <root>/imagenet-r/<wnid>/*.jpg                                     ImageNet-R, 200 classes
+    <root>/imagenet-r/<wnid>/<rendition>_<n>.jpg                       ImageNet-R, 200 classes
 
 Variable-size images are decoded and resized once to ``storage_size`` (bicubic, as the reference code
 does) and cached; CIFAR-100 and EuroSAT keep their native 32x32 and 64x64 pixels and are resized on
@@ -15,6 +15,7 @@ the device.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -207,6 +208,26 @@ IMAGENET_R_HOW = (
     "giving imagenet-r/<wnid>/*.jpg (200 class folders)."
 )
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+# The renditions the release's file names start with (<rendition>_<n>.jpg, e.g. n01443537/art_0.jpg,
+# cartoon_12.jpg, misc_13.jpg): the search query each image was collected with. Any other prefix found
+# becomes a domain of its own.
+IMAGENET_R_RENDITIONS = ("art", "cartoon", "deviantart", "embroidery", "graffiti", "graphic", "misc", "origami",
+                         "painting", "sculpture", "sketch", "sticker", "tattoo", "toy", "videogame")
+
+
+def rendition(file_name: str) -> str:
+    """An ImageNet-R file's rendition type: its stem without the trailing ``_<n>`` (``art_0.jpg`` -> art)."""
+    stem = Path(file_name).stem
+    head, sep, tail = stem.rpartition("_")
+    return head if sep and head and tail.isdigit() else stem
+
+
+def rendition_domains(names: list[str]) -> tuple[tuple[str, ...], list[int]]:
+    """(domain names, sorted; domain id of each file) of ImageNet-R file names."""
+    kinds = [rendition(n) for n in names]
+    domain_names = tuple(sorted(set(kinds)))
+    index = {d: i for i, d in enumerate(domain_names)}
+    return domain_names, [index[k] for k in kinds]
 
 
 def imagenet_r_split(files: list[tuple[str, int]], seed: int = IMAGENET_R_SPLIT_SEED) -> tuple[list[int], list[int]]:
@@ -217,7 +238,8 @@ def imagenet_r_split(files: list[tuple[str, int]], seed: int = IMAGENET_R_SPLIT_
 
 
 def load_imagenet_r(options: LoadOptions) -> DatasetBundle:
-    """ImageNet-R (200 classes, ~30k images) with a seeded 80/20 train/test split."""
+    """ImageNet-R (200 classes, ~30k images) with a seeded 80/20 train/test split; each image's domain is
+    its rendition type, read from its file name (``rendition``)."""
     root = _root(options, "imagenet-r", IMAGENET_R_HOW) / "imagenet-r"
     if not root.is_dir():
         raise _missing("imagenet-r", root, IMAGENET_R_HOW)
@@ -238,9 +260,13 @@ def load_imagenet_r(options: LoadOptions) -> DatasetBundle:
         labels = torch.tensor([files[i][1] for i in index], dtype=torch.int64)
         return ImageSplit(decode_images(paths, size, f"imagenet-r {name}"), labels)
 
+    domain_names, domain_of = rendition_domains([f for f, _ in files])
     out = {}
     for name, index in (("train", train_idx), ("test", test_idx)):
         key = {"n": len(index), "list": _list_digest([files[i] for i in index]), "size": size, "root": str(root),
                "seed": IMAGENET_R_SPLIT_SEED}
-        out[name] = load_or_build(cache_path(options.cache_dir, "imagenet-r", name, key), lambda i=index, n=name: build(i, n))
-    return DatasetBundle("imagenet-r", out["train"], out["test"], tuple(p.name for p in class_dirs))
+        split = load_or_build(cache_path(options.cache_dir, "imagenet-r", name, key), lambda i=index, n=name: build(i, n))
+        # domains come from the file list, not the cache: caches decoded before domains existed stay valid
+        out[name] = dataclasses.replace(split, domains=torch.tensor([domain_of[i] for i in index], dtype=torch.int64))
+    return DatasetBundle("imagenet-r", out["train"], out["test"], tuple(p.name for p in class_dirs),
+                         domain_names=domain_names)

@@ -162,6 +162,8 @@ def sweep_summary(specs: list[RunSpec]) -> str:
 REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     "cifar100": ("cifar-100-python/train", "cifar-100-python/test", "cifar-100-python/meta"),
     "imagenet-r": ("imagenet-r",),
+    "domainnet": ("domainnet",),
+    "domainnet10": ("domainnet",),
     "eurosat": ("eurosat/2750", "eurosat/split_zhou_EuroSAT.json"),
     "cub200": ("CUB_200_2011/images.txt", "CUB_200_2011/image_class_labels.txt",
                "CUB_200_2011/train_test_split.txt", "CUB_200_2011/classes.txt", "CUB_200_2011/images"),
