@@ -78,6 +78,16 @@ class RunSpec(BaseModel):
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.1, ge=0)
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 on CUDA, fp32 on CPU.")
+    # system heterogeneity (client/system.py)
+    local_work: str = Field("fixed", description="Local work of each client and round: fixed (--epochs), "
+                            "epochs[min=1,max=5] or steps[min=10,max=50] (drawn uniformly per client and round).")
+    stragglers: float = Field(0.0, ge=0, le=1, description="Fraction of each round's sampled clients that "
+                              "complete only --straggler-work of their local steps.")
+    straggler_work: float = Field(0.5, gt=0, le=1, description="Share of its local steps a straggler completes.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Probability that a sampled client does not reply in a "
+                           "round (its update never reaches the server).")
+    deadline: float | None = Field(None, gt=0, description="The server waits this many step-times of a "
+                                   "median-speed device; slower clients do not reply. Unset = no deadline.")
     # method
     method: str = Field("fedavg", description="Method spec, e.g. livar, livar+ccvr, ties[density=0.3].")
     seed: int = Field(0, ge=0)
@@ -145,6 +155,20 @@ class RunSpec(BaseModel):
         model._check_privacy()
         model._check_secure()
         return model
+
+    @field_validator("local_work")
+    @classmethod
+    def _work(cls, value: str) -> str:
+        from livar_bench.client.system import parse_work, render_work
+
+        return render_work(parse_work(value))  # raises BenchError naming the setting
+
+    @property
+    def system(self) -> Any:
+        """The run's system heterogeneity (``client.system.SystemSettings``)."""
+        from livar_bench.client.system import SystemSettings
+
+        return SystemSettings(self.local_work, self.stragglers, self.straggler_work, self.dropout, self.deadline)
 
     @field_validator("client_ranks")
     @classmethod
@@ -259,9 +283,14 @@ class RunSpec(BaseModel):
         """Short hash of every field that can change the result (computed once per RunSpec)."""
         if self._run_id is None:
             payload = {k: v for k, v in self.model_dump(mode="json").items() if k not in NON_IDENTITY_FIELDS}
-            for optional in ("val_fraction", "eval_local", "client_ranks", "secure_aggregation"):  # ids of runs made before they existed
-                if not payload[optional]:
+            for optional in ("val_fraction", "eval_local", "client_ranks", "secure_aggregation", "stragglers", "dropout",
+                             "deadline"):
+                if not payload[optional]:  # ids of runs made before they existed
                     payload.pop(optional)
+            if payload["local_work"] == "fixed":
+                payload.pop("local_work")
+            if "stragglers" not in payload:  # straggler_work has no effect without stragglers
+                payload.pop("straggler_work")
             if not self.partition_spec.uses_alpha():  # alpha has no effect on an IID (shards, ...) partition
                 payload.pop("alpha")
             digests = self.method_spec.content_digests

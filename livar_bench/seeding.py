@@ -14,6 +14,8 @@ import torch
 STREAM_PARTITION, STREAM_INIT, STREAM_CLIENT, STREAM_SERVER, STREAM_SAMPLE = range(5)
 STREAM_VAL = 5  # the per-client validation carve (val_fraction > 0)
 STREAM_EVAL_LOCAL = 6  # the per-client test subsets of eval_local
+STREAM_SYSTEM = 7  # system heterogeneity: each (round, client)'s local work and dropout, a round's stragglers
+STREAM_SPEED = 8  # system heterogeneity: each client's device speed (fixed over rounds; deadlines)
 
 
 def derive_seed(seed: int, *keys: int) -> int:

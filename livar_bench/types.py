@@ -74,6 +74,9 @@ class ClientUpdate:
     lora_scale: float | None = None  # the client's LoRA scale alpha / r_k when ranks differ; None = ctx's
     # client-side counters reported in the tidy rows, not sent (e.g. "nonfinite_signal_steps")
     diagnostics: Mapping[str, float] = field(default_factory=dict)
+    # local optimiser steps the client actually took (fewer than full epochs for a straggler); FedNova
+    # normalises by it. None only for updates built outside local training (tests, old round-1 files).
+    num_steps: int | None = None
 
     @property
     def class_stats(self) -> ClassStats | None:

@@ -62,6 +62,14 @@ RUN_OPTIONS: dict[str, tuple[Any, str]] = {
     "rounds": _option("rounds", "Communication rounds."),
     "epochs": _option("local_epochs", "Local epochs per round.", "--epochs"),
     "batch_size": _option("batch_size", "Local batch size."),
+    "local_work": _option("local_work", "Local work per client and round: fixed (--epochs), epochs[min=1,max=5] or "
+                                        "steps[min=10,max=50], drawn uniformly per client and round."),
+    "stragglers": _option("stragglers", "Fraction of each round's sampled clients that do only --straggler-work of "
+                                        "their local steps."),
+    "straggler_work": _option("straggler_work", "Share of its local steps a straggler completes."),
+    "dropout": _option("dropout", "Probability that a sampled client does not reply in a round."),
+    "deadline": _option("deadline", "Round deadline in step-times of a median-speed device (device speeds are "
+                                    "log-normal per client); slower clients do not reply."),
     "lr": _option("lr", "Client AdamW learning rate."),
     "weight_decay": _option("weight_decay", "Client AdamW weight decay."),
     "seed": _option("seed", "Seed for partition, init, data order and server."),

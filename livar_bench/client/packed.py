@@ -31,7 +31,15 @@ from torch import Tensor
 
 from livar_bench.client.collectors import collectors_for
 from livar_bench.client.objectives import LocalObjective
-from livar_bench.client.train import ClientResult, LocalSettings, autocast, batch_schedule, finish_client
+from livar_bench.client.train import (
+    ClientResult,
+    LocalSettings,
+    autocast,
+    batch_schedule,
+    epochs_for,
+    finish_client,
+    full_steps,
+)
 from livar_bench.data.base import ImageSplit
 from livar_bench.data.transforms import DeviceTransform
 from livar_bench.errors import BenchError
@@ -130,18 +138,21 @@ def packed_local_train(
     requires: Collection[Signal] = (),
     client_ids: Sequence[int] | None = None,
     frozen: Collection[str] = (),
+    budgets: Sequence[int | None] | None = None,
 ) -> list[ClientResult]:
     """Train ``len(datas)`` clients from ``start`` together; results in the order of ``datas``.
 
     ``start`` is one Params for every client or one per client (in the order of ``datas``). Same
     contract as ``local_train`` for each client (see the module docstring for the equivalence); ``frozen``
-    keys keep their start values exactly (no gradient, no update, no weight decay).
+    keys keep their start values exactly (no gradient, no update, no weight decay); ``budgets``: each
+    client's local steps (``local_train``'s ``max_steps``; None = full epochs).
     """
     starts = [start] * len(datas) if isinstance(start, Mapping) else list(start)
     ids = list(client_ids) if client_ids is not None else list(range(len(datas)))
     device = next(iter(model.trainable.values())).device
     bsz = settings.batch_size
-    steps = [settings.epochs * -(-len(d) // bsz) for d in datas]
+    budgets = list(budgets) if budgets is not None else [None] * len(datas)
+    steps = [full_steps(len(d), settings) if b is None else b for d, b in zip(datas, budgets, strict=True)]
     order = sorted(range(len(datas)), key=lambda i: -steps[i])  # most steps first: active = a prefix
     k_all = len(order)
     keys = list(model.trainable)
@@ -180,7 +191,7 @@ def packed_local_train(
     grads = {k: leaf.grad for k, leaf in watched.items()}
     loss_sums = torch.zeros(k_all, device=device)
 
-    schedules = [batch_schedule(datas[i], settings.epochs, bsz, generators[i]) for i in order]
+    schedules = [batch_schedule(datas[i], epochs_for(steps[i], len(datas[i]), bsz), bsz, generators[i]) for i in order]
     state = _Packed(stacked)
     lr, wd = settings.lr, settings.weight_decay
     model.train()
@@ -260,10 +271,12 @@ def train_in_packs(
     pack: int,
     frozen: Collection[str] = (),
     per_client: bool = False,
+    budgets: Mapping[int, int] | None = None,
 ) -> dict[int, ClientResult]:
     """Client id -> result for every client of ``clients``, trained ``pack`` at a time (in id order).
 
     ``start``: one Params for all, or (``per_client``) client id -> that client's starting Params.
+    ``budgets``: client id -> its local steps (absent = full epochs).
     """
     ids = list(clients)
     out: dict[int, ClientResult] = {}
@@ -272,6 +285,6 @@ def train_in_packs(
         starts = [start[k] for k in chunk] if per_client else start
         results = packed_local_train(model, starts, [clients[k] for k in chunk], transform, objective, settings,
                                      [generators[k] for k in chunk], num_classes, requires, client_ids=chunk,
-                                     frozen=frozen)
+                                     frozen=frozen, budgets=[(budgets or {}).get(k) for k in chunk])
         out.update(zip(chunk, results, strict=True))
     return out

@@ -40,6 +40,7 @@ def train_clients(
     on_client: Callable[[int, ClientResult], None] | None = None,
     starts: Mapping[int, Params] | None = None,
     frozen: frozenset[str] = frozenset(),
+    budgets: Mapping[int, int] | None = None,
 ) -> dict[int, ClientResult]:
     """Client id -> result for every client in ``clients`` (trained in id order).
 
@@ -51,6 +52,7 @@ def train_clients(
         seed, round_: select each client's random stream (``seeding.client_generator``).
         pack: clients per batched step (None = auto: off on CPU, up to 10 on CUDA).
         on_client: called after each client, e.g. for progress.
+        budgets: client id -> its local steps this round (``client/system.py``); absent = full epochs.
     """
     device = next(iter(model.trainable.values())).device
     ids = sorted(clients)
@@ -58,12 +60,13 @@ def train_clients(
     per_pack = resolve_pack(pack, device, len(ids))
     packed = {} if per_pack <= 1 else train_in_packs(
         model, starts if starts is not None else start, {k: clients[k] for k in ids}, transform, objective,
-        settings, gens, num_classes, requires, per_pack, frozen=frozen, per_client=starts is not None)
+        settings, gens, num_classes, requires, per_pack, frozen=frozen, per_client=starts is not None,
+        budgets=budgets)
     out: dict[int, ClientResult] = {}
     for k in ids:
         out[k] = packed[k] if k in packed else local_train(
             model, starts[k] if starts is not None else start, clients[k], transform, objective, settings, gens[k],
-            num_classes, requires, client_id=k, frozen=frozen)
+            num_classes, requires, client_id=k, frozen=frozen, max_steps=(budgets or {}).get(k))
         if on_client is not None:
             on_client(k, out[k])
     return out

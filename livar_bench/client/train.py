@@ -68,6 +68,7 @@ def local_train(
     requires: Collection[Signal] = (),
     client_id: int = 0,
     frozen: Collection[str] = (),
+    max_steps: int | None = None,
 ) -> ClientResult:
     """Train one client from ``start`` and return its update (params and the requested signals).
 
@@ -77,6 +78,8 @@ def local_train(
         data: the client's training split, already on the model's device.
         generator: the only source of randomness (sample order and augmentation).
         frozen: trainable keys left exactly as in ``start`` (no gradient, no weight decay).
+        max_steps: the client's local work in optimiser steps (system heterogeneity: ``client/system.py``);
+            None = ``settings.epochs`` full epochs. Its batches are those of full training, cut short.
     """
     device = next(iter(model.trainable.values())).device
     model.load_params(start)
@@ -93,7 +96,7 @@ def local_train(
         model.trainable[k].requires_grad_(False)
     try:
         loss_sum, steps = _steps(model, start, data, transform, objective, settings, generator, keys, optimizer,
-                                 stacked, stepping, loss_sum)
+                                 stacked, stepping, loss_sum, max_steps)
     finally:
         for k in frozen:
             model.trainable[k].requires_grad_(True)
@@ -104,11 +107,16 @@ def local_train(
 
 def _steps(model: LoraViT, start: Params, data: ImageSplit, transform: DeviceTransform, objective: LocalObjective,
            settings: LocalSettings, generator: torch.Generator, keys: list[str], optimizer: torch.optim.Optimizer,
-           stacked: dict[str, Tensor], stepping: list[tuple[Collector, Any]], loss_sum: Tensor) -> tuple[Tensor, int]:
+           stacked: dict[str, Tensor], stepping: list[tuple[Collector, Any]], loss_sum: Tensor,
+           max_steps: int | None = None) -> tuple[Tensor, int]:
     """The local optimisation loop of one client: (summed loss on the device, steps taken)."""
     device = loss_sum.device
     steps = 0
-    for index in batch_schedule(data, settings.epochs, settings.batch_size, generator):
+    total = full_steps(len(data), settings) if max_steps is None else max_steps
+    for index in batch_schedule(data, epochs_for(total, len(data), settings.batch_size), settings.batch_size,
+                                generator):
+        if steps == total:
+            break
         x = transform.train(data.images[index], generator)
         y = data.labels[index]
         with autocast(device, settings.autocast_dtype):
@@ -126,6 +134,23 @@ def _steps(model: LoraViT, start: Params, data: ImageSplit, transform: DeviceTra
         loss_sum += loss.detach()
         steps += 1
     return loss_sum, steps
+
+
+def full_steps(num_samples: int, settings: LocalSettings) -> int:
+    """Optimiser steps of ``settings.epochs`` full epochs over ``num_samples`` samples."""
+    return settings.epochs * -(-num_samples // settings.batch_size)
+
+
+def epochs_for(steps: int, num_samples: int, batch_size: int) -> int:
+    """Epochs of the batch schedule that ``steps`` steps reach into (the last one possibly cut)."""
+    return max(1, -(-steps // -(-num_samples // batch_size)))
+
+
+def images_seen(steps: int, num_samples: int, batch_size: int) -> int:
+    """Training images in the first ``steps`` batches of a client's schedule (the last batch of each
+    epoch is short when ``batch_size`` does not divide ``num_samples``)."""
+    per_epoch = -(-num_samples // batch_size)
+    return (steps // per_epoch) * num_samples + min((steps % per_epoch) * batch_size, num_samples)
 
 
 def batch_schedule(data: ImageSplit, epochs: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
@@ -162,8 +187,9 @@ def finish_client(model: LoraViT, params: Params, data: ImageSplit, transform: D
         params=params,
         signals=signals,
         diagnostics=diagnostics,
+        num_steps=steps,
     )
-    return ClientResult(update, mean_loss, settings.epochs * len(data))
+    return ClientResult(update, mean_loss, images_seen(steps, len(data), settings.batch_size))
 
 
 class _End:

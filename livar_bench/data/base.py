@@ -54,6 +54,9 @@ class DatasetBundle:
     crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range used for training
     eval_crop: float = 0.875  # central fraction kept at test time (Resize(256) + CenterCrop(224))
     domain_names: tuple[str, ...] | None = None  # names of the domain ids in the splits' ``domains``
+    # leave-domains-out (data.domains.hold_out): test images of the held-out domains, and their names
+    heldout_test: ImageSplit | None = None
+    heldout_domains: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:

@@ -93,6 +93,8 @@ def encode_update(update: ClientUpdate, requires: Collection[Signal], *, loss: f
     meta = ConfigRecord({"client-id": int(update.client_id), "num-samples": int(update.num_samples)})
     if update.lora_scale is not None:  # heterogeneous ranks: the client's own alpha / r_k
         meta["lora-scale"] = float(update.lora_scale)
+    if update.num_steps is not None:  # the local steps it actually took (FedNova, the tidy rows)
+        meta["num-steps"] = int(update.num_steps)
     metrics = MetricRecord({"train-loss": float(loss), "images": int(images),
                             **{DIAG + k: float(v) for k, v in update.diagnostics.items()}})
     return RecordDict({"update": arrays, "meta": meta, "metrics": metrics})
@@ -121,6 +123,7 @@ def decode_update(content: RecordDict, device: torch.device | str = "cpu") -> tu
     update = ClientUpdate(client_id=int(meta["client-id"]), num_samples=int(meta["num-samples"]),
                           class_counts=class_counts, params=params, signals=payloads,
                           lora_scale=float(meta["lora-scale"]) if "lora-scale" in meta else None,
+                          num_steps=int(meta["num-steps"]) if "num-steps" in meta else None,
                           diagnostics={k[len(DIAG):]: float(v) for k, v in metrics.items() if k.startswith(DIAG)})
     return update, float(metrics["train-loss"]), int(metrics["images"])
 

@@ -19,6 +19,7 @@ from livar_bench.methods.fedams import FedAMS
 from livar_bench.methods.fedavg import FedAvg
 from livar_bench.methods.fedavgm import FedAvgM
 from livar_bench.methods.fedex_lora import FedExLora
+from livar_bench.methods.fednova import FedNova
 from livar_bench.methods.fedprox import FedProx
 from livar_bench.methods.fedsa_lora import FedSALora
 from livar_bench.methods.fedyogi import FedYogi
@@ -45,6 +46,7 @@ register(FedAvgM)
 register(FedAdagrad)
 register(FedAdam)
 register(FedYogi)
+register(FedNova)
 register(FedAMS)
 register(FedAMS, name="fedamsgrad", label="FedAMSGrad", defaults={"vhat_init": 0.0, "eps": 1e-3},
          summary="AMSGrad server optimiser, eps added to sqrt(vhat) instead of the max stabilisation.")
@@ -72,7 +74,7 @@ register(DP)
 
 __all__ = [
     "Aggregator", "CCVR", "ClipUpdate", "DP", "ClassStats", "ClientUpdate", "Dare", "DareTies", "FlexLoRA", "HetLoRA",
-    "IsoC", "KnOTS", "LoraFair", "TSVMerge", "RegMean", "FisherMerging", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedExLora", "FedProx", "FedSALora", "FFALora", "FLoRA",
+    "IsoC", "KnOTS", "LoraFair", "TSVMerge", "RegMean", "FisherMerging", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedExLora", "FedNova", "FedProx", "FedSALora", "FFALora", "FLoRA",
     "FedYogi", "Livar", "LivarExact", "Method", "MethodSpec",
     "Params", "RoundContext", "ServerState", "Signal", "Stage", "TaskArithmetic", "TaskVectorMerge",
     "canonical_spec", "describe", "display_name", "entries", "get_entry", "parse_method", "register", "table_order",

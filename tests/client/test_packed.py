@@ -127,3 +127,34 @@ def test_federation_with_pack_matches_sequential(tmp_path, tiny_spec_values):
     ra, rb = test_rows(a), test_rows(b)
     assert ra.index.equals(rb.index)
     assert (ra - rb).abs().max() < 1e-4
+
+
+def test_step_budgets_cut_the_schedule_the_same_way_packed_and_sequential(setup):
+    """A client's budget of local steps (system heterogeneity) is its full schedule cut short: a full
+    budget changes nothing, a short one stops there (steps and images counted), and packing agrees."""
+    model, tf, start, datas, num_classes = setup
+    settings = LocalSettings(epochs=2, batch_size=8, lr=3e-3, weight_decay=0.1)
+    budgets = [3, None, 1, 5]  # client 1 keeps its full work; client 3 works more than its 2 epochs
+
+    def gens():
+        return [torch.Generator().manual_seed(100 + k) for k in range(len(datas))]
+
+    full = local_train(model, start, datas[0], tf, CrossEntropy(), settings, gens()[0], num_classes)
+    same = local_train(model, start, datas[0], tf, CrossEntropy(), settings, gens()[0], num_classes, max_steps=6)
+    assert full.update.num_steps == same.update.num_steps == 6  # 21 samples: 3 batches an epoch, 2 epochs
+    for key in full.update.params:
+        assert torch.equal(full.update.params[key], same.update.params[key])
+    sequential = [local_train(model, start, d, tf, CrossEntropy(), settings, g, num_classes, client_id=k, max_steps=b)
+                  for k, (d, g, b) in enumerate(zip(datas, gens(), budgets, strict=True))]
+    assert [r.update.num_steps for r in sequential] == [3, 10, 1, 5]
+    # client 3 holds the last 10 of the 80 samples: batches of 8 and 2, so 5 steps are 2 epochs and 8 images
+    assert [len(d) for d in datas] == [21, 40, 9, 10]
+    assert [r.images for r in sequential] == [21, 80, 8, 2 * 10 + 8]
+    packed = packed_local_train(model, start, datas, tf, CrossEntropy(), settings, gens(), num_classes,
+                                client_ids=[0, 1, 2, 3], budgets=budgets)
+    for a, b in zip(sequential, packed, strict=True):
+        assert a.update.num_steps == b.update.num_steps and a.images == b.images
+        for key in a.update.params:
+            torch.testing.assert_close(b.update.params[key], a.update.params[key], atol=1e-5, rtol=1e-5, msg=key)
+    short = sequential[0].update.params
+    assert any(not torch.equal(short[k], full.update.params[k]) for k in short)  # 3 steps are not 6

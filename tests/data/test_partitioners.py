@@ -216,7 +216,7 @@ def test_each_setting_changes_the_partition_its_id_and_the_run_id(name, change, 
 
 
 @pytest.mark.parametrize("text", [*SCHEMES, "quantity[labels=dirichlet]", "DIRICHLET[Alpha=0.5]", "natural_id",
-                                  'classes[ k = 3 , assign = "random" ]'])
+                                  'classes[ k = 3 , assign = "random" ]', "shards[ per_client = 3 ]"])
 def test_canonical_text_parses_back_to_the_same_partitioner(text):
     part = parse_partition(text)
     assert parse_partition(render(part)) == part

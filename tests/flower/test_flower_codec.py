@@ -173,3 +173,11 @@ def test_a_dataclass_payload_the_codec_cannot_rebuild_is_refused():
     update = dataclasses.replace(_update(), signals={"lora_signal": Sketch(torch.zeros(2))})
     with pytest.raises(ValueError, match="PAYLOAD_TYPES"):
         codec.encode_update(update, ALL, loss=0.0, images=0)
+
+
+def test_local_steps_travel_with_the_update():
+    import dataclasses
+
+    assert codec.decode_update(codec.encode_update(_update(), ALL, loss=0.0, images=0))[0].num_steps is None
+    own = dataclasses.replace(_update(), num_steps=7)
+    assert codec.decode_update(codec.encode_update(own, ALL, loss=0.0, images=0))[0].num_steps == 7

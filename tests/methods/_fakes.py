@@ -41,7 +41,8 @@ def make_update(client_id: int, base: Params, g: torch.Generator, counts: list[i
     fisher = {k: torch.rand(v.shape, generator=g) for k, v in base.items()}
     return ClientUpdate(client_id=client_id, num_samples=int(sum(counts)), class_counts=torch.tensor(counts),
                         params=params, signals={"class_stats": stats, "lora_signal": signals, "input_gram": grams,
-                                                "fisher": fisher})
+                                                "fisher": fisher},
+                        num_steps=3 + 2 * client_id)  # unequal local work (FedNova reads it)
 
 
 # Client 0 and 1 share class 1; nobody holds class 3 (its head row must survive unchanged where relevant).
@@ -53,8 +54,8 @@ def make_updates(seed: int = 0, dtype: torch.dtype = torch.float32, identical: b
     g = torch.Generator().manual_seed(seed + 100)
     if identical:
         one = make_update(0, base, g, [4, 4, 4, 3])  # every class held: LIVAR keeps unheld rows global
-        updates = [ClientUpdate(k, one.num_samples, one.class_counts, one.params, one.signals)
-                   for k in range(3)]
+        updates = [ClientUpdate(k, one.num_samples, one.class_counts, one.params, one.signals,
+                                num_steps=one.num_steps) for k in range(3)]
         return base, updates
     return base, [make_update(k, base, g, counts) for k, counts in enumerate(COUNTS)]
 

@@ -25,7 +25,7 @@ _SPECIAL = set(',[]="\\') | {" ", "\t"}
 
 def parse_partition(text: str) -> Partitioner:
     """The validated partitioner of ``text`` (one ``BenchError`` naming the scheme and setting otherwise)."""
-    name, raw = _tokenise(text)
+    name, raw = tokenise(text)
     cls = get_partitioner(name)
     fields = cls.model_fields
     unknown = [k for k in raw if k not in fields]
@@ -81,12 +81,14 @@ def render_value(value: Any) -> str:
     return json.dumps(text) if not text or any(c in _SPECIAL for c in text) else text
 
 
-def _tokenise(text: str) -> tuple[str, dict[str, Any]]:
-    """(lower-cased name, {lower-cased key: raw value}) of ``name[k=v,...]``, with clear errors."""
+def tokenise(text: str, what: str = "partition spec",
+             example: str = "--partition iid or --partition \"dirichlet[alpha=0.1]\"") -> tuple[str, dict[str, Any]]:
+    """(lower-cased name, {lower-cased key: raw value}) of ``name[k=v,...]``, with clear errors (``what``
+    and ``example`` name the kind of spec in them; other one-part specs, e.g. ``--local-work``, use it too)."""
     if not isinstance(text, str) or not text.strip():
-        raise BenchError("empty partition spec; give e.g. --partition iid or --partition \"dirichlet[alpha=0.1]\"")
+        raise BenchError(f"empty {what}; give e.g. {example}")
     s = text.strip()
-    where = f"partition spec {text!r}"
+    where = f"{what} {text!r}"
     bracket = s.find("[")
     name = (s if bracket < 0 else s[:bracket]).strip()
     if not name or any(c in _SPECIAL for c in name):
@@ -113,7 +115,7 @@ def _tokenise(text: str) -> tuple[str, dict[str, Any]]:
             after = rest[used:].lstrip()
         else:
             comma = rest.find(",")
-            value, after = (rest, "") if comma < 0 else (rest[:comma].strip(), rest[comma:])
+            value, after = (rest.strip(), "") if comma < 0 else (rest[:comma].strip(), rest[comma:])
             if any(c in _SPECIAL for c in value) or not value:
                 raise BenchError(f"{where}: the value of {key} needs double quotes (or is empty)")
         if key in args:
