@@ -45,6 +45,9 @@ class RunSpec(BaseModel):
     download: bool = Field(False, description="Download datasets that torchvision can fetch.")
     max_train_samples: int | None = Field(None, ge=1, description="Seeded subsample of the training set.")
     max_test_samples: int | None = Field(None, ge=1, description="Seeded subsample of the test set.")
+    heldout_domains: tuple[str, ...] | None = Field(
+        None, description="Domains left out of training and of the pooled test set, evaluated on their own "
+        "(split test_heldout; leave-domains-out). Needs a dataset with domains.")
     # partition
     partition: str = Field(
         "dirichlet", description="Partition spec (livar-bench ls partitioners), e.g. iid, shards[per_client=2], "
@@ -156,6 +159,14 @@ class RunSpec(BaseModel):
         model._check_secure()
         return model
 
+    @field_validator("heldout_domains")
+    @classmethod
+    def _heldout(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        names = tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
+        return names or None
+
     @field_validator("local_work")
     @classmethod
     def _work(cls, value: str) -> str:
@@ -245,9 +256,12 @@ class RunSpec(BaseModel):
         from livar_bench.data import DATASETS, has_domains
         from livar_bench.data.partitioners.base import no_domains
 
+        known = tuple(d.name for d in DATASETS.values() if d.domains)
         if self.partition_spec.needs_domains and has_domains(self.dataset) is False:
-            known = tuple(d.name for d in DATASETS.values() if d.domains)
             raise BenchError(no_domains(self.partition_spec.name, self.dataset, known))
+        if self.heldout_domains and has_domains(self.dataset) is False:
+            raise BenchError(f"--heldout-domains needs a dataset with domains ({', '.join(known)}, or an hf: dataset "
+                             f"with a 'domain' column), but {self.dataset} has none")
         return self
 
     @property
@@ -284,7 +298,7 @@ class RunSpec(BaseModel):
         if self._run_id is None:
             payload = {k: v for k, v in self.model_dump(mode="json").items() if k not in NON_IDENTITY_FIELDS}
             for optional in ("val_fraction", "eval_local", "client_ranks", "secure_aggregation", "stragglers", "dropout",
-                             "deadline"):
+                             "deadline", "heldout_domains"):
                 if not payload[optional]:  # ids of runs made before they existed
                     payload.pop(optional)
             if payload["local_work"] == "fixed":
@@ -315,6 +329,8 @@ class RunSpec(BaseModel):
         payload = {k: getattr(self, k) for k in keys if not (k == "alpha" and not uses_alpha)}
         if self.val_fraction:  # the validation carve changes each client's training data
             payload["val_fraction"] = self.val_fraction
+        if self.heldout_domains:  # the held-out domains leave the training set before it is partitioned
+            payload["heldout_domains"] = list(self.heldout_domains)
         return payload
 
     @property

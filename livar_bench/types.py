@@ -130,11 +130,15 @@ class ServerState:
         base_deltas: dense corrections to the frozen base weights, LoRA module path -> [out, in]
             tensor (e.g. ``blocks.0.attn.qkv``). The federation adds them to the backbone's weights
             for training and evaluation, and clients download them.
+        client_state: per-client tensors (a client's personal parameters, control variates), keyed
+            ``<component>.<name>.<client>.<param>``, kept in host memory whatever the device: at
+            cross-device scale they outnumber everything else, and a round touches only its clients'.
     """
 
     params: Params
     buffers: Mapping[str, Tensor] = field(default_factory=dict)
     base_deltas: Mapping[str, Tensor] = field(default_factory=dict)
+    client_state: Mapping[str, Tensor] = field(default_factory=dict)
 
     def evolve(self, **changes: Any) -> ServerState:
         """A copy with ``changes`` applied (the state itself is never mutated)."""
@@ -142,11 +146,17 @@ class ServerState:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dictionaries of tensors, for ``torch.save`` (and ``from_dict`` on resume)."""
-        return {"params": dict(self.params), "buffers": dict(self.buffers), "base_deltas": dict(self.base_deltas)}
+        return {"params": dict(self.params), "buffers": dict(self.buffers), "base_deltas": dict(self.base_deltas),
+                "client_state": dict(self.client_state)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ServerState:
-        return cls(dict(data["params"]), dict(data.get("buffers", {})), dict(data.get("base_deltas", {})))
+        host = {k: v.cpu() for k, v in data.get("client_state", {}).items()}  # wherever the checkpoint was mapped
+        return cls(dict(data["params"]), dict(data.get("buffers", {})), dict(data.get("base_deltas", {})), host)
+
+    def client_state_bytes(self) -> int:
+        """Bytes of the per-client tensors (the figure ``bench-scale`` and the cost rows report)."""
+        return sum(t.numel() * t.element_size() for t in self.client_state.values())
 
 
 class ServerData:

@@ -95,7 +95,7 @@ def measure(method: str, clients: int, *, depth: int = VIT_B["depth"], dim: int 
             torch.cuda.synchronize(device)
             peak = int(torch.cuda.max_memory_allocated(device))
         times.append(time.perf_counter() - t0)
-    state_bytes = tensor_bytes(out.params.values()) + tensor_bytes(out.buffers.values()) + \
+    state_bytes = tensor_bytes(out.params.values()) + tensor_bytes(out.buffers.values()) + out.client_state_bytes() + \
         tensor_bytes(out.base_deltas.values())
     update_bytes = sum(_update_bytes(u) for u in updates)
     return ServerRow(str(spec), clients, statistics.median(times), update_bytes + state_bytes, state_bytes, peak)

@@ -33,6 +33,7 @@ def _plain_defaults() -> None:
 _plain_defaults()
 
 from livar_bench.cli import bench as _bench  # noqa: E402,F401
+from livar_bench.cli import bench_scale as _bench_scale  # noqa: E402,F401
 from livar_bench.cli import bench_server as _bench_server  # noqa: E402,F401
 from livar_bench.cli import compare as _compare  # noqa: E402,F401
 from livar_bench.cli import demo as _demo  # noqa: E402,F401

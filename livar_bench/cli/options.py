@@ -87,6 +87,8 @@ RUN_OPTIONS: dict[str, tuple[Any, str]] = {
     "download": _option("download", "Download datasets when possible.", "--download/--no-download"),
     "max_train_samples": _option("max_train_samples", "Seeded training subsample (quick runs)."),
     "max_test_samples": _option("max_test_samples", "Seeded test subsample (quick runs)."),
+    "heldout_domains": _option("heldout_domains", "Comma-separated domains left out of training, evaluated on their "
+                                                  "own (split test_heldout), e.g. sketch.", kind=str),
     "precision": _option("precision", "auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32.", kind=str),
     "device": _option("device", "auto, cpu, cuda or cuda:N."),
     "eval_batch_size": _option("eval_batch_size", "Evaluation batch size."),
@@ -140,7 +142,7 @@ def run_settings(iid: bool = False, **options: Any) -> dict[str, Any]:
         field = RUN_OPTIONS[name][1] if name in RUN_OPTIONS else name
         if isinstance(value, Path):
             value = str(value)
-        if field == "lora_targets" and isinstance(value, str):
+        if field in ("lora_targets", "heldout_domains") and isinstance(value, str):
             value = tuple(t.strip() for t in value.split(",") if t.strip())
         if field == "client_ranks" and isinstance(value, str):
             try:

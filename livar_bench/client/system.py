@@ -153,3 +153,12 @@ def plan_round(system: SystemSettings, seed: int, round_: int, sizes: Mapping[in
         reason = "dropout" if dropped else "deadline" if late else None
         out[k] = ClientPlan(steps, full, k in slow, reason is None, reason, time)
     return out
+
+
+def replying(clients: list[int], plan: dict[int, ClientPlan] | None) -> tuple[list[int], dict[int, int] | None]:
+    """(the clients that will reply, their local-step budgets or None): a client that will not reply is not
+    trained at all."""
+    if plan is None:
+        return clients, None
+    todo = [k for k in clients if plan[k].replies]
+    return todo, {k: plan[k].steps for k in todo}

@@ -215,7 +215,7 @@ def collect(spec: RunSpec, probe: ProbeSettings, *, bundle: DatasetBundle | None
         raise BenchError("explain needs a held-out split to score merges; set --val-fraction above 0")
     s = setup_run(spec, bundle)
     val = subsample(s.val, probe.max_val_samples, derive_seed(spec.seed, STREAM_VALIDATION))
-    train_samples = sum(len(c) for c in s.clients)
+    train_samples = sum(s.clients.size(k) for k in range(len(s.clients)))
     settings = LocalSettings(spec.local_epochs, spec.batch_size, spec.lr, spec.weight_decay, s.dtype)
     global_params: Params = {k: v.to(s.device) for k, v in s.model.initial_params(generator(spec.seed, STREAM_INIT)).items()}
     lora_keys = [k for k in global_params if ".lora_" in k]

@@ -16,6 +16,7 @@ import torch
 
 from livar_bench.client.collectors import diagnostic_names
 from livar_bench.client.phase import train_clients
+from livar_bench.client.system import ClientPlan, plan_round, replying  # noqa: F401  (re-exported)
 from livar_bench.client.train import ClientResult, LocalSettings
 from livar_bench.config import RunSpec
 from livar_bench.federation.round1_cache import Round1Result
@@ -56,6 +57,7 @@ class TrainedRound:
     aggregate_s: float
     costs: dict[str, float]  # cost rows of the round (communication, replies, engine extras)
     shared: tuple[Round1Result, bool] | None = None  # local engine, round 1 through the sweep's shared cache
+    plan: dict[int, ClientPlan] | None = None  # system heterogeneity: each sampled client's round (round_plan)
 
 
 RoundFn = Callable[[ServerState, int], TrainedRound]
@@ -78,13 +80,49 @@ def round_context(s: Setup, round_: int, server_data: ServerData | None, global_
                         participation=s.spec.participation)
 
 
+def round_plan(s: Setup, round_: int, clients: list[int]) -> dict[int, ClientPlan] | None:
+    """System heterogeneity of a round (``client/system.py``): each sampled client's local steps and whether
+    it replies; None when every client does its full work and replies (the run has none)."""
+    spec = s.spec
+    if not spec.system.active:
+        return None
+    return plan_round(spec.system, spec.seed, round_, {k: s.clients.size(k) for k in clients}, spec.local_epochs,
+                      spec.batch_size)
+
+
+def system_rows(plan: dict[int, ClientPlan] | None, sampled: list[int],
+                updates: list[ClientUpdate]) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+    """(cost metrics of the round, {client: its metrics}) of who was sampled, replied and worked how much.
+
+    Cost metrics (every run): ``clients_sampled``, ``clients_dropped`` (sampled, no reply), ``local_steps``
+    (summed over the replies) and ``local_steps_mean``. Per client (runs with system heterogeneity, split
+    ``clients``): ``replied`` 1/0, ``straggler`` 1/0, ``missed_deadline`` 1/0 and ``steps`` (taken, replies only).
+    """
+    steps = [u.num_steps or 0 for u in updates]
+    costs = {"clients_sampled": float(len(sampled)), "clients_dropped": float(len(sampled) - len(updates)),
+             "local_steps": float(sum(steps)), "local_steps_mean": float(np.mean(steps)) if steps else 0.0}
+    if plan is None:
+        return costs, {}
+    taken = {u.client_id: u.num_steps for u in updates}
+    per_client = {}
+    for k in sampled:
+        row = {"replied": float(k in taken), "straggler": float(plan[k].straggler),
+               "missed_deadline": float(plan[k].reason == "deadline")}
+        if k in taken:
+            row["steps"] = float(taken[k] or 0)
+        per_client[k] = row
+    return costs, per_client
+
+
 def train_round_clients(s: Setup, method: Method, settings: LocalSettings, global_params: Params,
                         starts: dict[int, Params], round_: int, requires: frozenset[Signal],
-                        on_client: Callable[[int, ClientResult], None] | None = None) -> dict[int, ClientResult]:
+                        on_client: Callable[[int, ClientResult], None] | None = None,
+                        budgets: dict[int, int] | None = None) -> dict[int, ClientResult]:
     """Train the clients of ``starts`` (client id -> its start, ``Method.client_start``) for one round.
 
     What the local engine runs for the round's clients and a Flower ClientApp for its own client: clients
-    grouped by LoRA rank, each group under its LoRA scale, the method's frozen keys left unchanged.
+    grouped by LoRA rank, each group under its LoRA scale, the method's frozen keys left unchanged;
+    ``budgets``: client id -> its local steps this round (system heterogeneity; absent = full epochs).
     """
     spec = s.spec
     results = {}
@@ -98,7 +136,7 @@ def train_round_clients(s: Setup, method: Method, settings: LocalSettings, globa
                 s.model, global_params, {k: s.clients[k] for k in group}, s.train_tf, method.objective, settings,
                 seed=spec.seed, round_=round_, num_classes=s.bundle.num_classes, requires=requires, pack=spec.pack,
                 on_client=on_client, starts=own if personal else None,
-                frozen=method.frozen_keys(list(global_params)))
+                frozen=method.frozen_keys(list(global_params)), budgets=budgets)
         for k, r in trained.items():  # with mixed ranks, each update says its client's scale
             results[k] = dataclasses.replace(r, update=dataclasses.replace(r.update, lora_scale=scale)) \
                 if spec.mixed_ranks else r

@@ -30,7 +30,14 @@ from livar_bench.client.train import evaluate
 from livar_bench.config import RunSpec
 from livar_bench.data import DatasetBundle
 from livar_bench.device import peak_memory, reset_peak_memory
-from livar_bench.federation.kernel import Engine, Event, client_diagnostics, local_settings
+from livar_bench.federation.kernel import (
+    Engine,
+    Event,
+    client_diagnostics,
+    local_settings,
+    sample_clients,
+    system_rows,
+)
 from livar_bench.federation.local_engine import local_engine
 from livar_bench.federation.round1_cache import Round1Cache, shared_cost
 from livar_bench.federation.run_folder import (
@@ -146,6 +153,9 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
         rows += tidy_rows(spec, 0, "test", evaluate(s.model, state.params, s.test, s.eval_tf, spec.eval_batch_size, s.dtype))
         if s.val is not None:
             rows += tidy_rows(spec, 0, "val", evaluate(s.model, state.params, s.val, s.eval_tf, spec.eval_batch_size, s.dtype))
+        if s.heldout is not None:
+            rows += tidy_rows(spec, 0, "test_heldout", evaluate(s.model, state.params, s.heldout, s.eval_tf,
+                                                                spec.eval_batch_size, s.dtype))
     server_data = HeldOutData(s) if s.val is not None else None
     if method.aggregator.personalised and not spec.eval_local:
         emit("warning", message=f"{spec.method} is a personalised method: its global accuracy is not its intended "
@@ -166,24 +176,32 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
             metrics = evaluate(s.model, state.params, s.test, s.eval_tf, spec.eval_batch_size, s.dtype)
             if s.val is not None:
                 rows += tidy_rows(spec, round_, "val", evaluate(s.model, state.params, s.val, s.eval_tf, spec.eval_batch_size, s.dtype))
+            if s.heldout is not None:  # leave-domains-out: the domains no client trained on
+                rows += tidy_rows(spec, round_, "test_heldout", evaluate(s.model, state.params, s.heldout, s.eval_tf,
+                                                                         spec.eval_batch_size, s.dtype))
         if s.local_tests is not None:
             rows += tidy_rows(spec, round_, "test_local", _local_metrics(s, method, before, state, updates))
         t3 = time.perf_counter()
         rows += tidy_rows(spec, round_, "test", metrics)
         if privacy is not None:  # what the round's releases have spent so far (split privacy)
             rows += tidy_rows(spec, round_, "privacy", privacy[round_ - 1])
-        rows += tidy_rows(spec, round_, "train", {"loss": float(np.mean(done.losses)),
-                                              **client_diagnostics(updates, method.requires)})
+        losses = {"loss": float(np.mean(done.losses))} if done.losses else {}  # no replies: no training loss
+        rows += tidy_rows(spec, round_, "train", {**losses, **client_diagnostics(updates, method.requires)})
+        system, per_client = system_rows(done.plan, sample_clients(spec, round_), updates)
+        for client, values in per_client.items():  # who replied and how many steps each took
+            rows += [{**row, "client": client} for row in tidy_rows(spec, round_, "clients", values)]
         rows += tidy_rows(spec, round_, "cost", {
             "train_s": done.train_s, "aggregate_s": done.aggregate_s, "eval_s": t3 - t2,
             "train_images_per_s": done.images / max(done.train_s, 1e-9), "wall_s": t3 - t0,
-            **done.costs, **peak_memory(s.device),
+            **done.costs, **system, "client_state_bytes": float(state.client_state_bytes()), **peak_memory(s.device),
             # a shared round 1: what it cost
             **(shared_cost(*done.shared, done.train_s, t3 - t0 - done.train_s) if done.shared else {}),
         })
         folder.save_checkpoint(round_, state.to_dict(), rows)
         emit("round", round=round_, metrics=metrics)
     frame = with_heterogeneity(pd.DataFrame(rows), s.partition.class_counts(labels, s.bundle.num_classes))
+    if "client" in frame.columns:  # rows of split "clients" name their client (whole numbers, empty elsewhere)
+        frame["client"] = frame["client"].astype("Int64")
     folder.write_metrics(frame)
     bad = nonfinite_total(frame)
     if bad:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import torch
 
 from livar_bench.client.train import embed, evaluate
 from livar_bench.config import RunSpec
-from livar_bench.data import DatasetBundle, LoadOptions, load_dataset
+from livar_bench.data import DatasetBundle, ImageSplit, LoadOptions, load_dataset
+from livar_bench.data.domains import hold_out
 from livar_bench.data.partition import (
     Partition,
 )
@@ -29,6 +31,35 @@ from livar_bench.seeding import (
 from livar_bench.types import Params, ServerData
 
 
+class ClientSplits(Sequence):
+    """Each client's training split, gathered from the shared training set when it is asked for.
+
+    Holding every client's images at once would copy the whole training set; gathering on access costs a
+    round only for the clients it samples (10 of 10,000 at cross-device scale), and ``size`` needs no
+    gather at all.
+    """
+
+    def __init__(self, train: ImageSplit, indices: Sequence[np.ndarray]) -> None:
+        self.train = train
+        self.indices = [torch.from_numpy(np.asarray(ix, dtype=np.int64)) for ix in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int | slice) -> Any:
+        if isinstance(k, slice):
+            return [self[i] for i in range(len(self))[k]]
+        return self.train.subset(self.indices[k].to(self.train.labels.device))
+
+    def size(self, k: int) -> int:
+        """Client ``k``'s number of training samples."""
+        return len(self.indices[k])
+
+    def labels(self, k: int) -> torch.Tensor:
+        """Client ``k``'s training labels (on the host)."""
+        return self.train.labels[self.indices[k].to(self.train.labels.device)].cpu()
+
+
 @dataclass
 class Setup:
     """Everything a run builds before its first round."""
@@ -40,17 +71,20 @@ class Setup:
     train_tf: DeviceTransform
     eval_tf: DeviceTransform
     partition: Partition
-    clients: list
+    clients: ClientSplits
     test: Any
     dtype: torch.dtype | None
     val: Any = None  # union of the clients' validation carves, or None when val_fraction == 0
     local_tests: dict[int, Any] | None = None  # client -> test subset with its label distribution (eval_local)
+    heldout: Any = None  # test images of the held-out domains (--heldout-domains), or None
 
 
 def load_run_dataset(spec: RunSpec) -> DatasetBundle:
-    """The dataset a run trains on (decoded once into the cache; subsampled when the spec asks)."""
+    """The dataset a run trains on (decoded once into the cache; subsampled when the spec asks; without the
+    held-out domains, whose test images become ``heldout_test``)."""
     options = LoadOptions(spec.data_root, spec.cache_dir, spec.download, storage_size=spec.image_size or 224)
-    return load_dataset(spec.dataset, options, spec.max_train_samples, spec.max_test_samples)
+    bundle = load_dataset(spec.dataset, options, spec.max_train_samples, spec.max_test_samples)
+    return hold_out(bundle, spec.heldout_domains or ())
 
 
 def setup_run(spec: RunSpec, bundle: DatasetBundle | None = None, partitions_dir: Path | None = None) -> Setup:
@@ -75,16 +109,17 @@ def setup_run(spec: RunSpec, bundle: DatasetBundle | None = None, partitions_dir
     client_ix = partition.client_indices
     if val is not None:  # clients train on what the validation carve leaves
         client_ix = tuple(np.setdiff1d(ix, v) for ix, v in zip(client_ix, val.client_indices, strict=True))
-    clients = [train.subset(torch.from_numpy(ix).to(device)) for ix in client_ix]
+    clients = ClientSplits(train, client_ix)
     val_split = None
     if val is not None:
         val_split = train.subset(torch.from_numpy(np.sort(np.concatenate(val.client_indices))).to(device))
-    local_tests = local_test_sets(spec, bundle.test, [c.labels.cpu() for c in clients], bundle.num_classes) \
-        if spec.eval_local else None
+    local_tests = local_test_sets(spec, bundle.test, [clients.labels(k) for k in range(len(clients))],
+                                  bundle.num_classes) if spec.eval_local else None
     test = bundle.test.to(device)
+    heldout = bundle.heldout_test.to(device) if bundle.heldout_test is not None else None
     return Setup(spec, device, bundle, model, train_tf, train_tf, partition, clients, test,
                  autocast_dtype(spec.precision, device), val_split,
-                 {k: test.subset(ix.to(device)) for k, ix in local_tests.items()} if local_tests else None)
+                 {k: test.subset(ix.to(device)) for k, ix in local_tests.items()} if local_tests else None, heldout)
 
 
 LOCAL_TEST_SIZE = 200  # images per client test subset (fewer when the test set is smaller)

@@ -110,7 +110,8 @@ def train(msg: Message, context: Context) -> Message:
     method = spec.method_spec.build()
     params, deltas = decode_download(msg.content["global"], s.device)
     with base_deltas_applied(s.model, deltas):  # the start is already this client's own (client_start)
+        budget = {client: int(config["local-steps"])} if "local-steps" in config else None  # system heterogeneity
         result = train_round_clients(s, method, local_settings(s), params, {client: params}, round_,
-                                     method.requires)[client]
+                                     method.requires, budgets=budget)[client]
     content = encode_update(result.update, method.requires, loss=result.mean_loss, images=result.images)
     return Message(content, reply_to=msg)

@@ -24,7 +24,7 @@ from flwr.serverapp import Grid
 
 from livar_bench.client.costs import round_costs
 from livar_bench.federation import Event, RunOutcome, Setup, TrainedRound, sample_clients
-from livar_bench.federation.kernel import RoundFn, round_context
+from livar_bench.federation.kernel import RoundFn, round_context, round_plan
 from livar_bench.flower.strategy import MethodStrategy
 from livar_bench.methods.base import Method
 from livar_bench.types import ServerData, ServerState
@@ -45,7 +45,8 @@ class FlowerEngine:
         spec = s.spec
         strategy = MethodStrategy(method, run_spec=spec.model_dump_json(), num_clients=spec.num_clients,
                                   sample=lambda r: sample_clients(spec, r),
-                                  context=lambda r, extra: round_context(s, r, server_data, extra), device=s.device)
+                                  context=lambda r, extra: round_context(s, r, server_data, extra), device=s.device,
+                                  plan=lambda r, clients: round_plan(s, r, clients))
         strategy.timeout = self.timeout
         self.strategy = strategy
 
@@ -61,12 +62,12 @@ class FlowerEngine:
             assert report is not None and strategy.state is not None
             for update, loss in zip(report.updates, report.losses, strict=True):
                 emit("client", round=round_, client=update.client_id, loss=loss)
-            n = len(report.updates)
+            n = max(len(report.updates), 1)  # per-client means; a round without replies costs nothing
             extra = report.stats_pass
             comm = round_costs(report.updates, [state.params, state.base_deltas], method.requires)
             costs = {
                 **(extra.add_costs(comm, n) if extra is not None else comm),
-                "clients_replied": float(n),
+                "clients_replied": float(len(report.updates)),
                 "clients_failed": float(len(report.failed)),
                 # the class-statistics pass's messages count per client of the round, as its bytes do
                 "wire_upload_bytes_per_client": (sum(report.upload_wire) + (extra.wire_upload if extra else 0)) / n,
@@ -75,7 +76,7 @@ class FlowerEngine:
             }
             train_s = time.perf_counter() - t0 - report.aggregate_s - (extra.seconds if extra else 0.0)
             return TrainedRound(strategy.state, report.updates, report.ctx, report.losses, report.images,
-                                train_s, report.aggregate_s, costs)
+                                train_s, report.aggregate_s, costs, plan=strategy.last_plan)
 
         return train_round
 

@@ -30,6 +30,7 @@ from flwr.supercore import log
 from livar_bench.client.collectors.class_stats import ClassStatsCollector
 from livar_bench.client.costs import params_bytes
 from livar_bench.client.global_stats import GlobalStatsPass
+from livar_bench.client.system import replying
 from livar_bench.errors import BenchError
 from livar_bench.flower.codec import decode_download, decode_stats, decode_update, encode_download, wire_bytes
 from livar_bench.methods.base import Method
@@ -75,11 +76,13 @@ class MethodStrategy(Strategy):
             ``RoundContext.global_class_stats``).
         device: where the server keeps its state.
         node_wait_s: how long to wait for every client to connect before giving up.
+        plan: (round, sampled clients) -> the round's system-heterogeneity plan (``federation.kernel.round_plan``)
+            or None: only the clients that will reply are asked, each with its number of local steps.
     """
 
     def __init__(self, method: Method, *, run_spec: str, num_clients: int, sample: Callable[[int], list[int]],
                  context: Callable[[int, Any], RoundContext], device: torch.device | str = "cpu",
-                 node_wait_s: float = 600.0) -> None:
+                 node_wait_s: float = 600.0, plan: Callable[[int, list[int]], Any] | None = None) -> None:
         self.method = method
         self.run_spec = run_spec
         self.num_clients = num_clients
@@ -93,6 +96,8 @@ class MethodStrategy(Strategy):
         self._sent: list[int] = []
         self.grid: Grid | None = None
         self.timeout = 3600.0
+        self.plan = plan
+        self.last_plan: Any = None  # the plan of the round last configured
 
     # --- nodes ---------------------------------------------------------------------------------
 
@@ -131,13 +136,17 @@ class MethodStrategy(Strategy):
         state = self.state
         shared = encode_download(state)
         settings = ConfigRecord({**dict(config), "server-round": server_round, "run-spec": self.run_spec})
+        sampled = self.sample(server_round)
+        self.last_plan = self.plan(server_round, sampled) if self.plan is not None else None
+        todo, budgets = replying(sampled, self.last_plan)  # a client that will not reply is not asked
         messages = []
-        for k in self.sample(server_round):
+        for k in todo:
             if k not in nodes:
                 continue
             start = self.method.client_start(state, k)  # personalised methods send each client its own start
             download = shared if start is state.params else encode_download(state.evolve(params=start))
-            messages.append(Message(RecordDict({"global": download, "config": settings}), dst_node_id=nodes[k],
+            own = settings if budgets is None else ConfigRecord({**dict(settings), "local-steps": budgets[k]})
+            messages.append(Message(RecordDict({"global": download, "config": own}), dst_node_id=nodes[k],
                                     message_type=MessageType.TRAIN))
         self._sent = [wire_bytes(m) for m in messages]
         return messages
@@ -157,6 +166,10 @@ class MethodStrategy(Strategy):
             images += seen
             wire.append(wire_bytes(reply))
         asked = len(self._sent)
+        if not updates and asked == 0:  # every sampled client dropped out (system heterogeneity): nothing to do
+            ctx = self.context(server_round, None)
+            self.last = RoundReport(server_round, [], [], 0, ctx, 0, {}, [], [], 0.0, None)
+            return encode_download(self.state), MetricRecord({"clients-replied": 0, "clients-failed": 0})
         if not updates:
             reasons = "; ".join(sorted({short_reason(r) for r in failed.values()})) or "no reply before the timeout"
             raise BenchError(f"round {server_round}: none of the {asked} clients asked replied ({reasons}); "

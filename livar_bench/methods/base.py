@@ -34,7 +34,7 @@ from typing import ClassVar, NamedTuple
 from torch import Tensor
 
 from livar_bench.client.objectives import CrossEntropy, LocalObjective
-from livar_bench.methods.buffers import Buffers
+from livar_bench.methods.buffers import Buffers, ClientBuffers
 from livar_bench.methods.describe import Description
 from livar_bench.types import (  # noqa: F401  (ClassStats, needs_class_stats: re-exported for older imports)
     ClassStats,
@@ -102,6 +102,10 @@ class Component:
     def buffers(self, state: ServerState) -> Buffers:
         """This component's view of ``state.buffers`` (a copy to write into; see ``methods/buffers.py``)."""
         return Buffers(self.namespace, state.buffers)
+
+    def client_buffers(self, state: ServerState) -> ClientBuffers:
+        """This component's view of ``state.client_state``: per-client tensors, kept in host memory."""
+        return ClientBuffers(self.namespace, state.client_state)
 
 
 def bind(component: Component, slot: Slot) -> Component:

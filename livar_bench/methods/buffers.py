@@ -41,6 +41,28 @@ class Buffers:
         return {p: t for p in params if (t := self.get(buffer, p)) is not None}
 
 
+class ClientBuffers:
+    """A writable view of a state's per-client tensors under one namespace (``ServerState.client_state``).
+
+    Keys are ``<namespace>.<buffer>.<client>.<param>``; values are stored as host (CPU) copies, whatever the
+    device of the tensor handed in, so per-client state never occupies the accelerator.
+    """
+
+    def __init__(self, namespace: str, client_state: Mapping[str, Tensor]) -> None:
+        self.namespace = namespace
+        self.mapping: dict[str, Tensor] = dict(client_state)
+
+    def key(self, buffer: str, client: int, param: str) -> str:
+        return f"{self.namespace}.{buffer}.{client}.{param}"
+
+    def set(self, buffer: str, client: int, param: str, value: Tensor) -> None:
+        self.mapping[self.key(buffer, client, param)] = value.detach().to("cpu", copy=True)
+
+    def of(self, buffer: str, client: int, params: Iterable[str]) -> Params:
+        """{param: host tensor} for those of ``params`` that client ``client`` holds in ``buffer``."""
+        return {p: t for p in params if (t := self.mapping.get(self.key(buffer, client, p))) is not None}
+
+
 def per_tensor(state: ServerState, namespace: str, init: Mapping[str, Callable[[Tensor], Tensor]],
                rule: Rule) -> ServerState:
     """One server-optimiser step applied tensor by tensor: the loop every per-tensor method needs.

@@ -45,7 +45,7 @@ KEY_TITLES = {"method": "Method", "dataset": "Dataset", "alpha": "α", "num_clie
 
 KEY_ALIASES = {"epochs": "local_epochs", "clients": "num_clients", "weights_hash": "weights_sha256",
                "hash": "weights_sha256", "rank": "lora_rank", "size": "input_size"}
-_NOT_KEYS = frozenset({"run_id", "round", "split", "metric", "value", "seed", "partition_id"})
+_NOT_KEYS = frozenset({"run_id", "round", "split", "metric", "value", "seed", "partition_id", "client"})
 
 
 def summarize(finals: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:

@@ -112,7 +112,7 @@ def test_domainnet_errors_say_what_is_missing(tmp_path):
 
 
 def test_domain_partition_of_imagenet_r_gives_clients_whole_renditions(tmp_path):
-    from livar_bench.federation import make_partition
+    from livar_bench.federation.partitions import make_partition
 
     write_imagenet_r(tmp_path / "data")
     bundle = load_dataset("imagenet-r", _options(tmp_path / "data", tmp_path / "cache"))

@@ -159,3 +159,24 @@ def test_a_round_without_replies_stops_the_run_and_keeps_the_last_checkpoint(tmp
     assert ("resume", 1) in events
     run_federation(spec, tmp_path / "fresh")
     assert (_learning(_metrics(tmp_path, spec)) - _learning(_metrics(tmp_path / "fresh", spec))).abs().max() <= TOL
+
+
+def test_flower_engine_with_stragglers_and_dropouts_gives_the_local_rows(tmp_path):
+    """System heterogeneity through Flower: only the clients that will reply are asked, each with its own
+    number of local steps; the rows (who replied, steps taken, learning metrics) equal the local engine's."""
+    spec = make_spec({**VALUES, "method": "fednova", "rounds": 3, "local_work": "epochs[min=1,max=3]",
+                      "stragglers": 0.5, "dropout": 0.3})
+    run_federation(spec, tmp_path / "local")
+    run_federation(spec, tmp_path / "flower", launcher=Simulation())
+    local, flower = _metrics(tmp_path / "local", spec), _metrics(tmp_path / "flower", spec)
+    a, b = _learning(local), _learning(flower)
+    assert list(a.index) == list(b.index) and (a - b).abs().max() <= TOL
+
+    def clients(frame):
+        rows = frame[frame["split"] == "clients"].sort_values(["round", "client", "metric"])
+        return rows[["round", "client", "metric", "value"]].reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(clients(local), clients(flower))
+    for name in ("clients_sampled", "clients_replied", "clients_dropped", "local_steps"):
+        assert _cost(local, name) == _cost(flower, name), name
+    assert sum(_cost(flower, "clients_dropped")) > 0 and clients(flower)["metric"].eq("straggler").any()

@@ -140,6 +140,11 @@ def test_fedsa_lora_keeps_each_clients_b() -> None:
         assert torch.equal(personal[b_key], u.params[b_key]) and torch.equal(personal["head.bias"], state.params["head.bias"])
     # a client not seen yet starts from the global tensors
     assert method.client_start(state, 99) is state.params
+    # personal B lives in the per-client state, in host memory, and nowhere else
+    assert all(v.device.type == "cpu" for v in state.client_state.values())
+    assert not any(".lora_B" in k for k in state.buffers)
+    b_bytes = sum(v.numel() * v.element_size() for k, v in params.items() if k.endswith(".lora_B"))
+    assert state.client_state_bytes() == len(updates) * b_bytes
 
 
 def test_exact_methods_evaluate_the_same_model_after_round_one(tmp_path, tiny_spec_values) -> None:

@@ -29,7 +29,7 @@ def label_distribution_png(counts: np.ndarray, title: str, class_names: tuple[st
     shown = counts[:MAX_CLIENTS]
     k = len(shown)
     sizes = shown.sum(1)
-    width = min(max(6.0, 0.35 * k + 2.0), 24.0)
+    width = 12.0  # fixed: the figure (and its memory) must not grow with the number of clients
     fig = Figure(figsize=(width, 7.0))  # fixed margins: constrained layout would double the drawing time
     top, bottom = fig.subplots(2, 1, height_ratios=(1, 1.2))
     right = 1.0 - 1.3 / width
