@@ -13,7 +13,7 @@ from livar_bench.config import make_spec
 from livar_bench.data import load_dataset
 from livar_bench.data.real import rendition
 from livar_bench.errors import BenchError, DataNotFoundError
-from tests.test_data import _colour, _mean_colour, _options, _solid
+from tests.data.test_data import _colour, _mean_colour, _options, _solid
 
 # ImageNet-R as released: imagenet-r/<wnid>/<rendition>_<n>.jpg plus a README.txt at the top
 IMAGENET_R_FILES = ["n01443537/art_0.jpg", "n01443537/cartoon_12.jpg", "n01443537/misc_13.jpg",

@@ -8,8 +8,8 @@ import torch
 from livar_bench.data import load_dataset
 from livar_bench.data.domains import hold_out
 from livar_bench.errors import BenchError
+from tests.data.test_data import _options
 from tests.data.test_domains import write_domainnet
-from tests.test_data import _options
 
 
 def test_hold_out_moves_a_domain_out_of_training_into_test_heldout(tmp_path):
@@ -36,7 +36,7 @@ def test_hold_out_moves_a_domain_out_of_training_into_test_heldout(tmp_path):
 def test_a_run_evaluates_the_held_out_domain_next_to_the_pooled_test_set(tmp_path, monkeypatch, capsys):
     import pandas as pd
 
-    from tests.test_cli import invoke
+    from tests._cli import invoke
 
     write_domainnet(tmp_path / "data")
     out = tmp_path / "results"

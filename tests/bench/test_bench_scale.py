@@ -9,7 +9,7 @@ import pytest
 
 from livar_bench.bench.scale import ScaleSettings, measure_here, participation, scale_data
 from livar_bench.errors import BenchError
-from tests.test_cli import invoke
+from tests._cli import invoke
 
 
 @pytest.mark.parametrize("clients", [10, 100, 1000, 10_000, 12_345])

@@ -11,7 +11,7 @@ from livar_bench.client.system import plan_round
 from livar_bench.config import make_spec
 from livar_bench.federation import run_federation, sample_clients, setup_run
 from livar_bench.methods.fedavg import FedAvg
-from tests.test_federation import Interrupt
+from tests.federation.test_federation import Interrupt
 
 SYSTEM = {"local_work": "epochs[min=1,max=3]", "stragglers": 0.4, "straggler_work": 0.5, "dropout": 0.3}
 
