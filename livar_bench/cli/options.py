@@ -103,6 +103,10 @@ RUN_OPTIONS: dict[str, tuple[Any, str]] = {
 NOT_OPTIONS = frozenset({"method"})
 
 Config = Annotated[Path | None, typer.Option(help="YAML file of run settings; options override it. [default: none]")]
+Tracker = Annotated[list[str] | None, typer.Option(
+    "--tracker", help="Mirror every round into tensorboard, mlflow or wandb (repeatable; offline by default: "
+                      "files under OUT; pip install 'livar-bench[trackers]'). A tracker that fails is one "
+                      "warning; the results folder stays complete. [default: none]")]
 
 
 def run_options(fn: Callable[..., Any] | None = None, *, skip: tuple[str, ...] = ()) -> Any:

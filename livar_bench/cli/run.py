@@ -72,6 +72,7 @@ def run(
     engine: str = typer.Option("local", help="local (the in-process round loop) or flower (every round through "
                                "Flower's simulation engine; pip install 'livar-bench[flower]'). Same run id, "
                                "same results."),
+    tracker: o.Tracker = None,
     settings: dict | None = None,
 ) -> None:
     """Run one federated experiment and write its tidy metrics.
@@ -81,6 +82,7 @@ def run(
     from livar_bench.cli.ui import RunProgress, console
     from livar_bench.config import make_spec
     from livar_bench.device import resolve_device
+    from livar_bench.experiments.trackers import TrackerConfig, Trackers, check_trackers, fan_out
     from livar_bench.federation import run_federation
     from livar_bench.resources import check_image_size, configure_threads
     from livar_bench.store import nothing_left_on_failure, sweep_temp_files
@@ -97,8 +99,9 @@ def run(
     sweep_temp_files(out)
     configure_threads()
     launcher = engine_launcher(engine)
-    with nothing_left_on_failure(out, [spec.run_id]), RunProgress() as progress:
-        outcome = run_federation(spec, out, on_event=progress, force=force, launcher=launcher)
+    trackers = TrackerConfig(check_trackers(tracker))
+    with nothing_left_on_failure(out, [spec.run_id]), RunProgress() as progress, Trackers(trackers, out) as hub:
+        outcome = run_federation(spec, out, on_event=fan_out(hub, progress), force=force, launcher=launcher)
     if outcome.skipped and outcome.final:
         console.print(f"run {outcome.run_id} already done ({outcome.run_dir}); use --force to rerun", highlight=False)
     acc = outcome.final.get("acc")

@@ -130,6 +130,7 @@ def sweep(
     ray_address: str | None = typer.Option(None, help="Ray cluster address (default: start Ray locally)."),
     out: Path = typer.Option(Path("results"), help="Results folder (runs go to OUT/runs/<run_id>)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and exit."),
+    tracker: o.Tracker = None,
     settings: dict | None = None,
 ) -> None:
     """Run a grid of experiments; finished runs are skipped and interrupted ones resume.
@@ -150,11 +151,14 @@ def sweep(
 
     for size, batch, eval_batch in {(r.image_size, r.batch_size, r.eval_batch_size) for r in runs}:
         check_image_size(size, batch, eval_batch)
+    from livar_bench.experiments.trackers import check_trackers
+
+    how = executor_options(executor, ray_address, check_trackers(tracker))
     if not dry_run:  # refused before anything is printed or written
         sw.check_data(runs)
         from livar_bench.experiments.executors import get_executor
 
-        get_executor(executor, **({"address": ray_address} if executor == "ray" else {}))
+        get_executor(executor, **how)
     console.print(sw.sweep_summary(runs), highlight=False, soft_wrap=True)
     from livar_bench.models.sizes import size_note
 
@@ -168,20 +172,36 @@ def sweep(
     from livar_bench.store import nothing_left_on_failure
 
     with nothing_left_on_failure(out, [r.run_id for r in runs]):
-        result = run_sweep(spec, runs, out, executor, ray_address)
+        result = run_sweep(spec, runs, out, executor, how)
         if result.failures:
             raise BenchError(f"{len(result.failures)} run(s) failed ({result.failures[0][1]}); fix and rerun the "
                              f"same command: finished runs are kept")
 
 
-def run_sweep(config: Any, runs: list, out: Path, executor: str = "local", ray_address: str | None = None) -> Any:
+def executor_options(executor: str, ray_address: str | None = None, trackers: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Keyword arguments of ``get_executor`` for the chosen executor (the sweep's group is set later)."""
+    from livar_bench.experiments.trackers import TrackerConfig
+
+    how: dict[str, Any] = {"trackers": TrackerConfig(trackers)}
+    if executor == "ray":
+        how["address"] = ray_address
+    return how
+
+
+def run_sweep(config: Any, runs: list, out: Path, executor: str = "local", how: dict[str, Any] | None = None) -> Any:
     """Check data, record the sweep, run it with progress, and print a one-line summary."""
+    import dataclasses
+
     from livar_bench.experiments import sweep as sw
     from livar_bench.experiments.executors import get_executor
 
     sw.check_data(runs)  # every dataset before any training: a missing one fails at once
-    runner = get_executor(executor, **({"address": ray_address} if executor == "ray" else {}))
-    sw.write_manifest(config, runs, out)
+    how = dict(how or executor_options(executor))
+    get_executor(executor, **how)  # an unusable executor is refused before the manifest is written
+    manifest = sw.write_manifest(config, runs, out)
+    if how.get("trackers") is not None:  # a sweep's runs form one group in each tracker
+        how["trackers"] = dataclasses.replace(how["trackers"], group=config.name or f"sweep-{manifest.stem}")
+    runner = get_executor(executor, **how)
     with SweepProgress() as progress:
         result = runner.run(runs, out, on_event=progress)
     console.print(

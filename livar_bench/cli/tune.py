@@ -40,6 +40,7 @@ def tune(
     val_fraction: float | None = typer.Option(None, help="Share of each client's training data held out (default 0.1)."),
     config: o.Config = None,
     out: Path = typer.Option(Path("results"), help="Results folder; tuning goes to OUT/tuning/."),
+    tracker: o.Tracker = None,
     settings: dict | None = None,
 ) -> None:
     """Grid-search a method's hyperparameters by last-round validation accuracy; print the chosen spec.
@@ -49,6 +50,8 @@ def tune(
     from livar_bench.cli.ui import console
     from livar_bench.config import make_spec
     from livar_bench.experiments.sweep import parse_numbers
+    from livar_bench.experiments.trackers import TrackerConfig, Trackers, check_trackers, fan_out
+    from livar_bench.experiments.tune import file_name
     from livar_bench.experiments.tune import tune as run_tune
 
     values = o.spec_values(config, settings or {})
@@ -59,7 +62,10 @@ def tune(
     seed_list = parse_numbers(seeds, int, "seeds") or []
     if not seed_list:
         raise BenchError("--seeds is empty; give e.g. --seeds 0,1")
-    result = run_tune(base, method, grid, seed_list, out, on_event=_TuneLog())
+    # the tuning runs live in OUT/tuning (and so do their trackers' files), one group per tuned method
+    trackers = TrackerConfig(check_trackers(tracker), group=f"tune-{Path(file_name(method)).stem}")
+    with Trackers(trackers, Path(out).expanduser() / "tuning") as hub:
+        result = run_tune(base, method, grid, seed_list, out, on_event=fan_out(hub, _TuneLog()))
     for c in result.candidates:
         mark = "*" if c is result.chosen else " "
         console.print(f"{mark} {c.spec:40s} val acc {c.mean:.4f}", highlight=False)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from livar_bench.config import RunSpec
 from livar_bench.errors import BenchError, DataNotFoundError, DiskFullError, WeightsError
+from livar_bench.experiments.trackers import TrackerConfig, Trackers, fan_out
 from livar_bench.federation import RunOutcome, load_run_dataset, run_federation
 from livar_bench.resources import configure_threads
 from livar_bench.store import RunStore, sweep_temp_files
@@ -80,9 +81,13 @@ class LocalExecutor:
 
     keep_going: bool = True
     share_round1: bool = True
+    trackers: TrackerConfig | None = None
 
     def run(self, specs: list[RunSpec], out: str | Path, on_event: Event | None = None) -> SweepResult:
-        emit = on_event or _quiet
+        with Trackers(self.trackers or TrackerConfig(), out) as hub:
+            return self._run(specs, out, fan_out(hub, on_event))
+
+    def _run(self, specs: list[RunSpec], out: str | Path, emit: Event) -> SweepResult:
         store = RunStore(out)
         sweep_temp_files(out)  # what killed processes left behind
         configure_threads(workers=1)  # one run at a time uses this process's share of the cores
@@ -170,8 +175,8 @@ def sweep_signals(specs: list[RunSpec]) -> frozenset:
 RAY_HOW = "the Ray executor needs Ray: pip install 'livar-bench[ray]' (or use --executor local)"
 
 
-def _ray_task(spec_json: dict[str, Any], out: str, signals: list[str],
-              cpus: int = 1) -> tuple[RunOutcome | None, str | None]:
+def _ray_task(spec_json: dict[str, Any], out: str, signals: list[str], cpus: int = 1,
+              trackers: TrackerConfig | None = None) -> tuple[RunOutcome | None, str | None]:
     """Body of one Ray task: run a spec, turning user errors into a message instead of a crash."""
     import os
 
@@ -187,7 +192,13 @@ def _ray_task(spec_json: dict[str, Any], out: str, signals: list[str],
         from livar_bench.methods import Signal
 
         shared = frozenset(Signal(v) for v in signals)
-        return run_federation(make_spec(spec_json), out, share_round1=True, round1_signals=shared), None
+        spec = make_spec(spec_json)
+        with Trackers(trackers or TrackerConfig(), out) as hub:  # the task's own trackers, on its own node
+            try:
+                return run_federation(spec, out, share_round1=True, round1_signals=shared, on_event=hub), None
+            except Exception as err:
+                hub("run_failed", spec=spec, error=str(err))
+                raise
     except BenchError as err:
         return None, str(err)
     except Exception as err:  # noqa: BLE001 (one broken run never stops the rest of the sweep)
@@ -205,6 +216,7 @@ class RayExecutor:
 
     address: str | None = None
     cpus_per_run: int = 1
+    trackers: TrackerConfig | None = None
 
     def run(self, specs: list[RunSpec], out: str | Path, on_event: Event | None = None) -> SweepResult:
         try:
@@ -231,7 +243,7 @@ class RayExecutor:
             # round 1 is shared through <out>/cache/round1 (atomic writes; concurrent runs of a cell may
             # both compute it, with identical results)
             pending[remote.remote(spec.model_dump(mode="json"), str(Path(out).resolve()), signals,
-                                  self.cpus_per_run)] = (index, spec)
+                                  self.cpus_per_run, self.trackers)] = (index, spec)
         outcomes: list[RunOutcome] = []
         failures: list[tuple[str, str]] = []
         while pending:

@@ -165,9 +165,11 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
 
     privacy = privacy_report(method, spec.num_clients, spec.participation, spec.rounds)  # calibrated at validation
 
-    emit("start", run_id=run_id, spec=spec, rounds=spec.rounds, clients=spec.num_clients, start_round=start_round)
+    # history: the rows so far (round 0, or every round of the checkpoint), for consumers that mirror a run
+    emit("start", run_id=run_id, spec=spec, rounds=spec.rounds, clients=spec.num_clients, start_round=start_round,
+         history=list(rows))
     for round_ in range(start_round, spec.rounds + 1):
-        t0 = time.perf_counter()
+        t0, first = time.perf_counter(), len(rows)
         done = train_round(state, round_)
         before, state, updates = state, done.state, done.updates
         t2 = time.perf_counter()
@@ -198,7 +200,7 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
             **(shared_cost(*done.shared, done.train_s, t3 - t0 - done.train_s) if done.shared else {}),
         })
         folder.save_checkpoint(round_, state.to_dict(), rows)
-        emit("round", round=round_, metrics=metrics)
+        emit("round", round=round_, metrics=metrics, rows=rows[first:])
     frame = with_heterogeneity(pd.DataFrame(rows), s.partition.class_counts(labels, s.bundle.num_classes))
     if "client" in frame.columns:  # rows of split "clients" name their client (whole numbers, empty elsewhere)
         frame["client"] = frame["client"].astype("Int64")
