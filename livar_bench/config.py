@@ -122,6 +122,13 @@ class RunSpec(BaseModel):
         # Fail before any model is built, and give aliases (cifar-100) the canonical name and run id.
         return resolve_name(value)  # raises BenchError naming the known datasets
 
+    @field_validator("alpha")
+    @classmethod
+    def _drawable_alpha(cls, value: float) -> float:
+        from livar_bench.data.partitioners.base import check_alpha
+
+        return check_alpha(value)  # the partitioners' own bound, also where the partition ignores alpha
+
     _method_spec: Any = PrivateAttr(None)
     _run_id: str | None = PrivateAttr(None)
 
@@ -286,6 +293,18 @@ class RunSpec(BaseModel):
         return f"{describe(self.partition_spec)} on {self.dataset}, {self.num_clients} clients, seed {self.seed}"
 
     @model_validator(mode="after")
+    def _lora_layers_exist(self) -> RunSpec:
+        """Targets other than the default name linear layers of the backbone's blocks (checked on a model
+        built on the meta device, before any data is read; the default is checked when the model is built)."""
+        if self.lora_targets != type(self).model_fields["lora_targets"].default:
+            from livar_bench.models.targets import check_targets
+
+            problem = check_targets(self.backbone, self.lora_targets)
+            if problem:
+                raise BenchError(problem)
+        return self
+
+    @model_validator(mode="after")
     def _whole_patches(self) -> RunSpec:
         from livar_bench.models.sizes import check_image_size
 
@@ -352,7 +371,7 @@ def format_validation_error(err: ValidationError) -> str:
     lines = []
     for item in err.errors():
         where = ".".join(str(p) for p in item["loc"]) or "spec"
-        msg = item["msg"]
+        msg = item["msg"].removeprefix("Value error, ")  # a validator's own message says what is wrong
         if item["type"] == "extra_forbidden":
             msg = "unknown setting"
         elif "input" in item and not isinstance(item["input"], dict):

@@ -23,6 +23,7 @@ from livar_bench.data.transforms import DeviceTransform
 from livar_bench.device import autocast_dtype, resolve_device
 from livar_bench.errors import BenchError
 from livar_bench.models import build_model
+from livar_bench.resources import check_image_size
 from livar_bench.types import Signal
 
 H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA H100 SXM datasheet, dense BF16 tensor-core peak
@@ -44,6 +45,7 @@ def run_bench(settings: BenchSettings) -> dict[str, Any]:
         raise BenchError("--repeats must be at least 1")
     if settings.clients < 1 or settings.samples_per_client < 1 or settings.batch_size < 1 or settings.epochs < 1:
         raise BenchError("--clients, --samples-per-client, --batch-size and --epochs must be at least 1")
+    check_image_size(settings.image_size, settings.batch_size, settings.eval_batch_size)  # the check `run` makes
     device, dtype = resolve(settings)
     model, info = build_model(settings.backbone, settings.num_classes, rank=settings.lora_rank,
                               alpha=settings.lora_alpha, pretrained=settings.pretrained, image_size=settings.image_size,

@@ -138,5 +138,5 @@ def build_model(
     size = effective_image_size(backbone, image_size)  # timm keeps its own default in pretrained_cfg
     mean = tuple(float(v) for v in cfg.get("mean", (0.5, 0.5, 0.5)))
     std = tuple(float(v) for v in cfg.get("std", (0.5, 0.5, 0.5)))
-    model = LoraViT(net, rank, alpha, targets)
+    model = LoraViT(net, rank, alpha, targets, name=backbone)
     return model, BackboneInfo(backbone, size, mean, std, model.feature_dim)

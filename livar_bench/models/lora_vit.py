@@ -33,11 +33,17 @@ def _canonical(name: str) -> str:
 class LoraViT(nn.Module):
     """A frozen ViT with LoRA on the chosen linear layers of every block and a trainable head."""
 
-    def __init__(self, backbone: nn.Module, rank: int, alpha: float, targets: Iterable[str]) -> None:
+    def __init__(self, backbone: nn.Module, rank: int, alpha: float, targets: Iterable[str],
+                 name: str = "the backbone") -> None:
         super().__init__()
         from peft import LoraConfig, inject_adapter_in_model
 
+        from livar_bench.models.targets import adaptable_modules, targets_problem
+
         targets = tuple(targets)
+        problem = targets_problem(targets, adaptable_modules(backbone), name)
+        if problem:  # before PEFT, whose errors name its regular expression, not the layers that exist
+            raise BenchError(problem)
         pattern = r".*blocks\.\d+\.(" + "|".join(re.escape(t) for t in targets) + r")"
         config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=pattern, lora_dropout=0.0, bias="none")
         for p in backbone.parameters():
@@ -52,8 +58,6 @@ class LoraViT(nn.Module):
                 self.trainable[_canonical(name)] = p
             else:
                 p.requires_grad_(False)
-        if not any(".lora_A" in k for k in self.trainable):
-            raise BenchError(f"no LoRA targets matched {targets}; check --lora-targets")
         self.feature_dim = int(self.net.num_features)
 
     # --- client swapping ---------------------------------------------------------------------------

@@ -179,16 +179,35 @@ def with_settings(finals: pd.DataFrame, keys: Sequence[str], settings: pd.DataFr
     return out
 
 
+def check_named_once(rows: Sequence[str], cols: Sequence[str]) -> None:
+    """Refuse a key named twice in ``rows``/``cols`` or in both (aliases count as their key): a table
+    axis cannot hold one setting twice.
+
+    Raises:
+        BenchError: naming the key, how it was written and where.
+    """
+    seen: dict[str, tuple[str, str]] = {}  # key -> (how it was written, option) of its first mention
+    for option, keys in (("--rows", rows), ("--cols", cols)):
+        for written in keys:
+            key = KEY_ALIASES.get(written, written)
+            if key in seen:
+                first, where = seen[key]
+                place = f"in {option}" if where == option else "in both --rows and --cols"
+                spelled = "" if first == written else f" (as {first!r} and {written!r})"
+                raise BenchError(f"{key} is named twice {place}{spelled}; name each setting once across "
+                                 "--rows and --cols (default: --rows method --cols dataset,alpha)")
+            seen[key] = (written, option)
+
+
 def make_pivot(
     finals: pd.DataFrame, rows: Sequence[str], cols: Sequence[str], metric: str = DEFAULT_METRIC,
     style: Style | None = None, settings: pd.DataFrame | None = None,
 ) -> Pivot:
     """Pool seeds into cells (after the pooling checks) and lay them out as rows x cols."""
     style = style or Style()
+    check_named_once(rows, cols)
     rows, cols = tuple(KEY_ALIASES.get(k, k) for k in rows), tuple(KEY_ALIASES.get(k, k) for k in cols)
     finals = with_settings(finals, (*rows, *cols), settings)
-    if set(rows) & set(cols):
-        raise BenchError(f"{', '.join(set(rows) & set(cols))} is both in --rows and --cols")
     check_pooling(finals, (*rows, *cols), settings)
     summary = summarize(finals, (*rows, *cols))
 

@@ -10,14 +10,34 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from livar_bench.errors import BenchError
 
 MAX_ATTEMPTS = 10_000  # redraws of a random partition until every client holds min_size samples
+
+# The largest Dirichlet concentration accepted. numpy's Dir(alpha * 1_K) normalises K gamma draws of shape
+# alpha, each about alpha, so it overflows (NaN shares, then "probabilities do not sum to 1") once K * alpha
+# passes the largest double, 1.8e308: 2 clients at 1e308, 100 at 1e307. Nothing is lost below the bound:
+# from about 1e33 up every gamma draw is alpha - 1/3 to double precision and every share exactly 1/K.
+# At 1e100, K * alpha stays finite for any number of clients or classes an int64 index can count (< 9.3e18).
+MAX_ALPHA = 1e100
+ALPHA_BOUND = ("at most 1e100 (a larger Dirichlet concentration overflows numpy's draw, and from about 1e33 up "
+               "every client's share is already exactly 1/K); give a smaller alpha, or --iid for an IID split")
+
+
+def check_alpha(value: float) -> float:
+    """``value`` when it is a Dirichlet concentration numpy can draw from (see ``MAX_ALPHA``)."""
+    if value > MAX_ALPHA:
+        raise ValueError(ALPHA_BOUND)
+    return value
+
+
+# The type of every Dirichlet concentration (RunSpec.alpha, the partitioners' alpha): positive, finite, bounded.
+Alpha = Annotated[float, Field(gt=0), AfterValidator(check_alpha)]
 
 
 @dataclass(frozen=True)

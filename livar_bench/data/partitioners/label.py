@@ -12,6 +12,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from livar_bench.data.partitioners.base import (
+    Alpha,
     Partition,
     PartitionData,
     Partitioner,
@@ -78,7 +79,7 @@ class Dirichlet(Partitioner):
     redraw: ClassVar[bool] = True
     advice: ClassVar[str] = "raise alpha, lower --clients or --min-client-samples"
 
-    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (smaller = more label skew).")
+    alpha: Alpha = Field(0.5, description="Dirichlet concentration (smaller = more label skew).")
     counts: Literal["multinomial", "shares"] = Field(
         "multinomial", description="multinomial: each sample drawn from p_c (LIVAR reference); shares: class "
         "cut at rounded cumulative shares (Flower Datasets, NIID-Bench).")
@@ -175,7 +176,7 @@ class BalancedDirichlet(Partitioner):
     name: ClassVar[str] = "balanced_dirichlet"
     summary: ClassVar[str] = "equal client sizes, client label mixes q_k ~ Dir(alpha) over classes"
 
-    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration of each client's label mix.")
+    alpha: Alpha = Field(0.5, description="Dirichlet concentration of each client's label mix.")
 
     def draw_once(self, data: PartitionData, num_clients: int, rng: np.random.Generator, min_size: int) -> Partition:
         return inner_dirichlet(data.labels, equal_sizes(len(data), num_clients), self.alpha, rng)
@@ -202,7 +203,7 @@ class Quantity(Partitioner):
     exponent: float = Field(1.5, gt=0, description="Pareto tail exponent of the size weights (dist=powerlaw).")
     labels: Literal["iid", "dirichlet"] = Field("iid", description="Labels within clients: iid, or client label "
                                                                    "mixes ~ Dir(alpha).")
-    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration of the label mixes (labels=dirichlet).")
+    alpha: Alpha = Field(0.5, description="Dirichlet concentration of the label mixes (labels=dirichlet).")
 
     @model_validator(mode="after")
     def _relevant(self) -> Quantity:
