@@ -29,6 +29,11 @@ from livar_bench.errors import BenchError
 
 HEAD_INIT = "timm"  # models.LoraViT.initial_params draws the head as timm does (part of every run id)
 
+# The largest learning rate torch can step with: AdamW's first step size lr / (1 - beta1) = 10 lr (beta1 = 0.9)
+# is converted to float32, whose largest value is 3.4028e38 (above 3.4e37 torch raises "value cannot be
+# converted to type float without overflow"). Any rate near it diverges at once, which is reported as such.
+MAX_LR = 3.4e37
+
 # Fields that do not change what is computed, only where files are or how fast it runs.
 NON_IDENTITY_FIELDS = frozenset({"data_root", "device", "eval_batch_size", "cache_dir", "download", "pack"})
 
@@ -121,6 +126,14 @@ class RunSpec(BaseModel):
 
         # Fail before any model is built, and give aliases (cifar-100) the canonical name and run id.
         return resolve_name(value)  # raises BenchError naming the known datasets
+
+    @field_validator("lr")
+    @classmethod
+    def _float32_lr(cls, value: float) -> float:
+        if value > MAX_LR:
+            raise ValueError("at most 3.4e37 (AdamW's first step, 10 x lr, must fit in a float32); a learning rate "
+                             "anywhere near it diverges at once: try e.g. --lr 1e-4")
+        return value
 
     @field_validator("alpha")
     @classmethod
@@ -380,12 +393,12 @@ def format_validation_error(err: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def make_spec(values: dict[str, Any]) -> RunSpec:
-    """Build a RunSpec, turning validation problems into one clear ``BenchError``."""
+def make_spec(values: dict[str, Any], what: str = "run settings") -> RunSpec:
+    """Build a RunSpec, turning validation problems into one clear ``BenchError`` (``invalid <what>: ...``)."""
     try:
         return RunSpec(**values)
     except ValidationError as err:
-        raise BenchError(f"invalid run settings: {format_validation_error(err)}") from None
+        raise BenchError(f"invalid {what}: {format_validation_error(err)}") from None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

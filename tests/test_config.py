@@ -85,3 +85,27 @@ def test_load_yaml(tmp_path):
         load_yaml(tmp_path / "bad.yaml")
     with pytest.raises(BenchError, match="not found"):
         load_yaml(tmp_path / "missing.yaml")
+
+
+def test_the_largest_learning_rate_is_the_one_adamw_can_step_with():
+    """Issue 26: above MAX_LR torch cannot take AdamW's first step (10 x lr past float32); at it, it can (and
+    the run then reports the divergence as such)."""
+    import numpy as np
+    import torch
+
+    from livar_bench.client.train import LocalSettings, make_optimizer
+    from livar_bench.config import MAX_LR
+
+    def first_step(lr: float) -> None:
+        p = torch.nn.Parameter(torch.ones(3))
+        p.grad = torch.ones(3)
+        make_optimizer([p], LocalSettings(epochs=1, batch_size=1, lr=lr, weight_decay=0.1)).step()
+
+    first_step(MAX_LR)
+    assert make_spec({"lr": MAX_LR}).lr == MAX_LR
+    above = 3.41e37  # 10 x above = 3.41e38 > 3.4028e38, the largest float32
+    with pytest.raises(RuntimeError, match="cannot be converted to type float without overflow"):
+        first_step(above)
+    for lr in (above, float(np.nextafter(MAX_LR, np.inf)), 1e308):
+        with pytest.raises(BenchError, match=r"invalid run settings: lr: at most 3.4e37 \(AdamW's first step"):
+            make_spec({"lr": lr})

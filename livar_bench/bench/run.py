@@ -23,7 +23,8 @@ from livar_bench.data.transforms import DeviceTransform
 from livar_bench.device import autocast_dtype, resolve_device
 from livar_bench.errors import BenchError
 from livar_bench.models import build_model
-from livar_bench.resources import check_image_size
+from livar_bench.models.sizes import effective_image_size
+from livar_bench.resources import check_image_size, require_memory
 from livar_bench.types import Signal
 
 H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA H100 SXM datasheet, dense BF16 tensor-core peak
@@ -39,17 +40,45 @@ def resolve(settings: BenchSettings) -> tuple[torch.device, torch.dtype | None]:
     return device, autocast_dtype(settings.precision, device)
 
 
-def run_bench(settings: BenchSettings) -> dict[str, Any]:
-    """Measure both paths on the same synthetic clients; a JSON-ready dictionary of the results."""
+def check_settings(settings: BenchSettings) -> None:
+    """Refuse bad settings before anything is built or allocated.
+
+    The settings a benchmark shares with a run are validated by ``RunSpec`` itself (the ranges, the method
+    spec, the image size's patches) and the image size by the memory check ``run`` makes, so ``bench``
+    refuses exactly what ``run`` refuses; the benchmark's own settings are checked here.
+    """
+    from livar_bench.config import make_spec
+
     if settings.repeats < 1:
         raise BenchError("--repeats must be at least 1")
     if settings.clients < 1 or settings.samples_per_client < 1 or settings.batch_size < 1 or settings.epochs < 1:
         raise BenchError("--clients, --samples-per-client, --batch-size and --epochs must be at least 1")
+    if settings.num_classes < 1 or settings.eval_samples < 1:
+        raise BenchError("--classes and --eval-samples must be at least 1")
+    if not 0 < settings.peak_tflops < float("inf"):
+        raise BenchError(f"--peak-tflops {settings.peak_tflops}: give the device's peak TFLOP/s, a positive "
+                         "number (989 = H100 SXM bf16 dense)")
+    make_spec({"dataset": "synthetic", "backbone": settings.backbone, "pretrained": settings.pretrained,
+               "weights": settings.weights, "image_size": settings.image_size, "batch_size": settings.batch_size,
+               "lora_rank": settings.lora_rank, "lora_alpha": settings.lora_alpha, "local_epochs": settings.epochs,
+               "eval_batch_size": settings.eval_batch_size, "method": settings.method, "precision": settings.precision,
+               "pack": settings.pack, "lr": settings.lr, "weight_decay": settings.weight_decay, "seed": settings.seed,
+               "num_clients": settings.clients, "device": settings.device}, what="bench settings")
     check_image_size(settings.image_size, settings.batch_size, settings.eval_batch_size)  # the check `run` makes
+    size = effective_image_size(settings.backbone, settings.image_size)
+    images = settings.clients * settings.samples_per_client + settings.eval_samples
+    require_memory(images * 3 * size * size, f"the synthetic workload ({images} images of {size}x{size} px)",
+                   "use fewer --clients, --samples-per-client or --eval-samples, or a smaller --image-size")
+
+
+def run_bench(settings: BenchSettings) -> dict[str, Any]:
+    """Measure both paths on the same synthetic clients; a JSON-ready dictionary of the results."""
+    check_settings(settings)
     device, dtype = resolve(settings)
     model, info = build_model(settings.backbone, settings.num_classes, rank=settings.lora_rank,
                               alpha=settings.lora_alpha, pretrained=settings.pretrained, image_size=settings.image_size,
                               weights=settings.weights)
+    model.check_rank()  # as a run does: a rank above a layer's dimensions is refused, not timed
     model.to(device)
     start = {k: v.to(device) for k, v in model.initial_params(torch.Generator().manual_seed(settings.seed)).items()}
     with torch.no_grad():  # non-zero B so the LoRA path does real work in the reference's dense merge too

@@ -62,6 +62,29 @@ def _interrupted(exc: BaseException) -> bool:
     return False
 
 
+def os_error_hint(err: OSError) -> str:
+    """``: <path>; <what to do>`` for an OSError that reached the entry point (the file being written,
+    not its hidden temporary name)."""
+    import errno
+    from pathlib import Path
+
+    from livar_bench.store.atomic import TEMP_TAG
+
+    where = ""
+    if err.filename:
+        path = Path(err.filename)
+        if path.name.startswith(".") and TEMP_TAG in path.name:  # a write through atomic_file
+            path = path.with_name(path.name[1:path.name.index(TEMP_TAG)])
+        where = f": {path}"
+    hint = {errno.ENOENT: "check that its folder exists (create it) or choose another path",
+            errno.ENOTDIR: "a part of this path is a file, not a folder; choose another path",
+            errno.EACCES: "it cannot be written or read here; fix the permissions or choose another path",
+            errno.EPERM: "it cannot be written or read here; fix the permissions or choose another path",
+            errno.EROFS: "the file system is read-only; choose another path",
+            errno.EISDIR: "it is a folder; give a file name"}.get(err.errno)
+    return where + (f"; {hint}" if hint else "")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     from rich.text import Text
@@ -100,8 +123,7 @@ def main() -> None:
             from livar_bench.store import disk_full
 
             fail(str(disk_full(err, Path(err.filename or "."))))
-        where = f": {err.filename}" if err.filename else ""
-        fail(f"{err.strerror or err}{where}")
+        fail(f"{err.strerror or err}{os_error_hint(err)}")
     except KeyboardInterrupt:
         console.print(INTERRUPTED, highlight=False, soft_wrap=True)
         sys.exit(130)

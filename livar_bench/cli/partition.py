@@ -12,6 +12,7 @@ import typer
 
 from livar_bench.cli import app
 from livar_bench.cli import options as o
+from livar_bench.errors import BenchError
 
 # The run options that decide a partition (the rest would be ignored here, so they are not offered).
 PARTITION_OPTIONS = ("dataset", "partition", "alpha", "iid", "clients", "min_client_samples", "seed",
@@ -41,6 +42,8 @@ def partition(
     from livar_bench.store import nothing_left_on_failure
 
     spec = make_spec(o.spec_values(config, settings or {}))
+    if plot is not None and not plot.parent.is_dir():  # before the partition is drawn and saved
+        raise BenchError(f"--plot {plot}: the folder {plot.parent} does not exist; create it or give another path")
     bundle = load_run_dataset(spec)
     train = bundle.train
     labels, domains = train.labels.numpy(), None if train.domains is None else train.domains.numpy()

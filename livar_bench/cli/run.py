@@ -88,7 +88,7 @@ def run(
     from livar_bench.store import nothing_left_on_failure, sweep_temp_files
 
     values = o.spec_values(config, settings or {})
-    values["method"] = apply_params(method or values.get("method", "fedavg"), param)
+    values["method"] = apply_params(method if method is not None else values.get("method", "fedavg"), param)
     if livar_rule is not None:
         values["method"] = apply_livar_rule(values["method"], livar_rule)
     spec = make_spec(values)

@@ -111,6 +111,11 @@ def _paired(out: Path, tidy, baseline: str, metric: str, split: str):
 def _show_paired(result, baseline: str, metric: str) -> None:
     from livar_bench import reporting as rp
 
+    if result.empty:  # only the baseline ran, or no other method shares a cell and seed with it
+        console.print(f"paired differences vs {baseline}: no other method has a run on the same dataset, alpha and "
+                      f"seed as {baseline}; run one (e.g. sweep --methods {baseline},livar) to compare",
+                      highlight=False, soft_wrap=True)
+        return
     console.print(f"paired differences vs {baseline} ({result.attrs.get('reported', metric)}; "
                   f"mean over seeds with a 95% t-interval):", highlight=False, soft_wrap=True)
     shown = result.copy()

@@ -116,3 +116,47 @@ def test_cli_json_and_errors():
     assert isinstance(bad.exception, BenchError)
     with pytest.raises(BenchError, match="precision"):
         run_bench(BenchSettings(**{**TINY, "precision": "fp8"}))
+
+
+def test_bench_refuses_an_image_size_with_the_check_run_makes(monkeypatch, capsys, tmp_path):
+    """Issue 26: one memory check for both commands, so the same size gets the same line from each."""
+    import livar_bench.resources as resources
+    from tests._cli import assert_user_error, invoke
+
+    monkeypatch.setattr(resources, "available_memory", lambda: 10**9)  # a 1 GB machine
+    size = ["--image-size", "1024", "--batch-size", "16", "--eval-batch-size", "256", "--device", "cpu"]
+    lines = []
+    for args in (["run", "--dataset", "synthetic", "--backbone", "livar_micro_vit", "--out", str(tmp_path), *size],
+                 ["bench", "--backbone", "livar_micro_vit", "--json", *size]):
+        code, _, err = invoke(args, monkeypatch, capsys)
+        lines.append(assert_user_error(code, err, tmp_path, "--image-size 1024: one batch of 256 input images",
+                                       "more than the 1.0 GB of memory available"))
+    assert lines[0] == lines[1]
+    monkeypatch.setattr(resources, "available_memory", lambda: None)  # unknown: nothing refused on memory grounds
+    resources.check_image_size(1024, 16, 256)
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"num_classes": 0}, "--classes and --eval-samples must be at least 1"),
+    ({"eval_samples": 0}, "--classes and --eval-samples must be at least 1"),
+    ({"peak_tflops": 0.0}, "--peak-tflops 0.0"), ({"peak_tflops": float("inf")}, "--peak-tflops inf"),
+    ({"lora_rank": 0}, "invalid bench settings: lora_rank"), ({"lora_alpha": 0.0}, "lora_alpha"),
+    ({"eval_batch_size": 0}, "eval_batch_size"), ({"image_size": 12}, "not a multiple of livar_micro_vit's patch size 8"),
+    ({"method": "ties[density=2]"}, "ties.density"), ({"pack": -1}, "pack"), ({"lr": 1e38}, "lr: at most 3.4e37"),
+    ({"samples_per_client": 10**12}, "the synthetic workload (2000000000008 images of 16x16 px)"),
+])
+def test_bench_settings_are_checked_before_anything_is_built(changes, message, monkeypatch):
+    import livar_bench.bench.run as bench_run
+
+    def not_built(*args, **kwargs):
+        raise AssertionError("the model was built before the settings were checked")
+
+    monkeypatch.setattr(bench_run, "build_model", not_built)
+    with pytest.raises(BenchError) as info:
+        run_bench(BenchSettings(**{**TINY, **changes}))
+    assert message in str(info.value)
+
+
+def test_bench_refuses_a_rank_above_a_layer_as_run_does():
+    with pytest.raises(BenchError, match="LoRA rank 100 is larger than layer blocks.0.attn.qkv allows"):
+        run_bench(BenchSettings(**{**TINY, "lora_rank": 100}))

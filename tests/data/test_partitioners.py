@@ -252,3 +252,17 @@ def test_a_minimum_that_fixed_sizes_cannot_meet_fails_at_once():
     rng = Scripted()  # no draw at all: one domain per client fixes the sizes, so nothing is redrawn
     with pytest.raises(BenchError, match=r"cannot give each of 2 clients at least 5 .*\(smallest client: 2\)"):
         parse_partition("domain").draw(data, 2, rng, min_size=5)
+
+
+@pytest.mark.parametrize(("text", "fix"), [
+    ("quantity[sigma=1e308]", "lower sigma"), ("quantity[sigma=2000]", "lower sigma"),
+    ("quantity[dist=powerlaw,exponent=1e-300]", "raise exponent"),
+])
+def test_size_weights_past_a_double_are_refused_not_cast_to_garbage_sizes(text, fix):
+    """Issue 26: inf weights made NaN shares, which int64 casts turned into sizes of -9.2e18."""
+    data = PartitionData(np.repeat(np.arange(10), 60))
+    with pytest.raises(BenchError, match=f"drew client size weights beyond the range of a double.*{fix}"):
+        parse_partition(text).draw(data, 10, np.random.default_rng(0), 6)
+    for ordinary in ("quantity[sigma=30]", "quantity[dist=powerlaw,exponent=0.05]"):  # extreme, still finite
+        sizes = parse_partition(ordinary).draw(data, 10, np.random.default_rng(0), 6).sizes()
+        assert sizes.sum() == 600 and sizes.min() >= 6

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._cli import invoke
+from tests._cli import assert_user_error, invoke
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--backbone", "livar_micro_vit", "--clients", "2", "--rounds", "1", "--epochs", "1", "--lora-rank", "2",
@@ -136,6 +136,51 @@ CASES: list[tuple[str, list[str]]] = [
     ("ls-unknown", ["ls", "nosuch"]),
 ]
 
+BENCH = ["bench", "--backbone", "livar_micro_vit", "--clients", "1", "--samples-per-client", "4", "--eval-samples", "4",
+         "--no-reference", "--device", "cpu", "--json"]
+
+# Issue 26 and the odd inputs tried with it: (id, arguments, what the one error line must say). OUT is the
+# results folder of the ``folders`` fixture (for table), NEW a folder that must stay absent, FILES as above.
+SAYS: list[tuple[str, list[str], list[str]]] = [
+    ("table-setting-twice", ["table", "--out", "OUT", "--cols", "alpha,alpha"],
+     ["alpha is named twice in --cols", "name each setting once across --rows and --cols"]),
+    ("table-setting-in-rows-and-cols", ["table", "--out", "OUT", "--rows", "clients", "--cols", "dataset,num_clients"],
+     ["num_clients is named twice in both --rows and --cols (as 'clients' and 'num_clients')"]),
+    ("alpha-beyond-bound", [*RUN, "--alpha", "1e308", "--out", "NEW"],
+     ["alpha: at most 1e100 (a larger Dirichlet concentration overflows numpy's draw", "or --iid"]),
+    ("lora-targets-unknown", [*RUN, "--lora-targets", "nosuch", "--out", "NEW"],
+     ["--lora-targets nosuch: livar_micro_vit's blocks have no linear layer nosuch; LoRA can go on attn.qkv, "
+      "attn.proj, mlp.fc1, mlp.fc2"]),
+    ("lora-targets-empty", [*RUN, "--lora-targets", "", "--out", "NEW"],
+     ["--lora-targets '' names no layer", "attn.qkv, attn.proj, mlp.fc1, mlp.fc2"]),
+    ("bench-image-size-huge", ["bench", "--image-size", "100000", "--json"],
+     ["--image-size 100000: one batch of 256 input images", "use a smaller --image-size"]),
+    # further odd inputs that ended in a traceback (or ran when run refuses them)
+    ("lr-beyond-float32", [*RUN, "--lr", "1e38", "--out", "NEW"], ["lr: at most 3.4e37", "try e.g. --lr 1e-4"]),
+    ("lora-targets-part-unknown", [*SWEEP, "--lora-targets", "attn.qkv,norm1", "--out", "NEW"],
+     ["have no linear layer norm1"]),
+    ("partition-quantity-overflow", [*RUN, "--partition", "quantity[sigma=1e308]", "--clients", "10", "--out", "NEW"],
+     ["sigma=1e+308 drew client size weights beyond the range of a double", "lower sigma"]),
+    ("partition-powerlaw-overflow", ["partition", "--dataset", "synthetic", "--partition",
+                                     "quantity[dist=powerlaw,exponent=1e-300]", "--out", "NEW"], ["raise exponent"]),
+    ("method-empty", [*RUN, "--method", "", "--out", "NEW"], ["empty method spec"]),
+    ("partition-cmd-plot-folder-missing", ["partition", "--dataset", "synthetic", "--plot", "FILES/none/x.png",
+                                           "--out", "NEW"], ["the folder", "does not exist; create it"]),
+    ("out-is-a-file", [*RUN, "--out", "FILES/broken.yaml"], ["Not a directory", "choose another path"]),
+    ("bench-classes-zero", [*BENCH, "--classes", "0"], ["--classes and --eval-samples must be at least 1"]),
+    ("bench-eval-samples-zero", [*BENCH, "--eval-samples", "0"], ["--eval-samples must be at least 1"]),
+    ("bench-lora-rank-zero", [*BENCH, "--lora-rank", "0"], ["invalid bench settings: lora_rank"]),
+    ("bench-lora-rank-too-large", [*BENCH, "--lora-rank", "100000"], ["LoRA rank 100000 is larger than layer"]),
+    ("bench-lora-alpha-zero", [*BENCH, "--lora-alpha", "0"], ["lora_alpha: Input should be greater than 0"]),
+    ("bench-eval-batch-size-zero", [*BENCH, "--eval-batch-size", "0"], ["eval_batch_size"]),
+    ("bench-image-size-zero", [*BENCH, "--image-size", "0"], ["image_size: Input should be greater than or equal to 8"]),
+    ("bench-peak-tflops-zero", [*BENCH, "--peak-tflops", "0"], ["--peak-tflops 0.0: give the device's peak"]),
+    ("bench-peak-tflops-nan", [*BENCH, "--peak-tflops", "nan"], ["--peak-tflops nan"]),
+    ("bench-workload-too-large", [*BENCH, "--samples-per-client", "1000000000"],
+     ["the synthetic workload (1000000004 images of 16x16 px) would take about", "fewer --clients, --samples-per-client"]),
+    ("bench-method-unknown", [*BENCH, "--method", "nosuch"], ["unknown method 'nosuch'"]),
+]
+
 INPUTS = {
     "broken.yaml": "rounds: [1, 2\n",
     "list.yaml": "- 1\n- 2\n",
@@ -189,7 +234,7 @@ def test_bad_input(case, folders, monkeypatch, capsys):
     out, files = folders
     _, args = case
     args = [a.replace("FILES", str(files)) for a in args]
-    if not any(a == "--out" for a in args) and args[0] not in ("ls", "frobnicate"):
+    if not any(a == "--out" for a in args) and args[0] not in ("ls", "frobnicate", "bench"):
         args += ["--out", str(out)]
     before, inputs_before = snapshot(out), snapshot(files)
     capsys.readouterr()
@@ -200,6 +245,22 @@ def test_bad_input(case, folders, monkeypatch, capsys):
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert snapshot(out) == before
     assert snapshot(files) == inputs_before
+
+
+@pytest.mark.parametrize("case", SAYS, ids=[c for c, _, _ in SAYS])
+def test_bad_input_says_what_to_do(case, folders, tmp_path, monkeypatch, capsys):
+    """One ``error:`` line with what to do, exit 2; the results folder, the inputs and NEW stay as they were."""
+    out, files = folders
+    _, args, needles = case
+    new = tmp_path / "new"
+    args = [a.replace("FILES", str(files)).replace("OUT", str(out)).replace("NEW", str(new)) for a in args]
+    before, inputs_before = snapshot(out), snapshot(files)
+    capsys.readouterr()
+    code, stdout, err = invoke(args, monkeypatch, capsys)
+    assert_user_error(code, err, new, *needles)
+    assert "Traceback" not in stdout and [line for line in err.splitlines() if line.strip()] == [err.strip()]
+    assert not new.exists()  # not even the folder
+    assert snapshot(out) == before and snapshot(files) == inputs_before
 
 
 def test_ctrl_c_in_a_command_prints_its_line(folders, monkeypatch, capsys):

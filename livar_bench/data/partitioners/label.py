@@ -22,6 +22,7 @@ from livar_bench.data.partitioners.base import (
     from_owner,
     largest_remainder,
 )
+from livar_bench.errors import BenchError
 
 
 def iid_partition(num_samples: int, num_clients: int, rng: np.random.Generator, min_size: int = 1) -> Partition:
@@ -221,10 +222,17 @@ class Quantity(Partitioner):
 
     def sizes(self, num_samples: int, num_clients: int, rng: np.random.Generator, min_size: int) -> np.ndarray:
         """Client sizes (see the class docstring); consumes K draws of ``rng``."""
-        if self.dist == "powerlaw":
-            weights = rng.pareto(self.exponent, num_clients) + 1.0
-        else:
-            weights = rng.lognormal(0.0, self.sigma, num_clients)
+        with np.errstate(over="ignore"):  # an overflow is refused just below, with what to change
+            if self.dist == "powerlaw":
+                weights = rng.pareto(self.exponent, num_clients) + 1.0
+            else:
+                weights = rng.lognormal(0.0, self.sigma, num_clients)
+            total = weights.sum()
+        if not (np.isfinite(weights).all() and 0 < total < np.inf):  # NaN shares would be cast to garbage sizes
+            setting, fix = (f"exponent={self.exponent:g}", "raise exponent, e.g. exponent=1.5") \
+                if self.dist == "powerlaw" else (f"sigma={self.sigma:g}", "lower sigma, e.g. sigma=2")
+            raise BenchError(f"partition quantity: {setting} drew client size weights beyond the range of a double "
+                             f"(1.8e308), which leaves the client sizes undefined; {fix}")
         return min_size + largest_remainder(num_samples - num_clients * min_size, weights)
 
     def draw_once(self, data: PartitionData, num_clients: int, rng: np.random.Generator, min_size: int) -> Partition:
