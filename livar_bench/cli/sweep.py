@@ -126,11 +126,26 @@ def sweep(
                                           "iid,shards[per_client=2],classes[k=2] (a grid axis)."),
     alphas: str | None = typer.Option(None, help="Comma-separated Dirichlet alphas, e.g. 0.05,0.1,0.2."),
     seeds: str | None = typer.Option(None, help="Comma-separated seeds, e.g. 0,1,2."),
-    executor: str = typer.Option("local", help="local (one run after another) or ray (one run per GPU/CPU slot)."),
+    executor: str = typer.Option("local", help="local (one run after another), ray (one run per GPU/CPU slot) or "
+                                 "slurm (Slurm jobs through submitit; pip install 'livar-bench[slurm]')."),
     ray_address: str | None = typer.Option(None, help="Ray cluster address (default: start Ray locally)."),
     out: Path = typer.Option(Path("results"), help="Results folder (runs go to OUT/runs/<run_id>)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and exit."),
     tracker: o.Tracker = None,
+    slurm_partition: str | None = typer.Option(None, help="Slurm partition of the jobs. [default: the cluster's]"),
+    slurm_time: int = typer.Option(240, help="Time limit of one Slurm job in minutes (a job that reaches it is "
+                                   "requeued and resumes its run)."),
+    slurm_gpus: int = typer.Option(0, help="GPUs per Slurm job."),
+    slurm_cpus: int = typer.Option(4, help="CPU cores per Slurm job."),
+    slurm_mem_gb: float | None = typer.Option(None, help="Memory per Slurm job in GB. [default: the partition's]"),
+    slurm_array: int = typer.Option(0, help="At most this many Slurm jobs at once (0: no limit)."),
+    runs_per_job: int = typer.Option(1, help="Consecutive runs per Slurm job (a partition's methods come together)."),
+    slurm_setup: list[str] | None = typer.Option(None, help="Shell line run before each job, e.g. 'module load cuda' "
+                                                 "(repeatable)."),
+    slurm_option: list[str] | None = typer.Option(None, help="Further sbatch setting KEY=VALUE, e.g. account=mylab "
+                                                  "or qos=high (repeatable)."),
+    slurm_cluster: str = typer.Option("slurm", help="slurm, or local: the same jobs as processes on this machine "
+                                      "(submitit's local executor), to try a set-up without a cluster."),
     settings: dict | None = None,
 ) -> None:
     """Run a grid of experiments; finished runs are skipped and interrupted ones resume.
@@ -153,7 +168,9 @@ def sweep(
         check_image_size(size, batch, eval_batch)
     from livar_bench.experiments.trackers import check_trackers
 
-    how = executor_options(executor, ray_address, check_trackers(tracker))
+    how = executor_options(executor, ray_address, check_trackers(tracker), slurm_options(
+        slurm_partition, slurm_time, slurm_gpus, slurm_cpus, slurm_mem_gb, slurm_array, runs_per_job, slurm_setup,
+        slurm_option, slurm_cluster))
     if not dry_run:  # refused before anything is printed or written
         sw.check_data(runs)
         from livar_bench.experiments.executors import get_executor
@@ -178,13 +195,32 @@ def sweep(
                              f"same command: finished runs are kept")
 
 
-def executor_options(executor: str, ray_address: str | None = None, trackers: tuple[str, ...] = ()) -> dict[str, Any]:
+def slurm_options(partition: str | None = None, time_min: int = 240, gpus: int = 0, cpus: int = 4,
+                  mem_gb: float | None = None, array: int = 0, runs_per_job: int = 1, setup: list[str] | None = None,
+                  extra: list[str] | None = None, cluster: str = "slurm") -> Any:
+    """The ``--slurm-*`` options as ``SlurmOptions`` (``--slurm-option KEY=VALUE`` parsed)."""
+    from livar_bench.experiments.slurm import SlurmOptions
+
+    pairs = {}
+    for item in extra or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BenchError(f"--slurm-option {item!r}: expected KEY=VALUE, e.g. --slurm-option account=mylab")
+        pairs[key.strip()] = value.strip()
+    return SlurmOptions(partition, time_min, gpus, cpus, mem_gb, array, runs_per_job, tuple(setup or ()), pairs,
+                        cluster)
+
+
+def executor_options(executor: str, ray_address: str | None = None, trackers: tuple[str, ...] = (),
+                     slurm: Any = None) -> dict[str, Any]:
     """Keyword arguments of ``get_executor`` for the chosen executor (the sweep's group is set later)."""
     from livar_bench.experiments.trackers import TrackerConfig
 
     how: dict[str, Any] = {"trackers": TrackerConfig(trackers)}
     if executor == "ray":
         how["address"] = ray_address
+    elif executor == "slurm":
+        how["options"] = slurm
     return how
 
 

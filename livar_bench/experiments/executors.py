@@ -1,6 +1,7 @@
-"""Executors: run a list of RunSpecs, locally in sequence or as Ray tasks (one per GPU or CPU slot).
+"""Executors: run a list of RunSpecs, locally in sequence or as Ray tasks (one per GPU or CPU slot); the
+Slurm executor is in ``slurm.py``, what all three share in ``common.py``; ``get_executor`` picks one.
 
-Both rely on ``run_federation`` for the bookkeeping that makes sweeps safe to repeat: runs already DONE
+All rely on ``run_federation`` for the bookkeeping that makes sweeps safe to repeat: runs already DONE
 are skipped, interrupted runs resume from their last round, and a per-run lock keeps two processes
 (two sweeps on one folder, or two Ray workers) off the same run.
 
@@ -16,58 +17,26 @@ Events sent to ``on_event`` (all keyword arguments):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from livar_bench.config import RunSpec
 from livar_bench.errors import BenchError, DataNotFoundError, DiskFullError, WeightsError
+from livar_bench.experiments.common import Event, Round1Files, SweepResult, bundle_key, quiet, sweep_signals
 from livar_bench.experiments.trackers import TrackerConfig, Trackers, fan_out
 from livar_bench.federation import RunOutcome, load_run_dataset, run_federation
 from livar_bench.resources import configure_threads
 from livar_bench.store import RunStore, sweep_temp_files
 
-Event = Callable[..., None]
-
-
-def _quiet(*args: Any, **kwargs: Any) -> None:
-    """Default event handler: ignore everything."""
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    """What a sweep did: outcomes of the runs that finished and the runs that failed."""
-
-    outcomes: tuple[RunOutcome, ...]
-    failures: tuple[tuple[str, str], ...]  # (run_id, message)
-    seconds: float
-
-    @property
-    def trained(self) -> int:
-        """Runs that trained at least one round in this call."""
-        return sum(1 for o in self.outcomes if not o.skipped)
-
-    @property
-    def already_done(self) -> int:
-        """Runs that were finished before this call (skipped with their stored results)."""
-        return sum(1 for o in self.outcomes if o.skipped and o.final)
-
-    @property
-    def locked(self) -> list[str]:
-        """Runs skipped because another process held their lock (not finished by this call)."""
-        return [o.run_id for o in self.outcomes if o.skipped and not o.final]
+__all__ = ["Event", "Executor", "LocalExecutor", "RayExecutor", "SweepResult", "get_executor", "quiet",
+           "sweep_signals"]
 
 
 class Executor(Protocol):
     """Runs RunSpecs into a results folder."""
 
     def run(self, specs: list[RunSpec], out: str | Path, on_event: Event | None = None) -> SweepResult: ...
-
-
-def _bundle_key(spec: RunSpec) -> tuple:
-    return (spec.dataset, spec.data_root, spec.cache_dir, spec.download, spec.image_size or 224,
-            spec.max_train_samples, spec.max_test_samples)
 
 
 @dataclass(frozen=True)
@@ -97,7 +66,7 @@ class LocalExecutor:
         outcomes: list[RunOutcome] = []
         failures: list[tuple[str, str]] = []
         cached: tuple[tuple, Any] | None = None  # one dataset in memory at a time (specs come grouped)
-        round1 = _Round1Files(out, specs) if self.share_round1 else None
+        round1 = Round1Files(out, specs) if self.share_round1 else None
         for index, spec in enumerate(specs):
             if round1 is not None:
                 round1.release_before(index)
@@ -108,7 +77,7 @@ class LocalExecutor:
                 continue
             emit("run_start", index=index, total=len(specs), spec=spec)
             try:
-                key = _bundle_key(spec)
+                key = bundle_key(spec)
                 if cached is None or cached[0] != key:
                     cached = (key, load_run_dataset(spec))
                 outcome = run_federation(spec, out, on_event=emit, bundle=cached[1],
@@ -131,45 +100,6 @@ class LocalExecutor:
         if round1 is not None:
             round1.release_before(len(specs))
         return SweepResult(tuple(outcomes), tuple(failures), time.perf_counter() - start)
-
-
-class _Round1Files:
-    """Deletes a cell's shared round-1 file once the sweep has passed the cell's last run.
-
-    The file holds every client's update with the union of the sweep's signals (with CCVR in the sweep,
-    per-class covariances: gigabytes per cell for ViT-B on 100+ classes), so it is not kept for longer
-    than its cell needs. An interrupted sweep leaves it for the rerun.
-    """
-
-    def __init__(self, out: str | Path, specs: list[RunSpec]) -> None:
-        from livar_bench.device import resolve_device
-        from livar_bench.federation.round1_cache import Round1Cache
-
-        self.last: dict[Path, int] = {}
-        for index, spec in enumerate(specs):
-            path = Round1Cache.for_run(out, spec, spec.method_spec.build(), resolve_device(spec.device)).path
-            self.last[path] = index
-
-    def release_before(self, index: int) -> None:
-        """Remove the files whose last user comes before ``index``."""
-        for path, last in list(self.last.items()):
-            if last < index:
-                path.unlink(missing_ok=True)
-                del self.last[path]
-                for folder in (path.parent, path.parent.parent):  # cache/round1, cache: no empty folders left
-                    try:
-                        folder.rmdir()
-                    except OSError:
-                        break
-
-
-def sweep_signals(specs: list[RunSpec]) -> frozenset:
-    """Union of the client signals the sweep's methods need: what a shared round 1 collects, so that
-    every method of a cell can reuse it (federation/round1_cache.py)."""
-    needed: set = set()
-    for spec in specs:
-        needed |= spec.method_spec.build().requires
-    return frozenset(needed)
 
 
 RAY_HOW = "the Ray executor needs Ray: pip install 'livar-bench[ray]' (or use --executor local)"
@@ -225,7 +155,7 @@ class RayExecutor:
             raise BenchError(RAY_HOW) from None
         import torch
 
-        emit = on_event or _quiet
+        emit = on_event or quiet
         store = RunStore(out)
         sweep_temp_files(out)
         start = time.perf_counter()
@@ -261,7 +191,7 @@ class RayExecutor:
 
 
 def get_executor(name: str, **options: Any) -> Executor:
-    """``local`` or ``ray``; Ray is imported only when its executor runs."""
+    """``local``, ``ray`` or ``slurm``; Ray and submitit are imported only when their executor runs."""
     if name == "local":
         return LocalExecutor(**options)
     if name == "ray":
@@ -270,4 +200,14 @@ def get_executor(name: str, **options: Any) -> Executor:
         if importlib.util.find_spec("ray") is None:
             raise BenchError(RAY_HOW)
         return RayExecutor(**options)
-    raise BenchError(f"unknown executor {name!r}; use --executor local or --executor ray")
+    if name == "slurm":
+        from livar_bench.experiments.slurm import SLURM_HOW, SlurmExecutor
+
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise BenchError(SLURM_HOW) from None
+        executor = SlurmExecutor(**options)
+        executor.options.check()
+        return executor
+    raise BenchError(f"unknown executor {name!r}; use --executor local, ray or slurm")

@@ -108,7 +108,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("sweep-no-methods", ["sweep", "--datasets", "synthetic", *TINY]),
     ("sweep-datasets-unknown", ["sweep", "--datasets", "nosuch", "--methods", "fedavg", *TINY]),
     ("sweep-data-missing", ["sweep", "--datasets", "cifar100", "--methods", "fedavg", *TINY]),
-    ("sweep-executor-unknown", [*SWEEP, "--executor", "slurm"]),
+    ("sweep-executor-unknown", [*SWEEP, "--executor", "pbs"]),
     ("sweep-partitions-unknown", [*SWEEP, "--partitions", "iid,nosuch"]),
     ("sweep-partition-domains-absent", [*SWEEP, "--partition", "domain"]),
     # partition

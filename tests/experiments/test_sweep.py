@@ -123,8 +123,8 @@ def test_ray_executor_missing_ray_says_how_to_install(monkeypatch):
     with pytest.raises(BenchError, match=r"pip install 'livar-bench\[ray\]'"):
         get_executor("ray")
     assert "pip install 'livar-bench[ray]'" in RAY_HOW
-    with pytest.raises(BenchError, match="unknown executor"):
-        get_executor("slurm")
+    with pytest.raises(BenchError, match="unknown executor 'pbs'; use --executor local, ray or slurm"):
+        get_executor("pbs")
 
 
 def test_missing_backbone_weights_stop_the_sweep_before_training(tmp_path, monkeypatch):
