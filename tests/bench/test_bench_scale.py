@@ -59,3 +59,10 @@ def test_bad_settings_are_one_line(tmp_path, monkeypatch, capsys):
     assert code == 2 and err.count("error:") == 1 and "between 1 and" in err
     code, _, err = invoke(["bench-scale", "--methods", "nosuch"], monkeypatch, capsys)
     assert code == 2 and "unknown method" in err
+
+
+@pytest.mark.slow
+def test_ten_thousand_clients_with_ten_per_round_run_on_one_machine():
+    row = measure_here("fedsa_lora", 10_000, ScaleSettings(rounds=2, samples=20_000, steps=2, test_samples=50))
+    assert row.clients == 10_000 and row.per_round == 10
+    assert 0 < row.client_state_bytes  # the personal B of the (at most 20) clients seen, nothing for the rest
