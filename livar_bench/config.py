@@ -239,6 +239,10 @@ class RunSpec(BaseModel):
                              f"updates; {self.method} needs each client's contribution ({reason})")
         if self.eval_local:
             raise BenchError("--eval-local needs each client's own model, which secure aggregation hides; drop one")
+        if self.system.active:
+            raise BenchError("--secure-aggregation runs every sampled client's full work through SecAgg+; system "
+                             "heterogeneity (--local-work, --stragglers, --dropout, --deadline) is not simulated "
+                             "with it: drop one")
         for stage in method.stages:
             if getattr(stage, "adaptive", False):
                 raise BenchError("dp[adaptive=true] needs each client's update norm, which secure aggregation hides; "

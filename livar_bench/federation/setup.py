@@ -55,6 +55,10 @@ class ClientSplits(Sequence):
         """Client ``k``'s number of training samples."""
         return len(self.indices[k])
 
+    def max_size(self) -> int:
+        """The largest client's number of samples (no gather)."""
+        return max((len(ix) for ix in self.indices), default=0)
+
     def labels(self, k: int) -> torch.Tensor:
         """Client ``k``'s training labels (on the host)."""
         return self.train.labels[self.indices[k].to(self.train.labels.device)].cpu()

@@ -94,7 +94,7 @@ class FlowerEngine:
         nodes = strategy.client_nodes(self.grid)
         sampled = {k: nodes[k] for k in sample_clients(s.spec, round_) if k in nodes}
         mean, replies = secure_mean(self.grid, sampled, state, round_, s.spec.model_dump_json(), SecAggSettings(
-            max_weight=float(max(len(c) for c in s.clients))))
+            max_weight=float(s.clients.max_size())))
         ctx = round_context(s, round_, server_data, None)
         t1 = time.perf_counter()
         pseudo = pseudo_update(mean, s.bundle.num_classes)

@@ -72,6 +72,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("straggler-work-zero", [*RUN, "--straggler-work", "0"]),
     ("dropout-1", [*RUN, "--dropout", "1"]),
     ("deadline-zero", [*RUN, "--deadline", "0"]),
+    ("secure-with-dropout", [*RUN, "--secure-aggregation", "--dropout", "0.1"]),
     ("method-unknown", [*RUN, "--method", "nosuch"]),
     ("method-param-out-of-range", [*RUN, "--method", "ties[density=2]"]),
     ("method-param-inf", [*RUN, "--method", "ties[density=inf]"]),
