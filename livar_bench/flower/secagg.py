@@ -164,7 +164,7 @@ def _query(msg: Message, context: Context) -> Message:
 @secure_app.train()
 def train_secure(msg: Message, context: Context) -> Message:
     """Train this client from the instruction's tensors and reply with its weighted update for masking."""
-    from livar_bench.federation import local_settings, train_round_clients
+    from livar_bench.federation.kernel import local_settings, train_round_clients
     from livar_bench.flower.clientapp import _setup, node_spec, partition_id
 
     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
