@@ -5,7 +5,8 @@ same ``Method.server_step`` as the in-process round loop, and the ClientApp (``c
 with the same client phase (``client.phase.train_clients``) and seeding. ``codec.py`` turns tensors,
 client updates and their signals into Flower records with readable names; ``engine.py`` runs the
 harness's round loop through Flower's simulation engine (``livar-bench run --engine flower``);
-``serverapp.py`` is the ServerApp that ``flwr run`` starts in a real deployment (examples/flower/).
+``serverapp.py`` is the ServerApp that ``flwr run`` starts in a real deployment (examples/flower/), with its
+run settings and their precedence in ``settings.py``.
 
 This package is imported only when the Flower engine is used, so the harness works without flwr.
 """

@@ -25,7 +25,7 @@ from flwr.serverapp import Grid
 from livar_bench.client.costs import round_costs
 from livar_bench.federation import Event, RunOutcome, Setup, TrainedRound, sample_clients
 from livar_bench.federation.kernel import RoundFn, round_context, round_plan
-from livar_bench.flower.strategy import MethodStrategy
+from livar_bench.flower.strategy import NODE_WAIT_S, MethodStrategy
 from livar_bench.methods.base import Method
 from livar_bench.types import ServerData, ServerState
 
@@ -35,9 +35,12 @@ class FlowerEngine:
 
     name = "flower"
 
-    def __init__(self, grid: Grid, timeout: float = 3600.0) -> None:
+    def __init__(self, grid: Grid, timeout: float = 3600.0, node_wait_s: float = NODE_WAIT_S,
+                 nodes: dict[int, int] | None = None) -> None:
         self.grid = grid
         self.timeout = timeout
+        self.node_wait_s = node_wait_s
+        self.nodes = dict(nodes or {})  # client id -> node id, when the caller has already connected them
         self.strategy: MethodStrategy | None = None
 
     def __call__(self, s: Setup, method: Method, settings: Any, emit: Event,
@@ -46,8 +49,9 @@ class FlowerEngine:
         strategy = MethodStrategy(method, run_spec=spec.model_dump_json(), num_clients=spec.num_clients,
                                   sample=lambda r: sample_clients(spec, r),
                                   context=lambda r, extra: round_context(s, r, server_data, extra), device=s.device,
-                                  plan=lambda r, clients: round_plan(s, r, clients))
+                                  plan=lambda r, clients: round_plan(s, r, clients), node_wait_s=self.node_wait_s)
         strategy.timeout = self.timeout
+        strategy.nodes = dict(self.nodes)
         self.strategy = strategy
 
         def train_round(state: ServerState, round_: int) -> TrainedRound:
@@ -109,13 +113,19 @@ class FlowerEngine:
 
 
 class InGrid:
-    """A ``federation.Launcher`` for a round loop that already runs inside a ServerApp (``serverapp.py``)."""
+    """A ``federation.Launcher`` for a round loop that already runs inside a ServerApp (``serverapp.py``).
 
-    def __init__(self, grid: Grid) -> None:
+    ``nodes``: client id -> node id of SuperNodes already connected (``strategy.connect_clients``);
+    ``node_wait_s``: how long a round waits for a missing client's SuperNode.
+    """
+
+    def __init__(self, grid: Grid, nodes: dict[int, int] | None = None, node_wait_s: float = NODE_WAIT_S) -> None:
         self.grid = grid
+        self.nodes = nodes
+        self.node_wait_s = node_wait_s
 
     def launch(self, spec: Any, body: Callable[..., RunOutcome]) -> RunOutcome:
-        return body(engine=FlowerEngine(self.grid))
+        return body(engine=FlowerEngine(self.grid, node_wait_s=self.node_wait_s, nodes=self.nodes))
 
 
 class Simulation:

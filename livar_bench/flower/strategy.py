@@ -37,6 +37,7 @@ from livar_bench.methods.base import Method
 from livar_bench.types import ClassStats, ClientUpdate, Params, RoundContext, ServerState, Signal
 
 QUERY_PARTITION = "partition"  # name of the ConfigRecord a client answers the partition query with
+NODE_WAIT_S = 300.0  # default wait for the run's SuperNodes to connect (the App's run setting node-wait-s)
 
 
 def short_reason(reason: str, limit: int = 160) -> str:
@@ -45,6 +46,74 @@ def short_reason(reason: str, limit: int = 160) -> str:
     said = [line.partition("Message:")[2].strip() for line in lines if "Message:" in line]
     text = (said or lines or ["unknown error"])[-1]
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _ids(ids: Iterable[int]) -> str:
+    return ", ".join(map(str, sorted(ids))) or "none"
+
+
+def connect_clients(grid: Grid, num_clients: int, wait_s: float, nodes: dict[int, int] | None = None,
+                    say: Callable[[str], None] | None = None, every_s: float = 10.0,
+                    query_s: float = 60.0) -> dict[int, int]:
+    """Client id -> node id, once a connected node reports each partition id 0 .. num_clients - 1.
+
+    Waits up to ``wait_s`` seconds until ``num_clients`` SuperNodes are connected, then asks each node
+    once for its ``partition-id`` (a QUERY message its ClientApp answers, within at least ``query_s``
+    seconds). While it waits, ``say`` (default: Flower's log) reports how many SuperNodes the run needs
+    and how many are connected, when that changes and every ``every_s`` seconds. Without them all in
+    time it raises one ``BenchError`` line saying what to start; no message was sent to a node then.
+    """
+    say = say or (lambda text: log(20, "%s", text))
+    nodes = dict(nodes or {})
+    asked = set(nodes.values())
+    deadline = time.monotonic() + wait_s
+    last: tuple[int, ...] | None = None
+    next_report = 0.0
+    while True:
+        connected = list(grid.get_node_ids())
+        new = [n for n in connected if n not in asked]
+        if new and len(connected) >= num_clients:
+            asked.update(new)
+            _ask_partition_ids(grid, new, nodes, num_clients, max(query_s, deadline - time.monotonic()))
+        missing = [k for k in range(num_clients) if k not in nodes]
+        if not missing:
+            return nodes
+        present = sorted(k for k in nodes if 0 <= k < num_clients)
+        now = time.monotonic()
+        if now >= deadline:
+            if len(connected) < num_clients:
+                raise BenchError(f"only {len(connected)} of the {num_clients} SuperNodes this run needs connected "
+                                 f"within {wait_s:g} s: start one SuperNode per partition id 0 .. {num_clients - 1} "
+                                 f"(num-clients must equal the number of SuperNodes), or allow them longer with "
+                                 f"node-wait-s")
+            raise BenchError(f"{len(connected)} SuperNodes are connected but no node reported partition id(s) "
+                             f"{_ids(missing)} within {wait_s:g} s: give each SuperNode its own partition id 0 .. "
+                             f"{num_clients - 1} (--node-config 'partition-id=N')")
+        if (len(connected), *present) != last or now >= next_report:
+            ids = f", partition ids reported: {_ids(present)}" if asked else ""
+            say(f"waiting for {num_clients} SuperNodes (partition ids 0 .. {num_clients - 1}): {len(connected)} "
+                f"connected{ids}; giving up in {deadline - now:.0f} s (node-wait-s)")
+            last, next_report = (len(connected), *present), now + every_s
+        time.sleep(min(0.5, max(0.0, deadline - now)))
+
+
+def _ask_partition_ids(grid: Grid, node_ids: list[int], nodes: dict[int, int], num_clients: int,
+                       timeout: float) -> None:
+    """Ask ``node_ids`` for their partition ids, adding them to ``nodes`` (client id -> node id)."""
+    asks = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
+    for reply in grid.send_and_receive(asks, timeout=timeout):
+        if reply.has_error():
+            log(30, "node %s did not report its partition id: %s", reply.metadata.src_node_id,
+                short_reason(reply.error.reason))
+            continue
+        cid = int(reply.content[QUERY_PARTITION]["partition-id"])
+        if cid in nodes and nodes[cid] != reply.metadata.src_node_id:
+            raise BenchError(f"two SuperNodes report partition id {cid}; give each SuperNode its own "
+                             f"(--node-config 'partition-id=N', N = 0 .. {num_clients - 1})")
+        if not 0 <= cid < num_clients:
+            log(30, "a SuperNode reports partition id %d, outside this run's 0 .. %d: it stays idle "
+                "(num-clients must equal the number of SuperNodes)", cid, num_clients - 1)
+        nodes[cid] = reply.metadata.src_node_id
 
 
 @dataclass
@@ -75,14 +144,15 @@ class MethodStrategy(Strategy):
         context: (round, class-statistics pass) -> the server's ``RoundContext`` (the pass goes to
             ``RoundContext.global_class_stats``).
         device: where the server keeps its state.
-        node_wait_s: how long to wait for every client to connect before giving up.
+        node_wait_s: how long to wait for every client's SuperNode to connect before giving up
+            (``connect_clients``).
         plan: (round, sampled clients) -> the round's system-heterogeneity plan (``federation.kernel.round_plan``)
             or None: only the clients that will reply are asked, each with its number of local steps.
     """
 
     def __init__(self, method: Method, *, run_spec: str, num_clients: int, sample: Callable[[int], list[int]],
                  context: Callable[[int, Any], RoundContext], device: torch.device | str = "cpu",
-                 node_wait_s: float = 600.0, plan: Callable[[int, list[int]], Any] | None = None) -> None:
+                 node_wait_s: float = NODE_WAIT_S, plan: Callable[[int, list[int]], Any] | None = None) -> None:
         self.method = method
         self.run_spec = run_spec
         self.num_clients = num_clients
@@ -102,26 +172,9 @@ class MethodStrategy(Strategy):
     # --- nodes ---------------------------------------------------------------------------------
 
     def client_nodes(self, grid: Grid) -> dict[int, int]:
-        """Client id -> node id, asking every connected node once for its ``partition-id``."""
-        if len(self.nodes) >= self.num_clients:
-            return self.nodes
-        deadline = time.monotonic() + self.node_wait_s
-        while len(node_ids := list(grid.get_node_ids())) < self.num_clients:
-            if time.monotonic() > deadline:
-                raise BenchError(f"only {len(node_ids)} of {self.num_clients} Flower clients connected within "
-                                 f"{self.node_wait_s:.0f} s; start one SuperNode per partition id")
-            time.sleep(0.2)
-        known = set(self.nodes.values())
-        asks = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids
-                if n not in known]
-        for reply in grid.send_and_receive(asks, timeout=self.node_wait_s):
-            if reply.has_error():
-                log(30, "node %s did not report its partition id: %s", reply.metadata.src_node_id, reply.error.reason)
-                continue
-            cid = int(reply.content[QUERY_PARTITION]["partition-id"])
-            if cid in self.nodes and self.nodes[cid] != reply.metadata.src_node_id:
-                raise BenchError(f"two Flower clients report partition id {cid}; give each SuperNode its own")
-            self.nodes[cid] = reply.metadata.src_node_id
+        """Client id -> node id: waits (``node_wait_s``) until a node reports each partition id of the run."""
+        if any(k not in self.nodes for k in range(self.num_clients)):
+            self.nodes = connect_clients(grid, self.num_clients, self.node_wait_s, self.nodes)
         return self.nodes
 
     # --- training --------------------------------------------------------------------------------
