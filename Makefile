@@ -23,8 +23,8 @@ test:  ## fast CPU test suite
 test-all:  ## CPU suite plus slow tests
 	$(PYTHON) -m pytest -q -m "not gpu"
 
-test-flower:  ## the Flower engine end to end (slow; needs pip install -e '.[flower]')
-	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -m slow tests/flower/test_flower_engine.py
+test-flower:  ## the Flower engine end to end and a loopback deployment (slow; needs pip install -e '.[flower]')
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -m slow tests/flower/test_flower_engine.py tests/flower/test_flower_deployment.py
 
 test-gpu:  ## tests that need CUDA
 	$(PYTHON) -m pytest -q -m gpu

@@ -5,7 +5,7 @@ Keys (``run_config_keys``): every ``RunSpec`` field with ``-`` for ``_`` (``num-
 ``out`` (results folder), ``config`` (a YAML file of run settings, the file ``livar-bench run --config``
 reads) and ``node-wait-s`` (how long the server waits for the run's SuperNodes). Flower accepts a
 ``flwr run --run-config`` key only if the App's ``[tool.flwr.app.config]`` lists it, so the example App
-lists them all (tests/test_flower_apps.py checks).
+lists them all (tests/flower/test_flower_apps.py checks).
 
 Precedence, highest first (the rule of ``livar-bench run``: options over the YAML over the defaults):
 
