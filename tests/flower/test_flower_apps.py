@@ -87,16 +87,20 @@ NEW_VALUES = {
     "client_ranks": ("4,4", (4, 4)), "rounds": (5, 5), "local_epochs": (3, 3), "batch_size": (8, 8),
     "lr": (1e-4, 1e-4), "weight_decay": (0.0, 0.0), "precision": ("fp32", "fp32"), "method": ("fedavg", "fedavg"),
     "seed": (7, 7), "device": ("cuda:1", "cuda:1"), "eval_batch_size": (64, 64), "eval_local": (True, True),
-    "pack": (4, 4),
+    "pack": (4, 4), "local_work": ("epochs[min=1,max=2]", "epochs[max=2]"), "stragglers": (0.2, 0.2),
+    "straggler_work": (0.3, 0.3), "dropout": (0.1, 0.1), "deadline": (2.0, 2.0),
+    # settings that need another one changed with them (their own validation says so)
+    "heldout_domains": ("clipart, sketch", ("clipart", "sketch"), {"dataset": "imagenet-r"}),
+    "secure_aggregation": (True, True, {"method": "fedavg"}),
 }
 
 
 @pytest.mark.parametrize("field", sorted(RunSpec.model_fields))
 def test_every_runspec_field_is_reachable_with_run_config(field, tmp_path):
     assert field in NEW_VALUES, f"RunSpec.{field} is new: add a value here (and a key to the example's pyproject)"
-    given, held = NEW_VALUES[field]
+    given, held, *extra = NEW_VALUES[field]
     before = _flower_run({}, home=tmp_path).spec
-    after = _flower_run({field.replace("_", "-"): given}, home=tmp_path)
+    after = _flower_run({**(extra[0] if extra else {}), field.replace("_", "-"): given}, home=tmp_path)
     assert getattr(before, field) != held
     assert getattr(after.spec, field) == held
     assert after.sources[field.replace("_", "-")] == "run-config"
