@@ -33,7 +33,9 @@ def reference_draw(labels: np.ndarray, num_clients: int, alpha: float, seed: int
 
 
 @settings(max_examples=30, deadline=None)
-@given(log_alpha=st.floats(-3.0, 100.0), num_clients=st.integers(1, 6), seed=st.integers(0, 2**31))
+# At most 4 clients for the 4 classes: at alpha near 1e-3 each class goes to one client, so 5 or 6 clients can never
+# all get a sample (the partitioner refuses after its attempts, the reference draw would loop for ever).
+@given(log_alpha=st.floats(-3.0, 100.0), num_clients=st.integers(1, 4), seed=st.integers(0, 2**31))
 def test_the_reference_draw_is_unchanged_up_to_the_bound(log_alpha, num_clients, seed):
     alpha = min(10.0 ** log_alpha, MAX_ALPHA)
     labels = np.repeat(np.arange(4), 15)
