@@ -41,6 +41,7 @@ from livar_bench.cli import explain as _explain  # noqa: E402,F401
 from livar_bench.cli import ls as _ls  # noqa: E402,F401  (registers commands)
 from livar_bench.cli import partition as _partition  # noqa: E402,F401
 from livar_bench.cli import plot as _plot  # noqa: E402,F401
+from livar_bench.cli import report as _report  # noqa: E402,F401
 from livar_bench.cli import run as _run  # noqa: E402,F401
 from livar_bench.cli import status as _status  # noqa: E402,F401
 from livar_bench.cli import sweep as _sweep  # noqa: E402,F401

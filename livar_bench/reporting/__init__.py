@@ -8,6 +8,7 @@ plots, paired comparisons and the comparison with published numbers.
     plots       accuracy per round, final accuracy vs alpha
     stats       paired differences with Student-t intervals, best-round selection, ablation tables
     published   a user-supplied CSV of published numbers, validated, and ours beside them
+    page        one self-contained HTML page of a results folder (``livar-bench report``)
 """
 
 from livar_bench.reporting.pivot import (

@@ -39,6 +39,7 @@ BAR_NOTE = "mean over seeds\nbars: ± 1 std over seeds"
 def plot_curves(tidy: pd.DataFrame, folder: Path, metric: str = DEFAULT_METRIC, style: Style | None = None) -> list[Path]:
     """Per dataset: ``metric`` per round per method (mean over seeds, band = ± std), one panel per alpha."""
     plt, style = pyplot_agg(), style or Style()
+    from matplotlib.ticker import MaxNLocator
     rows = tidy[(tidy["split"] == "test") & (tidy["metric"] == metric)]
     scale = 100.0 if metric in PERCENT_METRICS else 1.0
     written = []
@@ -55,6 +56,7 @@ def plot_curves(tidy: pd.DataFrame, folder: Path, metric: str = DEFAULT_METRIC, 
                 ax.fill_between(x, y - s, y + s, alpha=0.15)
             ax.set_title(f"{style.label('dataset', dataset)}, {style.label('alpha', alpha)}")
             ax.set_xlabel("round")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel(f"test {metric}{' (%)' if scale == 100 else ''}")
         axes[0][-1].legend(fontsize=8, title=BAND_NOTE, title_fontsize=8)
@@ -67,6 +69,7 @@ def plot_final_vs_alpha(finals: pd.DataFrame, folder: Path, metric: str = DEFAUL
                         style: Style | None = None) -> list[Path]:
     """Final ``metric`` against alpha (log axis), one panel per dataset, one line per method, error bars = std."""
     plt, style = pyplot_agg(), style or Style()
+    from matplotlib.ticker import NullFormatter
     scale = 100.0 if metric in PERCENT_METRICS else 1.0
     datasets = sorted(finals["dataset"].unique(), key=lambda d: style.sort_key("dataset", d))
     fig, axes = plt.subplots(1, len(datasets), figsize=(4 * len(datasets), 3.2), squeeze=False)
@@ -77,6 +80,9 @@ def plot_final_vs_alpha(finals: pd.DataFrame, folder: Path, metric: str = DEFAUL
             ax.errorbar(stats.index, stats["mean"] * scale, yerr=stats["std"].fillna(0) * scale, marker="o", ms=3,
                         capsize=3, label=style.label("method", method))
         ax.set_xscale("log")
+        alphas = sorted(sub["alpha"].unique())  # ticks at the alphas run, not a log axis' crowded minor labels
+        ax.set_xticks(alphas, [f"{a:g}" for a in alphas])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(style.label("dataset", dataset))
         ax.set_xlabel("Dirichlet α (smaller = more heterogeneous)")
         ax.grid(alpha=0.3)
