@@ -11,7 +11,7 @@ Parameter keys are canonical and short:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -99,24 +99,38 @@ class RoundContext:
     """What the server knows in a round besides the client updates.
 
     ``server_data``, when the run holds data on the server (see ``ServerData``), lets a stage compute
-    features or losses of a candidate global model; None otherwise.
+    features or losses of a candidate global model; None otherwise. ``extra_round``, set by the engine
+    (both engines set it), runs one extra client round on request (``ExtraRound``): the round's clients
+    return the asked signals under a given model, and the engine counts what that costs.
     """
 
     round: int
     num_rounds: int
     num_classes: int
     lora_scale: float
-    generator: torch.Generator
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    generator: torch.Generator  # the server's random stream of the round (on the server's device)
     head_keys: tuple[str, str] = ("head.weight", "head.bias")
     server_data: Any = None
-    # (params, with_cov) -> class statistics of every sampled client's training data under ``params``:
-    # one extra client pass (CCVR's features=global); set by the federation loop, which counts its cost.
-    global_class_stats: Callable[[Params, bool], Sequence[ClassStats]] | None = None
+    extra_round: Callable[[ExtraRound], list[ClientUpdate]] | None = None
     # the federation's size and how a round samples it (the dp stage's accountant and noise shares)
     num_clients: int = 1
     participation: float = 1.0
     client_sampling: str = "uniform"
+
+
+@dataclass(frozen=True)
+class ExtraRound:
+    """A stage's request for one extra client round with a given model (no training).
+
+    Every client that replied in the round loads ``params`` (with ``base_deltas`` added to the frozen base
+    weights), runs its training data through the model and returns the ``signals`` asked for (signals
+    computed after training, e.g. ``CLASS_STATS``, ``CLASS_COV``; not ``LORA_SIGNAL``, which needs training
+    steps). CCVR's ``features=global`` is one: class statistics under the new global model.
+    """
+
+    params: Params
+    signals: frozenset[Signal]
+    base_deltas: Mapping[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def measure(method: str, clients: int, *, depth: int = VIT_B["depth"], dim: int 
     times, peak, out = [], None, state
     for r in range(repeats):
         ctx = RoundContext(round=r + 1, num_rounds=repeats, num_classes=classes, lora_scale=1.0,
-                           generator=generator(0, 3, r, device=device), device=device)
+                           generator=generator(0, 3, r, device=device))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)

@@ -1,6 +1,6 @@
 """Client objectives: the loss a client minimises in local training (all of them live here).
 
-A method picks its objective through ``Aggregator.local_objective()``; the client phase calls it as
+A method picks its objective in its ``client_side()`` (``methods/client_side.py``); the client phase calls it as
 ``objective(logits, targets, params, anchor)`` with the live trainable tensors and the round's global
 ones (the anchor of proximal terms).
 """

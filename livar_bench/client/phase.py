@@ -46,9 +46,10 @@ def train_clients(
 
     Args:
         start: the round's global trainable tensors.
-        starts: per-client starting tensors, where a method personalises them (``client_start``);
+        starts: per-client starting tensors, where a method personalises them (``Method.client_start``);
             overrides ``start``.
-        frozen: trainable keys clients leave unchanged (``Aggregator.frozen_keys``).
+        frozen: trainable keys clients leave unchanged (``Method.frozen_keys``, from the aggregator's
+            ``client_side()``).
         seed, round_: select each client's random stream (``seeding.client_generator``).
         pack: clients per batched step (None = auto: off on CPU, up to 10 on CUDA).
         on_client: called after each client, e.g. for progress.

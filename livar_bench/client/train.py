@@ -177,7 +177,7 @@ def finish_client(model: LoraViT, params: Params, data: ImageSplit, transform: D
         raise DivergedError(
             f"client {client_id}: training loss is not finite ({mean_loss}); lower --lr or check the data"
         )
-    end = _End(model, params, data, transform, settings, num_classes, generator)
+    end = EndOfClient(model, params, data, transform, settings, num_classes, generator)
     signals = {c.name: c.payload(state, index, end, requires) for c, state in collected}
     diagnostics = {k: v for c, state in collected for k, v in c.diagnostics(state, index).items()}
     update = ClientUpdate(
@@ -192,8 +192,9 @@ def finish_client(model: LoraViT, params: Params, data: ImageSplit, transform: D
     return ClientResult(update, mean_loss, images_seen(steps, len(data), settings.batch_size))
 
 
-class _End:
-    """``collectors.ClientEnd`` for one finished client: its features under its final params, computed once."""
+class EndOfClient:
+    """``collectors.ClientEnd`` for one client under ``params`` (its final local ones, or the model of an
+    extra client round): its features, computed once."""
 
     def __init__(self, model: LoraViT, params: Params, data: ImageSplit, transform: DeviceTransform,
                  settings: LocalSettings, num_classes: int, generator: torch.Generator) -> None:

@@ -45,7 +45,6 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from livar_bench.client.objectives import CrossEntropy
 from livar_bench.client.phase import train_clients
 from livar_bench.client.train import LocalSettings, autocast, evaluate
 from livar_bench.config import RunSpec
@@ -53,6 +52,7 @@ from livar_bench.data import DatasetBundle, subsample
 from livar_bench.data.base import ImageSplit
 from livar_bench.errors import BenchError
 from livar_bench.federation import sample_clients, setup_run
+from livar_bench.methods.spec import parse_method
 from livar_bench.ops.weighted import sample_weights, weighted_average_params
 from livar_bench.seeding import STREAM_INIT, derive_seed, generator
 from livar_bench.types import ClientUpdate, Params, Signal
@@ -223,11 +223,12 @@ def collect(spec: RunSpec, probe: ProbeSettings, *, bundle: DatasetBundle | None
     depth = 1 + max(describe_module(m, 1)["block"] for m in modules)
     meta = [describe_module(m, depth) for m in modules]
     frames, history = [], []
+    fedavg = parse_method("fedavg")  # the clients studied are those of a FedAvg run: its client side
     for round_ in range(1, spec.rounds + 1):
-        results = train_clients(  # the client phase of `run`, same seeding: the clients of a FedAvg run
+        results = train_clients(  # the client phase of `run`, same seeding
             s.model, global_params, {k: s.clients[k] for k in sample_clients(spec, round_)}, s.train_tf,
-            CrossEntropy(), settings, seed=spec.seed, round_=round_, num_classes=s.bundle.num_classes,
-            requires={Signal.LORA_SIGNAL}, pack=spec.pack,
+            fedavg.objective, settings, seed=spec.seed, round_=round_, num_classes=s.bundle.num_classes,
+            requires={Signal.LORA_SIGNAL}, pack=spec.pack, frozen=fedavg.frozen_keys(global_params),
             on_client=lambda k, r, at=round_: emit("client", round=at, client=k, loss=r.mean_loss))
         updates = [r.update for r in results.values()]
         sig_a = torch.stack([torch.stack([u.lora_signals[f"{m}.lora_A"] for m in modules]) for u in updates]).cpu()

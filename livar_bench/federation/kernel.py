@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +27,7 @@ from livar_bench.seeding import (
     derive_seed,
     generator,
 )
-from livar_bench.types import ClientUpdate, Params, RoundContext, ServerData, ServerState, Signal
+from livar_bench.types import ClientUpdate, ExtraRound, Params, RoundContext, ServerData, ServerState, Signal
 
 # The event sink of a run: ``emit(kind, **details)`` (start, client, round, resume, warning, locked, done).
 Event = Callable[..., None]
@@ -71,12 +70,14 @@ def local_settings(s: Setup) -> LocalSettings:
     return LocalSettings(spec.local_epochs, spec.batch_size, spec.lr, spec.weight_decay, s.dtype)
 
 
-def round_context(s: Setup, round_: int, server_data: ServerData | None, global_class_stats: Any = None) -> RoundContext:
-    """The server's context of a round (its random stream derives from the seed and the round)."""
+def round_context(s: Setup, round_: int, server_data: ServerData | None,
+                  extra_round: Callable[[ExtraRound], list[ClientUpdate]] | None = None) -> RoundContext:
+    """The server's context of a round (its random stream derives from the seed and the round);
+    ``extra_round`` is the engine's way of running one extra client round when a stage asks for it."""
     return RoundContext(round=round_, num_rounds=s.spec.rounds, num_classes=s.bundle.num_classes,
-                        lora_scale=s.model.scale, device=s.device, server_data=server_data,
+                        lora_scale=s.model.scale, server_data=server_data,
                         generator=generator(s.spec.seed, STREAM_SERVER, round_, device=s.device),
-                        global_class_stats=global_class_stats, num_clients=s.spec.num_clients,
+                        extra_round=extra_round, num_clients=s.spec.num_clients,
                         participation=s.spec.participation)
 
 

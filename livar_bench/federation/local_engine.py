@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from livar_bench.client.costs import round_costs
-from livar_bench.client.global_stats import GlobalStatsPass
+from livar_bench.client.extra_round import ExtraRoundPass
 from livar_bench.client.phase import base_deltas_applied
 from livar_bench.client.train import LocalSettings
 from livar_bench.device import synchronize
@@ -41,8 +41,9 @@ def local_engine(round1: Round1Cache | None, round1_signals: frozenset[Signal] |
             synchronize(s.device)
             t1 = time.perf_counter()
             comm = round_costs(updates, [state.params, state.base_deltas], method.requires)
-            extra = GlobalStatsPass(s.model, {u.client_id: s.clients[u.client_id] for u in updates}, s.eval_tf,
-                                    s.bundle.num_classes, settings, base_deltas=state.base_deltas)
+            # one extra client round, if a stage asks for it (the round's clients, the model it gives)
+            extra = ExtraRoundPass(s.model, {u.client_id: s.clients[u.client_id] for u in updates}, s.eval_tf,
+                                   s.bundle.num_classes, settings, seed=s.spec.seed, round_=round_)
             ctx = round_context(s, round_, server_data, extra)
             # nobody replied (every sampled client dropped out): the server has nothing to aggregate
             new = method.server_step(state, updates, ctx) if updates else state

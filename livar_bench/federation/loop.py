@@ -157,7 +157,7 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
             rows += tidy_rows(spec, 0, "test_heldout", evaluate(s.model, state.params, s.heldout, s.eval_tf,
                                                                 spec.eval_batch_size, s.dtype))
     server_data = HeldOutData(s) if s.val is not None else None
-    if method.aggregator.personalised and not spec.eval_local:
+    if method.personalised and not spec.eval_local:
         emit("warning", message=f"{spec.method} is a personalised method: its global accuracy is not its intended "
                                 "metric; add --eval-local for each client's own accuracy (split test_local)")
     train_round = engine(s, method, settings, emit, server_data)

@@ -6,9 +6,10 @@ the tensors this client starts from (the global ones, or its own start for a per
 ``Method.client_start``) and the run's settings (``run-spec``); the client rebuilds the run once per process
 (dataset, its own partition, shared backbone; ``federation.setup_run``), trains with the local
 engine's ``federation.train_round_clients`` (``client.phase.train_clients`` at the client's LoRA rank)
-under the same seeding (seed, round, client id), leaving the method's
-``frozen_keys`` unchanged, and sends back its
-tensors plus exactly the signals the method requires (``codec.encode_update``).
+under the same seeding (seed, round, client id), leaving the tensors the method's ``client_side()``
+freezes unchanged, and sends back its tensors plus exactly the signals the method requires
+(``codec.encode_update``). A stage's extra client round (EVALUATE messages) is answered the same way
+the local engine answers it (``client.extra_round``).
 
 Node settings a SuperNode may give (``--node-config``): ``partition-id`` (required), ``data-root``,
 ``cache-dir`` and ``device`` (where this node's data lies and where it trains; they do not change the run).
@@ -27,8 +28,9 @@ from flwr.clientapp import ClientApp
 
 from livar_bench.client.phase import base_deltas_applied
 from livar_bench.config import RunSpec
-from livar_bench.flower.codec import decode_download, encode_stats, encode_update
+from livar_bench.flower.codec import decode_download, encode_signals, encode_update
 from livar_bench.flower.strategy import QUERY_PARTITION
+from livar_bench.types import ExtraRound, Signal
 
 FAIL_ENV = "LIVAR_BENCH_FLOWER_FAIL"
 NODE_SETTINGS = {"data-root": "data_root", "cache-dir": "cache_dir", "device": "device"}
@@ -78,10 +80,11 @@ def query(msg: Message, context: Context) -> Message:
 
 
 @app.evaluate()
-def class_stats(msg: Message, context: Context) -> Message:
-    """The extra pass some stages ask for (``ccvr[features=global]``): this client's class statistics
-    under the model in ``msg`` (``client.global_stats.GlobalStatsPass``, as the local engine runs it)."""
-    from livar_bench.client.global_stats import GlobalStatsPass
+def extra_round(msg: Message, context: Context) -> Message:
+    """One extra client round a stage asked for (``types.ExtraRound``, e.g. ``ccvr[features=global]``): this
+    client's signals under the model in ``msg`` (``client.extra_round.ExtraRoundPass``, as the local engine
+    runs it)."""
+    from livar_bench.client.extra_round import ExtraRoundPass
     from livar_bench.federation.kernel import local_settings
 
     config = msg.content["config"]
@@ -89,9 +92,10 @@ def class_stats(msg: Message, context: Context) -> Message:
     spec = node_spec(str(config["run-spec"]), dict(context.node_config))
     s = _setup(spec)
     params, deltas = decode_download(msg.content["global"], s.device)
-    stats = GlobalStatsPass(s.model, {client: s.clients[client]}, s.eval_tf, s.bundle.num_classes, local_settings(s),
-                            base_deltas=deltas)(params, bool(config["with-cov"]))[0]
-    return Message(encode_stats(stats), reply_to=msg)
+    request = ExtraRound(params, frozenset(Signal(v) for v in str(config["signals"]).split(",") if v), deltas)
+    reply = ExtraRoundPass(s.model, {client: s.clients[client]}, s.eval_tf, s.bundle.num_classes,
+                           local_settings(s), seed=spec.seed, round_=int(config["server-round"]))(request)[0]
+    return Message(encode_signals(reply.signals), reply_to=msg)
 
 
 @app.train()

@@ -19,6 +19,11 @@ MetricRecord ``"metrics"``:
 
 Only the signals the method requires are sent (``collectors.restrict_update``). Arrays keep their
 dtype; decoding puts them on the server's device.
+
+An extra client round (a stage's ``types.ExtraRound``, e.g. CCVR's ``features=global``) is an EVALUATE
+message with the same ``"global"`` record (the request's params and base corrections) and a ConfigRecord
+``"config"`` naming the signals to return (``signals``, comma-separated); the reply is one ArrayRecord
+``"stats"`` with the ``signal/<name>/<field>`` entries (``encode_signals``).
 """
 
 from __future__ import annotations
@@ -104,22 +109,17 @@ def decode_update(content: RecordDict, device: torch.device | str = "cpu") -> tu
     """(update, mean training loss, images seen) from ``encode_update``'s record dict."""
     arrays, meta, metrics = content["update"], content["meta"], content["metrics"]
     params: Params = {}
-    signals: dict[str, dict[str, Tensor]] = {}
     class_counts = None
     for key, a in arrays.items():
         if key.startswith(PARAMS):
             params[key[len(PARAMS):]] = _tensor(a, device)
         elif key == META + "class_counts":
             class_counts = _tensor(a, device)
-        elif key.startswith(SIGNAL):
-            name, _, field = key[len(SIGNAL):].partition("/")
-            signals.setdefault(name, {})[field] = _tensor(a, device)
-        else:
+        elif not key.startswith(SIGNAL):
             raise ValueError(f"unknown entry {key!r} in a client update record")
     if class_counts is None:
         raise ValueError("client update record has no meta/class_counts")
-    payloads = {name: PAYLOAD_TYPES[name](**fields) if name in PAYLOAD_TYPES else fields
-                for name, fields in signals.items()}
+    payloads = _payloads(arrays, device)
     update = ClientUpdate(client_id=int(meta["client-id"]), num_samples=int(meta["num-samples"]),
                           class_counts=class_counts, params=params, signals=payloads,
                           lora_scale=float(meta["lora-scale"]) if "lora-scale" in meta else None,
@@ -128,18 +128,30 @@ def decode_update(content: RecordDict, device: torch.device | str = "cpu") -> tu
     return update, float(metrics["train-loss"]), int(metrics["images"])
 
 
-def encode_stats(stats: ClassStats) -> RecordDict:
-    """A client's reply to the class-statistics pass: ``signal/class_stats/<field>`` entries."""
+def encode_signals(signals: Mapping[str, Any]) -> RecordDict:
+    """A client's reply to an extra client round (``types.ExtraRound``): only its signals, as
+    ``signal/<name>/<field>`` entries of the ArrayRecord ``"stats"``."""
     arrays = ArrayRecord()
-    for field, t in _payload_tensors(Signal.CLASS_STATS.value, stats).items():
-        arrays[f"{SIGNAL}{Signal.CLASS_STATS.value}/{field}"] = _array(t)
+    for name, payload in signals.items():
+        for field, t in _payload_tensors(name, payload).items():
+            arrays[f"{SIGNAL}{name}/{field}"] = _array(t)
     return RecordDict({"stats": arrays})
 
 
-def decode_stats(content: RecordDict, device: torch.device | str = "cpu") -> ClassStats:
-    prefix = f"{SIGNAL}{Signal.CLASS_STATS.value}/"
-    fields = {k[len(prefix):]: _tensor(a, device) for k, a in content["stats"].items() if k.startswith(prefix)}
-    return ClassStats(**fields)
+def decode_signals(content: RecordDict, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The signals of ``encode_signals``' record dict (payload name -> payload)."""
+    return _payloads(content["stats"], device)
+
+
+def _payloads(arrays: ArrayRecord, device: torch.device | str) -> dict[str, Any]:
+    """The ``signal/<name>/<field>`` entries of ``arrays`` as payloads (dataclasses where registered)."""
+    signals: dict[str, dict[str, Tensor]] = {}
+    for key, a in arrays.items():
+        if key.startswith(SIGNAL):
+            name, _, field = key[len(SIGNAL):].partition("/")
+            signals.setdefault(name, {})[field] = _tensor(a, device)
+    return {name: PAYLOAD_TYPES[name](**fields) if name in PAYLOAD_TYPES else fields
+            for name, fields in signals.items()}
 
 
 def wire_bytes(message: Message) -> int:

@@ -67,13 +67,13 @@ class FlowerEngine:
             for update, loss in zip(report.updates, report.losses, strict=True):
                 emit("client", round=round_, client=update.client_id, loss=loss)
             n = max(len(report.updates), 1)  # per-client means; a round without replies costs nothing
-            extra = report.stats_pass
+            extra = report.extra_round
             comm = round_costs(report.updates, [state.params, state.base_deltas], method.requires)
             costs = {
                 **(extra.add_costs(comm, n) if extra is not None else comm),
                 "clients_replied": float(len(report.updates)),
                 "clients_failed": float(len(report.failed)),
-                # the class-statistics pass's messages count per client of the round, as its bytes do
+                # the extra client round's messages count per client of the round, as its bytes do
                 "wire_upload_bytes_per_client": (sum(report.upload_wire) + (extra.wire_upload if extra else 0)) / n,
                 "wire_download_bytes_per_client": (sum(report.download_wire) + (extra.wire_download if extra else 0))
                 / max(len(report.download_wire), 1),

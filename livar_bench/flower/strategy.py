@@ -27,14 +27,18 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
-from livar_bench.client.collectors.class_stats import ClassStatsCollector
-from livar_bench.client.costs import params_bytes
-from livar_bench.client.global_stats import GlobalStatsPass
+from livar_bench.client.extra_round import ExtraRoundPass, check_request
 from livar_bench.client.system import replying
 from livar_bench.errors import BenchError
-from livar_bench.flower.codec import decode_download, decode_stats, decode_update, encode_download, wire_bytes
+from livar_bench.flower.codec import (
+    decode_download,
+    decode_signals,
+    decode_update,
+    encode_download,
+    wire_bytes,
+)
 from livar_bench.methods.base import Method
-from livar_bench.types import ClassStats, ClientUpdate, Params, RoundContext, ServerState, Signal
+from livar_bench.types import ClientUpdate, ExtraRound, RoundContext, ServerState
 
 QUERY_PARTITION = "partition"  # name of the ConfigRecord a client answers the partition query with
 NODE_WAIT_S = 300.0  # default wait for the run's SuperNodes to connect (the App's run setting node-wait-s)
@@ -129,8 +133,8 @@ class RoundReport:
     failed: dict[int, str]  # node id -> reason
     upload_wire: list[int]  # serialised bytes of each reply
     download_wire: list[int]  # serialised bytes of each instruction sent
-    aggregate_s: float  # the server step without the class-statistics pass
-    stats_pass: StatsPass | None = None
+    aggregate_s: float  # the server step without the extra client round
+    extra_round: FlowerExtraRound | None = None
 
 
 class MethodStrategy(Strategy):
@@ -141,8 +145,8 @@ class MethodStrategy(Strategy):
         run_spec: the run's settings as JSON (``RunSpec.model_dump_json()``); clients rebuild the run from it.
         num_clients: clients of the federation (nodes must report partition ids 0 .. num_clients - 1).
         sample: round -> client ids asked to train (the harness's ``sample_clients``).
-        context: (round, class-statistics pass) -> the server's ``RoundContext`` (the pass goes to
-            ``RoundContext.global_class_stats``).
+        context: (round, extra client round) -> the server's ``RoundContext`` (the extra round goes to
+            ``RoundContext.extra_round``).
         device: where the server keeps its state.
         node_wait_s: how long to wait for every client's SuperNode to connect before giving up
             (``connect_clients``).
@@ -231,7 +235,7 @@ class MethodStrategy(Strategy):
         if len(updates) < self.method.min_replies:
             raise BenchError(f"round {server_round}: {self.method.spec} needs at least {self.method.min_replies} "
                              f"client replies per round, got {len(updates)} of {asked}")
-        extra = StatsPass(self, server_round, [u.client_id for u in updates], self.state.base_deltas)
+        extra = FlowerExtraRound(self, server_round, updates)
         ctx = self.context(server_round, extra)
         t0 = time.perf_counter()
         self.state = self.method.server_step(self.state, updates, ctx)
@@ -257,48 +261,50 @@ class MethodStrategy(Strategy):
             ",".join(sorted(s.value for s in self.method.requires)) or "none", self.method.min_replies)
 
 
-class StatsPass(GlobalStatsPass):
-    """``RoundContext.global_class_stats`` over Flower: the round's replying clients compute their class
-    statistics under a candidate model (an EVALUATE message to each; ``clientapp.class_stats``).
+class FlowerExtraRound(ExtraRoundPass):
+    """``RoundContext.extra_round`` over Flower: the round's replying clients answer a stage's
+    ``ExtraRound`` (an EVALUATE message to each; ``clientapp.extra_round``).
 
-    Counts what it costs as the local engine's ``GlobalStatsPass`` does (``add_costs``), plus the
-    serialised sizes of its messages (``wire_upload`` / ``wire_download``). Clients that fail in this pass
-    are left out of the statistics; none replying is an error.
+    Counts what it costs as the local engine's ``ExtraRoundPass`` does (``add_costs``), plus the
+    serialised sizes of its messages (``wire_upload`` / ``wire_download``). Clients that fail in this round
+    are left out of its replies; none replying is an error.
     """
 
-    def __init__(self, strategy: MethodStrategy, server_round: int, client_ids: list[int],
-                 base_deltas: Any) -> None:
-        self.strategy, self.round, self.client_ids, self.base_deltas = strategy, server_round, client_ids, base_deltas
+    def __init__(self, strategy: MethodStrategy, server_round: int, updates: list[ClientUpdate]) -> None:
+        self.strategy, self.round = strategy, server_round
+        self.updates = {u.client_id: u for u in updates}  # the round's replies: who is asked, their counts
         self.seconds, self.upload_bytes, self.download_bytes, self.calls = 0.0, 0, 0, 0
         self.wire_upload, self.wire_download = 0, 0
 
-    def __call__(self, params: Params, with_cov: bool) -> list[ClassStats]:
+    def __call__(self, request: ExtraRound) -> list[ClientUpdate]:
+        check_request(request)
         start = time.perf_counter()
         st = self.strategy
         if st.grid is None:
-            raise RuntimeError("the class-statistics pass runs only inside a round (after configure_train)")
-        nodes = {k: st.nodes[k] for k in self.client_ids}
+            raise RuntimeError("an extra client round runs only inside a round (after configure_train)")
+        nodes = {k: st.nodes[k] for k in self.updates}
         clients = {node: k for k, node in nodes.items()}
-        record = encode_download(ServerState(params=dict(params), base_deltas=dict(self.base_deltas)))
-        config = ConfigRecord({"server-round": self.round, "run-spec": st.run_spec, "with-cov": bool(with_cov)})
+        record = encode_download(ServerState(params=dict(request.params), base_deltas=dict(request.base_deltas)))
+        config = ConfigRecord({"server-round": self.round, "run-spec": st.run_spec,
+                               "signals": ",".join(sorted(s.value for s in request.signals))})
         messages = [Message(RecordDict({"global": record, "config": config}), dst_node_id=node,
                             message_type=MessageType.EVALUATE) for node in nodes.values()]
         self.wire_download += sum(wire_bytes(m) for m in messages)
-        stats: dict[int, ClassStats] = {}
+        replies: dict[int, ClientUpdate] = {}
         failed = []
         for reply in st.grid.send_and_receive(messages, timeout=st.timeout):
             if reply.has_error():
                 failed.append(short_reason(reply.error.reason))
                 continue
-            stats[clients[reply.metadata.src_node_id]] = decode_stats(reply.content, st.device)
+            k = clients[reply.metadata.src_node_id]
+            own = self.updates[k]
+            replies[k] = ClientUpdate(k, own.num_samples, own.class_counts, {},
+                                      signals=decode_signals(reply.content, st.device))
             self.wire_upload += wire_bytes(reply)
-        if not stats:
-            raise BenchError(f"round {self.round}: no client answered the class-statistics pass "
+        if not replies:
+            raise BenchError(f"round {self.round}: no client answered the extra client round "
                              f"({'; '.join(sorted(set(failed))) or 'no reply before the timeout'})")
-        ordered = [stats[k] for k in sorted(stats)]
-        sent = frozenset({Signal.CLASS_COV if with_cov else Signal.CLASS_STATS})
-        self.upload_bytes += sum(ClassStatsCollector().nbytes(x, sent) for x in ordered)
-        self.download_bytes += params_bytes(params) * len(messages)
-        self.calls += 1
+        ordered = [replies[k] for k in sorted(replies)]
+        self.record(request, ordered, len(messages))
         self.seconds += time.perf_counter() - start
         return ordered

@@ -11,14 +11,18 @@ needs, its recipe version, its presets and the namespace of its buffers.
 
 - ``Aggregator``: ``__call__(global_params, updates, ctx) -> params`` for a stateless merge (FedAvg,
   TIES, LIVAR), or ``server_step(state, updates, ctx) -> state`` for a method that keeps buffers
-  across rounds (FedAvgM, FedAdam); ``local_objective()`` for one that changes the client loss
-  (FedProx); ``evaluation_deltas`` for one that evaluates something other than what it sends;
+  across rounds (FedAvgM, FedAdam); ``client_side()`` for one that changes how clients train (their
+  objective, the tensors they leave frozen or keep personal: FedProx, FFA-LoRA, FedSA-LoRA;
+  ``methods/client_side.py``); ``accepts_mixed_ranks()`` for one that can merge clients of different
+  LoRA ranks; ``evaluation_deltas`` for one that evaluates something other than what it sends;
   ``content_digest`` for one that reads a file (a LIVAR rule), so that the file's content is part of
   the run id.
 - ``Stage``: runs after the aggregator; ``__call__(new_params, updates, ctx) -> params`` or, to see the
   previous global state too, ``apply(previous, new, updates, ctx) -> state``. ``before(state, updates,
   ctx, method)`` runs before the aggregator and may replace the updates it sees (the ``dp`` stage's
-  clipping and noise).
+  clipping and noise). A stage that needs the clients once more (CCVR's statistics under the new global
+  model) asks the engine for one extra client round through ``ctx.extra_round(ExtraRound(params, signals,
+  base_deltas))``.
 - ``secure_aggregation()``: whether the server needs only the (weighted) sum of the client updates
   ("sum": secure aggregation and central or distributed DP noise are possible) or each client's own
   contribution ("individual"), with the one-line reason; ``Aggregator.secure_weight`` is the weight of a
@@ -33,8 +37,9 @@ from typing import ClassVar, NamedTuple
 
 from torch import Tensor
 
-from livar_bench.client.objectives import CrossEntropy, LocalObjective
+from livar_bench.client.objectives import CrossEntropy, LocalObjective  # noqa: F401  (CrossEntropy: re-exported)
 from livar_bench.methods.buffers import Buffers, ClientBuffers
+from livar_bench.methods.client_side import ClientSide
 from livar_bench.methods.describe import Description
 from livar_bench.types import (  # noqa: F401  (ClassStats, needs_class_stats: re-exported for older imports)
     ClassStats,
@@ -122,8 +127,6 @@ class Aggregator(Component):
     matter; results are deterministic given ``ctx.generator``; a resumed run continues exactly.
     """
 
-    personalised: ClassVar[bool] = False  # its intended metric is per-client accuracy (--eval-local)
-
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
         """The new global params (stateless methods implement this)."""
         raise NotImplementedError(f"{type(self).__name__} implements neither __call__ nor server_step")
@@ -136,28 +139,15 @@ class Aggregator(Component):
         """
         return state.evolve(params=self(state.params, updates, ctx))
 
-    def local_objective(self) -> LocalObjective:
-        """The client loss this method trains with (cross-entropy unless overridden)."""
-        return CrossEntropy()
-
-    def frozen_keys(self, keys: Sequence[str]) -> frozenset[str]:
-        """Trainable keys that clients must leave unchanged (FFA-LoRA freezes every A); none by default."""
-        return frozenset()
+    def client_side(self) -> ClientSide:
+        """How clients train under this method: their objective, the tensors they leave frozen and those
+        each keeps for itself (``ClientSide``); by default cross-entropy, nothing frozen or personal."""
+        return ClientSide()
 
     def accepts_mixed_ranks(self) -> bool:
         """Whether clients may have different LoRA ranks (``--client-ranks``): only methods that never add
         factors of different clients entry by entry (FLoRA, product-space merges)."""
         return False
-
-    def client_start(self, state: ServerState, client_id: int) -> Params:
-        """What client ``client_id`` starts local training from: the global params by default; a
-        personalised method (FedSA-LoRA) mixes in the client's own tensors kept in ``state.buffers``."""
-        return state.params
-
-    def personal_params(self, state: ServerState, update: ClientUpdate) -> Params:
-        """The client's own model for personalised evaluation (``--eval-local``), given the state after
-        aggregation: the client's locally trained tensors by default."""
-        return update.params
 
     def evaluation_deltas(self, state: ServerState, updates: Sequence[ClientUpdate],
                           ctx: RoundContext) -> dict[str, Tensor] | None:
@@ -198,12 +188,28 @@ class Stage(Component):
 
 @dataclass(frozen=True)
 class Method:
-    """A full method: client objective, server aggregator and post-aggregation stages, in order."""
+    """A full method: the server aggregator and the post-aggregation stages, in order; how its clients
+    train is the aggregator's ``client_side()``."""
 
     spec: str
-    objective: LocalObjective
     aggregator: Aggregator
     stages: tuple[Stage, ...] = ()
+
+    @property
+    def client_side(self) -> ClientSide:
+        """How its clients train (the aggregator's declaration)."""
+        return self.aggregator.client_side()
+
+    @property
+    def objective(self) -> LocalObjective:
+        """The loss clients train with."""
+        return self.client_side.objective
+
+    @property
+    def personalised(self) -> bool:
+        """Whether its intended metric is per-client accuracy (``--eval-local``): its clients keep tensors
+        of their own."""
+        return bool(self.client_side.personal)
 
     @property
     def requires(self) -> frozenset[Signal]:
@@ -231,6 +237,7 @@ class Method:
         for stage in self.stages:
             state, updates = stage.before(state, updates, ctx, self)
         new = self.aggregator.server_step(state, updates, ctx)
+        new = self.client_side.keep_personal(new, updates, self.aggregator.namespace)
         for stage in self.stages:
             new = stage.apply(state, new, updates, ctx)
         return new
@@ -254,19 +261,20 @@ class Method:
         return self.aggregator.evaluation_deltas(state, updates, ctx)
 
     def frozen_keys(self, keys: Sequence[str]) -> frozenset[str]:
-        return self.aggregator.frozen_keys(keys)
+        """The keys of ``keys`` that clients leave unchanged."""
+        return self.client_side.frozen_keys(keys)
 
     def client_start(self, state: ServerState, client_id: int) -> Params:
-        return self.aggregator.client_start(state, client_id)
+        """What client ``client_id`` starts local training from (``ClientSide.start``)."""
+        return self.client_side.start(state, client_id, self.aggregator.namespace)
 
     def personal_params(self, state: ServerState, update: ClientUpdate) -> Params:
-        return self.aggregator.personal_params(state, update)
+        """A client's own model for ``--eval-local``, given the state after aggregation."""
+        return self.client_side.personal_model(state, update)
 
     @property
     def objective_key(self) -> str:
-        """Identifies what decides client training (the objective, and an aggregator that freezes keys or
-        personalises starts), so round-1 client work is shared only between methods that train alike."""
-        agg = type(self.aggregator)
-        changes_clients = agg.frozen_keys is not Aggregator.frozen_keys or agg.client_start is not Aggregator.client_start
-        return repr(self.objective) + (f"|clients={self.aggregator!r}" if changes_clients else "")
+        """What decides client training, from the declaration (``ClientSide.key``): round-1 client work is
+        shared only between methods whose clients train alike."""
+        return self.client_side.key
 

@@ -23,7 +23,13 @@ class Buffers:
 
     def __init__(self, namespace: str, buffers: Mapping[str, Tensor]) -> None:
         self.namespace = namespace
-        self.mapping: dict[str, Tensor] = dict(buffers)  # every component's buffers, this one's updated
+        self._read = buffers
+        self._written: dict[str, Tensor] = {}
+
+    @property
+    def mapping(self) -> dict[str, Tensor]:
+        """Every component's buffers with this one's writes (new keys after the existing ones)."""
+        return {**self._read, **self._written}
 
     def key(self, buffer: str, param: str) -> str:
         """The state key of ``buffer`` for parameter ``param`` (``fedadam.m.head.bias``)."""
@@ -31,14 +37,11 @@ class Buffers:
 
     def get(self, buffer: str, param: str) -> Tensor | None:
         """The stored tensor, or None before the component first wrote it."""
-        return self.mapping.get(self.key(buffer, param))
+        key = self.key(buffer, param)
+        return self._written[key] if key in self._written else self._read.get(key)
 
     def set(self, buffer: str, param: str, value: Tensor) -> None:
-        self.mapping[self.key(buffer, param)] = value
-
-    def of(self, buffer: str, params: Iterable[str]) -> Params:
-        """{param: tensor} for those of ``params`` that ``buffer`` holds (e.g. a client's own B factors)."""
-        return {p: t for p in params if (t := self.get(buffer, p)) is not None}
+        self._written[self.key(buffer, param)] = value
 
 
 class ClientBuffers:

@@ -23,8 +23,8 @@ LIVAR paper reports):
 mean and covariance, ``ops.gaussian.pool_moments``), ``counts=fixed`` (``samples_per_class`` per class
 present), drawn once (``resample_per_epoch=false``), plain cross-entropy (``logit_norm=false``),
 ``when=final`` (only after the last round) and ``features=global`` (statistics of the clients' data
-under the final *global* model: one extra client pass, run by the federation loop through
-``ctx.global_class_stats`` and counted in the cost columns). Sample count, optimiser, schedule and batch
+under the final *global* model: one extra client round, asked of the engine through
+``ctx.extra_round`` and counted in the cost columns). Sample count, optimiser, schedule and batch
 size are the reference's: the paper's own values were not available to us (baselines/ccvr/README.md).
 
 ``model=pooled_diag`` is the pooled Gaussian with per-dimension variances only (clients send no D x D
@@ -33,7 +33,7 @@ matrices).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -45,7 +45,7 @@ from livar_bench.methods.base import Stage
 from livar_bench.methods.describe import describe
 from livar_bench.ops.gaussian import covariance_factor, pool_moments, std_factor
 from livar_bench.ops.head import fit_linear_head
-from livar_bench.types import ClassStats, ClientUpdate, Params, RoundContext, Signal
+from livar_bench.types import ClassStats, ClientUpdate, ExtraRound, Params, RoundContext, ServerState, Signal
 
 # The reference adds 1e-8 to every variance (``MultivariateNormal(mean, diag(var) + 1e-8 I)``).
 REFERENCE_VAR_EPS = 1e-8
@@ -61,6 +61,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 Draw = Callable[[], tuple[Tensor, Tensor]]
 
+
+
+def extra_round_base_deltas(previous: ServerState, new: ServerState) -> Mapping[str, Tensor]:
+    """The base-weight corrections the extra client round of ``features=global`` runs with: the one place
+    they are chosen.
+
+    The round's *previous* corrections, as since the pass was added: for a method that changes them in
+    the round (FedEx-LoRA, FLoRA, LIVAR-Exact) the statistics then come from the new factors on the old
+    base weights, not from the new global model (issue 24). ``new.base_deltas`` here is the fix; it
+    changes the numbers (and should change the run ids) of those methods with ``ccvr[features=global]``.
+    """
+    return previous.base_deltas
 
 def _option(description: str, **rules: Any) -> Any:
     """A setting that, left unset (None), takes the preset's value."""
@@ -115,10 +127,21 @@ class CCVR(Stage):
             return frozenset()
         return frozenset({Signal.CLASS_COV if self.model == "pooled_full" else Signal.CLASS_STATS})
 
+    def apply(self, previous: ServerState, new: ServerState, updates: Sequence[ClientUpdate],
+              ctx: RoundContext) -> ServerState:
+        return new.evolve(params=self.calibrate(new.params, updates, ctx, extra_round_base_deltas(previous, new)))
+
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
+        """``calibrate`` outside a server step (no state: the extra round runs without base corrections)."""
+        return self.calibrate(global_params, updates, ctx, {})
+
+    def calibrate(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext,
+                  base_deltas: Mapping[str, Tensor]) -> Params:
+        """The params with the head retrained on virtual features (``base_deltas``: those the extra client
+        round of ``features=global`` runs with)."""
         if self.when == "final" and ctx.round != ctx.num_rounds:
             return dict(global_params)
-        stats = self._statistics(global_params, updates, ctx)
+        stats = self._statistics(global_params, updates, ctx, base_deltas)
         w_key, b_key = ctx.head_keys
         head_w, head_b = global_params[w_key], global_params[b_key]
         draw = self._sampler(stats, ctx.num_classes, ctx.generator)
@@ -136,13 +159,15 @@ class CCVR(Stage):
         out[b_key] = bias.to(head_b.dtype)
         return out
 
-    def _statistics(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> list[ClassStats]:
+    def _statistics(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext,
+                    base_deltas: Mapping[str, Tensor]) -> list[ClassStats]:
         with_cov = self.model == "pooled_full"
         if self.features == "global":
-            if ctx.global_class_stats is None:
-                raise ValueError("ccvr[features=global] needs the federation loop's pass over the global model "
-                                 "(RoundContext.global_class_stats)")
-            stats = list(ctx.global_class_stats(global_params, with_cov))
+            if ctx.extra_round is None:
+                raise ValueError("ccvr[features=global] needs an engine that runs an extra client round "
+                                 "(RoundContext.extra_round)")
+            signals = frozenset({Signal.CLASS_COV if with_cov else Signal.CLASS_STATS})
+            stats = [u.class_stats for u in ctx.extra_round(ExtraRound(global_params, signals, base_deltas))]
         else:
             stats = [u.class_stats for u in updates]
         if any(s is None for s in stats) or (with_cov and any(s.cov is None for s in stats)):

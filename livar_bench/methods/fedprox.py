@@ -14,6 +14,7 @@ from pydantic import Field
 
 from livar_bench.client.objectives import Proximal
 from livar_bench.methods.base import Aggregator
+from livar_bench.methods.client_side import ClientSide
 from livar_bench.methods.describe import describe
 from livar_bench.methods.fedavg import FedAvg
 from livar_bench.types import ClientUpdate, Params, RoundContext
@@ -34,9 +35,8 @@ class FedProx(Aggregator):
     mu: Annotated[float, Field(ge=0, description="weight of the clients' proximal term mu/2 ||w - w_global||^2 "
                                                  "(0 is FedAvg)")] = DEFAULT_MU
 
-    def local_objective(self) -> Proximal:
-        """The client loss this method trains with."""
-        return Proximal(self.mu)
+    def client_side(self) -> ClientSide:
+        return ClientSide(objective=Proximal(self.mu))
 
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
         return FedAvg()(global_params, updates, ctx)

@@ -1,7 +1,7 @@
 """FFA-LoRA (Sun et al., ICLR 2024, arXiv 2403.12313): federated LoRA with A frozen.
 
-Every client keeps A at its shared, seeded initialisation (``frozen_keys``: no gradient, no update, no
-weight decay), so only B and the head train; the server averages them (FedAvg). With A fixed and shared,
+Every client keeps A at its shared, seeded initialisation (``client_side()`` declares A frozen: no
+gradient, no update, no weight decay), so only B and the head train; the server averages them (FedAvg). With A fixed and shared,
 the average of the products is the product of the averages: sum_k w_k B_k A = (sum_k w_k B_k) A, so
 factor averaging is exact. The server keeps A from its state, bit for bit.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from livar_bench.methods.base import Aggregator
+from livar_bench.methods.client_side import ClientSide
 from livar_bench.methods.describe import describe
 from livar_bench.ops.weighted import sample_weights, weighted_average_params
 from livar_bench.types import ClientUpdate, Params, RoundContext
@@ -24,11 +25,11 @@ class FFALora(Aggregator):
     def secure_aggregation(self) -> tuple[str, str]:
         return "sum", "the sample-weighted mean of B and the head (A is frozen)"
 
-    def frozen_keys(self, keys: Sequence[str]) -> frozenset[str]:
-        return frozenset(k for k in keys if k.endswith(".lora_A"))
+    def client_side(self) -> ClientSide:
+        return ClientSide(frozen=frozenset({"A"}))
 
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
-        frozen = self.frozen_keys(list(global_params))
+        frozen = self.client_side().frozen_keys(global_params)
         trained = [k for k in global_params if k not in frozen]
         out = weighted_average_params([u.params for u in updates], sample_weights([u.num_samples for u in updates]),
                                       keys=trained)

@@ -103,8 +103,7 @@ class MethodSpec:
     def build(self) -> Method:
         """The ``Method`` (objective, aggregator, stages) this spec describes."""
         aggregator, *stages = self.components
-        return Method(spec=str(self), objective=aggregator.local_objective(), aggregator=aggregator,
-                      stages=tuple(stages))
+        return Method(spec=str(self), aggregator=aggregator, stages=tuple(stages))
 
     @cached_property
     def content_digests(self) -> dict[str, str]:

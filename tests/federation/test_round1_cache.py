@@ -9,19 +9,17 @@ import pandas as pd
 import pytest
 import torch
 
-from livar_bench.client.objectives import CrossEntropy, Proximal
 from livar_bench.config import make_spec
 from livar_bench.federation import run_federation
 from livar_bench.federation.round1_cache import Round1Cache, round1_key
 from livar_bench.methods import (
     Aggregator,
     ClientUpdate,
-    FedAvg,
-    Method,
     Params,
     RoundContext,
     Signal,
     describe,
+    parse_method,
 )
 from livar_bench.methods import registry as reg
 from livar_bench.store import load_tensors
@@ -84,9 +82,14 @@ def test_reused_round1_is_bit_identical(tmp_path, tiny_spec_values, signal_metho
 def test_key_depends_on_client_side_only(tiny_spec_values):
     spec = make_spec(tiny_spec_values)
     cpu = torch.device("cpu")
-    ce = Method("fedavg", CrossEntropy(), FedAvg())
-    prox = Method("fedprox", Proximal(0.1), FedAvg())
+    ce = parse_method("fedavg")
+    prox = parse_method("fedprox[mu=0.1]")
     key = round1_key(spec, ce, cpu)
+    # Methods whose clients train alike share round 1; the key comes from what they declare (client_side)
+    for alike in ("livar", "ties+ccvr", "fedadam", "fedams"):
+        assert round1_key(spec, parse_method(alike), cpu) == key, alike
+    frozen, personal = round1_key(spec, parse_method("ffa_lora"), cpu), round1_key(spec, parse_method("fedsa_lora"), cpu)
+    assert len({key, frozen, personal}) == 3  # frozen A, personal B: clients train (or start) differently
     assert round1_key(spec.replace(rounds=7), ce, cpu) == key  # run length: irrelevant to round 1
     assert round1_key(spec.replace(device="cpu", eval_batch_size=3), ce, cpu) == key
     assert round1_key(spec, prox, cpu) != key  # a different client objective trains differently
@@ -98,7 +101,7 @@ def test_key_depends_on_client_side_only(tiny_spec_values):
 def test_load_requires_every_asked_signal(tmp_path, tiny_spec_values):
     spec = make_spec(tiny_spec_values)
     run_federation(spec, tmp_path, share_round1=True, round1_signals=frozenset({Signal.LORA_SIGNAL}))
-    method = Method("fedavg", CrossEntropy(), FedAvg())
+    method = parse_method("fedavg")
     cache = Round1Cache.for_run(tmp_path, spec, method, torch.device("cpu"))
     hit = cache.load({Signal.LORA_SIGNAL})
     assert hit is not None and all(u.lora_signals is not None and u.class_stats is None for u in hit.updates)
@@ -189,7 +192,7 @@ def test_cache_file_without_a_training_time_is_recomputed(tmp_path, tiny_spec_va
     state = load_tensors(path)
     del state["train_s"]  # as written before the time was stored
     save_tensors(path, state)
-    method = Method("fedavg", CrossEntropy(), FedAvg())
+    method = parse_method("fedavg")
     cache = Round1Cache.for_run(tmp_path, base, method, torch.device("cpu"))
     assert cache.load(()) is None
     again = run_federation(base.replace(method="livar"), tmp_path, share_round1=True)

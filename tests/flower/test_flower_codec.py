@@ -147,7 +147,7 @@ def test_min_replies_is_the_largest_of_the_components():
     class NeedsThree(Stage):
         min_replies = 3
 
-    assert Method("x", method.objective, method.aggregator, (*method.stages, NeedsThree())).min_replies == 3
+    assert Method("x", method.aggregator, (*method.stages, NeedsThree())).min_replies == 3
 
 
 def test_failure_reasons_become_one_short_line():

@@ -35,7 +35,7 @@ def task_identity():
 def _strategy(spec: str = "fedavg", clients: int = 3) -> MethodStrategy:
     method = MethodSpec.parse(spec).build()
     ctx = lambda r, extra: RoundContext(round=r, num_rounds=2, num_classes=2, lora_scale=1.0,  # noqa: E731
-                                 generator=torch.Generator().manual_seed(r), global_class_stats=extra)
+                                 generator=torch.Generator().manual_seed(r), extra_round=extra)
     strategy = MethodStrategy(method, run_spec="{}", num_clients=clients, sample=lambda r: list(range(clients)),
                               context=ctx)
     strategy.nodes = dict(list(NODES.items())[:clients])  # as if every node had answered the partition query
@@ -98,7 +98,61 @@ def test_a_method_needing_more_replies_says_so():
 
     strategy = _strategy()
     m = strategy.method
-    strategy.method = Method("fedavg+needs3", m.objective, m.aggregator, (NeedsThree(),))
+    strategy.method = Method("fedavg+needs3", m.aggregator, (NeedsThree(),))
     sent = list(strategy.configure_train(1, ArrayRecord(), ConfigRecord(), grid=None))
     with pytest.raises(BenchError, match=r"fedavg\+needs3 needs at least 3 client replies per round, got 2 of 3"):
         strategy.aggregate_train(1, [_reply(sent[0], 0, 1, 1.0), _reply(sent[1], 1, 1, 1.0), _failed(sent[2])])
+
+
+def _class_stats(g: torch.Generator, classes: int = 2, dim: int = 3):
+    from livar_bench.client.signals import class_statistics
+
+    labels = torch.arange(12) % classes
+    feats = torch.randn(12, dim, generator=g)
+    return class_statistics(feats, labels, torch.ones(12, dtype=torch.bool), classes, False)
+
+
+class _Grid:
+    """Answers an extra client round as ClientApps would (``codec.encode_signals``); node 101 fails."""
+
+    def __init__(self, stats):
+        self.stats, self.sent = stats, []
+
+    def send_and_receive(self, messages, timeout):
+        self.sent += list(messages)
+        by_node = {node: k for k, node in NODES.items()}
+        return [_failed(m) if m.metadata.dst_node_id == 101 else
+                Message(codec.encode_signals({"class_stats": self.stats[by_node[m.metadata.dst_node_id]]}), reply_to=m)
+                for m in messages]
+
+
+def test_an_extra_client_round_over_flower_messages():
+    from livar_bench.client.collectors import signal_bytes
+    from livar_bench.client.costs import params_bytes
+    from livar_bench.flower.strategy import FlowerExtraRound
+    from livar_bench.types import ExtraRound, Signal
+
+    strategy = _strategy()
+    g = torch.Generator().manual_seed(3)
+    stats = {k: _class_stats(g) for k in NODES}
+    grid = _Grid(stats)
+    list(strategy.configure_train(1, ArrayRecord(), ConfigRecord(), grid=grid))
+    round_updates = [ClientUpdate(k, 10 + k, torch.tensor([5 + k, 5]), {}) for k in (2, 0, 1)]  # as replied
+    extra = FlowerExtraRound(strategy, 1, round_updates)
+    params = {"m.lora_A": torch.ones(1, 3), "head.bias": torch.zeros(2)}
+    deltas = {"m": torch.full((4, 3), 0.5)}
+    replies = extra(ExtraRound(params, frozenset({Signal.CLASS_STATS}), deltas))
+    # the round's clients were asked (EVALUATE, the given model and corrections, the signals by name) ...
+    assert [m.metadata.dst_node_id for m in grid.sent] == [102, 100, 101]
+    for m in grid.sent:
+        assert m.metadata.message_type == "evaluate" and m.content["config"]["signals"] == "class_stats"
+        got, got_deltas = codec.decode_download(m.content["global"])
+        assert all(torch.equal(got[k], params[k]) for k in params) and torch.equal(got_deltas["m"], deltas["m"])
+    # ... the failed one is left out, the others come back in client order with their round's counts
+    assert [(u.client_id, u.num_samples, u.params) for u in replies] == [(0, 10, {}), (2, 12, {})]
+    assert torch.equal(replies[1].class_counts, torch.tensor([7, 5]))
+    assert all(torch.equal(u.class_stats.mean, stats[u.client_id].mean) for u in replies)
+    assert extra.upload_bytes == sum(sum(signal_bytes(u, {Signal.CLASS_STATS}).values()) for u in replies)
+    assert extra.download_bytes == 3 * params_bytes(params) and extra.wire_upload > 0 and extra.calls == 1
+    with pytest.raises(ValueError, match="no training signals"):
+        extra(ExtraRound(params, frozenset({Signal.LORA_SIGNAL})))

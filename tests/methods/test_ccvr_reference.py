@@ -10,6 +10,7 @@ statistics under the global model.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -19,7 +20,8 @@ from livar_bench.client.signals import class_statistics
 from livar_bench.config import make_spec
 from livar_bench.methods import CCVR, canonical_spec, parse_method
 from livar_bench.ops.head import fit_linear_head
-from livar_bench.types import ClientUpdate, RoundContext
+from livar_bench.types import ClientUpdate, RoundContext, Signal
+from tests.methods._fakes import context, make_updates
 
 
 def stats_from(features: torch.Tensor, labels: torch.Tensor, num_classes: int):
@@ -150,17 +152,18 @@ def test_features_global_uses_the_pass_over_the_global_model() -> None:
     bare = [ClientUpdate(u.client_id, u.num_samples, u.class_counts, {}) for u in updates]  # no local stats
     seen = []
 
-    def global_pass(params, with_cov):
-        seen.append(with_cov)
-        return [u.class_stats for u in updates]
+    def extra_round(request):
+        seen.append(request.signals)
+        assert request.params is glob  # the aggregated global model
+        return [ClientUpdate(u.client_id, u.num_samples, u.class_counts, {}, signals=u.signals) for u in updates]
 
     stage = CCVR(preset="paper", lr=0.5)  # a larger step: 10 steps of plain cross-entropy from a biased head
-    out = stage(glob, bare, ctx(2, 2, global_class_stats=global_pass))
-    assert seen == [True]  # pooled full covariance asks for covariances
+    out = stage(glob, bare, ctx(2, 2, extra_round=extra_round))
+    assert seen == [{Signal.CLASS_COV}]  # pooled full covariance asks for covariances
     x = torch.cat([blob(g, 100, [3.0, 0.0], 0.5), blob(g, 100, [0.0, 3.0], 0.5)])
     y = torch.cat([torch.zeros(100), torch.ones(100)]).long()
     assert ((x @ out["head.weight"].T + out["head.bias"]).argmax(1) == y).float().mean() > 0.95
-    assert stage(glob, bare, ctx(1, 2, global_class_stats=global_pass)) == glob and seen == [True]
+    assert stage(glob, bare, ctx(1, 2, extra_round=extra_round)) == glob and len(seen) == 1
     with pytest.raises(ValueError, match="global"):
         stage(glob, bare, ctx(2, 2))
 
@@ -178,3 +181,26 @@ def test_presets_resolve_and_canonicalise() -> None:
     ids = {make_spec({"method": m}).run_id for m in ("ccvr", "ccvr[preset=paper]", "ccvr[schedule=const]")}
     assert len(ids) == 3
     assert parse_method("ccvr[preset=paper,when=every_round]").stages[0].when == "every_round"
+
+
+
+def test_the_extra_round_runs_with_the_previous_base_corrections() -> None:
+    """What issue 24 reports, pinned until it is fixed in ``ccvr.extra_round_base_deltas``: in a server
+    step the extra round gets the new global factors with the base corrections from before the round."""
+    params, updates = make_updates()
+    plain = parse_method("fedex_lora")
+    before = plain.server_step(plain.init_state(params), updates, context())  # a state with corrections
+    requests = []
+
+    def extra_round(request):
+        requests.append(request)
+        return [ClientUpdate(u.client_id, u.num_samples, u.class_counts, {}, signals=u.signals) for u in updates]
+
+    method = parse_method("fedex_lora+ccvr[features=global]")
+    after = method.server_step(before, updates, dataclasses.replace(context(round_=2), extra_round=extra_round))
+    (request,) = requests
+    assert request.signals == {Signal.CLASS_STATS}
+    assert all(torch.equal(request.params[k], after.params[k]) for k in params if not k.startswith("head."))
+    assert list(request.base_deltas) == list(before.base_deltas)
+    assert all(torch.equal(request.base_deltas[m], before.base_deltas[m]) for m in before.base_deltas)
+    assert any(not torch.equal(after.base_deltas[m], before.base_deltas[m]) for m in before.base_deltas)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from livar_bench.methods import MethodSpec, ServerState, Signal, entries, get_entry, parse_method
+from livar_bench.methods.client_side import kind_of
 from livar_bench.types import needs_class_stats
 from tests.methods._fakes import context, make_updates, snapshot
 
@@ -181,3 +182,21 @@ def test_hyperparameters_have_defaults_and_render(name: str) -> None:
     spec = MethodSpec.parse(name)
     assert str(spec) in (name, f"fedavg+{name}")  # defaults are dropped from the canonical string
     assert set(spec.hyperparameters()) >= {f"{name}.{k}" for k in entry.defaults()}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_what_clients_declare_is_what_the_server_does(name: str) -> None:
+    """Tensors a method declares frozen come back unchanged from the server step (its clients cannot move
+    them); tensors it declares personal are each client's own start in the next round."""
+    method = parse_method(name)
+    side = method.client_side
+    params, updates = make_updates()
+    state = step(method, method.init_state(params), updates)
+    for key in side.frozen_keys(params):
+        assert torch.equal(state.params[key], params[key]), key
+    for u in updates:
+        start = method.client_start(state, u.client_id)
+        for key in params:
+            own = kind_of(key) in side.personal
+            assert torch.equal(start[key], u.params[key] if own else state.params[key]), (key, own)
+    assert method.personalised == bool(side.personal)

@@ -50,6 +50,9 @@ class Collector:
     name: ClassVar[str] = ""
     serves: ClassVar[frozenset[Signal]] = frozenset()
     diagnostic_names: ClassVar[tuple[str, ...]] = ()  # what ``diagnostics`` reports
+    # Whether the payload accumulates over training steps (then no extra client round can compute it,
+    # ``types.ExtraRound``); end-of-client signals need only the client's data and a model.
+    needs_training: ClassVar[bool] = False
 
     def start(self, params: Mapping[str, Tensor]) -> Any:
         """Per-pack accumulator state before the first step (None for end-of-client signals)."""

@@ -38,6 +38,7 @@ class LoraSignal(Collector):
     name: ClassVar[str] = Signal.LORA_SIGNAL.value
     serves: ClassVar[frozenset[Signal]] = frozenset({Signal.LORA_SIGNAL})
     diagnostic_names: ClassVar[tuple[str, ...]] = ("nonfinite_signal_steps",)
+    needs_training: ClassVar[bool] = True
 
     def start(self, params: Mapping[str, Tensor]) -> _State:
         return _State(params)
