@@ -108,24 +108,17 @@ def test_sequential_and_packed_count_and_drop_the_same_steps(clients) -> None:
 
 
 def test_run_reports_nonfinite_steps_once(tmp_path, tiny_spec_values, monkeypatch) -> None:
-    import dataclasses
 
     from livar_bench.config import make_spec
     from livar_bench.federation import run_federation
-    from livar_bench.methods.spec import MethodSpec
+    from livar_bench.methods import Livar
+    from livar_bench.methods.client_side import ClientSide
 
     # one round: the poisoned factor's parameters end NaN too (AdamW on a NaN gradient), so a second
     # round would diverge; the signal itself must stay finite and the step be reported
     spec = make_spec({**tiny_spec_values, "method": "livar", "rounds": 1})
-    original = MethodSpec.build
-
-    def with_poison(self):
-        method = original(self)
-        if "livar" not in str(self):
-            return method
-        return dataclasses.replace(method, objective=PoisonLastBatch("blocks.0.attn.qkv.lora_A", spec.batch_size))
-
-    monkeypatch.setattr(MethodSpec, "build", with_poison)
+    poison = ClientSide(objective=PoisonLastBatch("blocks.0.attn.qkv.lora_A", spec.batch_size))
+    monkeypatch.setattr(Livar, "client_side", lambda self: poison)  # LIVAR's clients train with the poison
     events = []
     outcome = run_federation(spec, tmp_path, on_event=lambda e, **k: events.append((e, k)))
     frame = pd.read_csv(outcome.run_dir / "metrics.csv")
