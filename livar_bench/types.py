@@ -116,6 +116,7 @@ class RoundContext:
     num_clients: int = 1
     participation: float = 1.0
     client_sampling: str = "uniform"
+    local_lr: float | None = None  # the clients' learning rate (SCAFFOLD's option II divides by it)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def run_optimised(model: LoraViT, start: Params, work: Workload, tf: DeviceTrans
         # decides the objective and the frozen tensors
         results = train_clients(model, start, dict(enumerate(clients)), tf, method.objective, local,
                                 seed=settings.seed, round_=1, num_classes=settings.num_classes, requires=requires,
-                                pack=pack, frozen=method.frozen_keys(start))
+                                pack=pack, frozen=method.frozen_keys(start, 1))
         return [results[k].update for k in range(len(clients))]
 
     times = PhaseTimes()
@@ -43,7 +43,7 @@ def run_optimised(model: LoraViT, start: Params, work: Workload, tf: DeviceTrans
     if t.peak_mib is not None:
         times.peak_mem_mib["train"] = t.peak_mib
     ctx = RoundContext(round=1, num_rounds=1, num_classes=settings.num_classes, lora_scale=model.scale,
-                       generator=torch.Generator(device=device).manual_seed(settings.seed))
+                       generator=torch.Generator(device=device).manual_seed(settings.seed), local_lr=settings.lr)
     with PhaseTimer(device) as t:
         new = method.server_step(method.init_state(start), updates, ctx).params
     times.aggregate_s = t.seconds

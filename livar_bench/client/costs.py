@@ -15,7 +15,10 @@ compression):
   the head, counted in full.
 - ``Signal.FISHER`` (Fisher merging): one diagonal Fisher tensor per trainable tensor (the params' size).
 - download: the global trainable tensors the server broadcasts at the start of a round, plus any dense
-  corrections to the frozen base weights that the method keeps in its server state.
+  corrections to the frozen base weights that the method keeps in its server state, plus the tensors a
+  method sends each client for its objective (SCAFFOLD's c - c_i: the download doubles).
+- what a method's clients upload of their tensors follows its ``client_side()``: RoLoRA's frozen factor is
+  not counted (uploads halve), SCAFFOLD's control-variate update is (uploads double).
 
 Each signal's byte count is its collector's (``client/collectors/``).
 
@@ -45,11 +48,17 @@ def params_bytes(params: Mapping[str, Tensor]) -> int:
     return tensor_bytes(params.values())
 
 
-def upload_breakdown(update: ClientUpdate, requires: Collection[Signal]) -> dict[str, int]:
+def upload_breakdown(update: ClientUpdate, requires: Collection[Signal], keys: Collection[str] | None = None,
+                     copies: int = 1) -> dict[str, int]:
     """Bytes of one client's upload, by part: params, meta, then one entry per signal the method asked for
-    (each collector's own count: ``class_stats``, ``lora_signal``)."""
+    (each collector's own count: ``class_stats``, ``lora_signal``).
+
+    ``keys``: the trainable tensors the upload carries (None: all of them; RoLoRA leaves the frozen factor
+    out); ``copies``: tensors of each one's size sent (SCAFFOLD: 2, the model and the control-variate update).
+    """
+    params = update.params if keys is None else {k: update.params[k] for k in keys if k in update.params}
     return {
-        "params": params_bytes(update.params),
+        "params": copies * params_bytes(params),
         "meta": INT64_BYTES + tensor_bytes([update.class_counts]),
         **signal_bytes(update, requires),
     }
@@ -61,13 +70,15 @@ def upload_bytes(update: ClientUpdate, requires: Collection[Signal]) -> int:
 
 
 def round_costs(updates: Iterable[ClientUpdate], download: Iterable[Mapping[str, Tensor]],
-                requires: Collection[Signal]) -> dict[str, float]:
+                requires: Collection[Signal], upload_keys: Collection[str] | None = None,
+                upload_copies: int = 1) -> dict[str, float]:
     """Per-client-per-round communication of one round (means over the round's clients).
 
     ``download``: the tensor dictionaries a client receives at the start of the round (the global params
-    and, for methods that keep them, the dense base-weight corrections).
+    and, for methods that keep them, the dense base-weight corrections and the tensors its objective
+    reads); ``upload_keys``, ``upload_copies``: what the upload's params part carries (``upload_breakdown``).
     """
-    parts = [upload_breakdown(u, requires) for u in updates]
+    parts = [upload_breakdown(u, requires, upload_keys, upload_copies) for u in updates]
     n = max(len(parts), 1)
     signal_total = sum(sum(v for k, v in p.items() if k not in ("params", "meta")) for p in parts)
     return {

@@ -131,7 +131,7 @@ def packed_local_train(
     start: Params | Sequence[Params],
     datas: Sequence[ImageSplit],
     transform: DeviceTransform,
-    objective: LocalObjective,
+    objective: LocalObjective | Sequence[LocalObjective],
     settings: LocalSettings,
     generators: Sequence[torch.Generator],
     num_classes: int,
@@ -148,6 +148,7 @@ def packed_local_train(
     client's local steps (``local_train``'s ``max_steps``; None = full epochs).
     """
     starts = [start] * len(datas) if isinstance(start, Mapping) else list(start)
+    objectives = list(objective) if isinstance(objective, Sequence) else [objective] * len(datas)
     ids = list(client_ids) if client_ids is not None else list(range(len(datas)))
     device = next(iter(model.trainable.values())).device
     bsz = settings.batch_size
@@ -210,8 +211,8 @@ def packed_local_train(
                 ys.append(data.labels[index])
             with autocast(device, settings.autocast_dtype):
                 logits = model(torch.cat(xs))
-            losses = [objective(logits[j * bsz : j * bsz + len(ys[j])], ys[j], _ClientView(stacked, j),
-                                starts[order[j]]) for j in range(m)]
+            losses = [objectives[order[j]](logits[j * bsz : j * bsz + len(ys[j])], ys[j], _ClientView(stacked, j),
+                                           starts[order[j]]) for j in range(m)]
             stacked_losses = torch.stack(losses)
             with warnings.catch_warnings():
                 # Each leaf's .grad is a strided view of the flat gradient buffer, on purpose: autograd
@@ -263,7 +264,7 @@ def train_in_packs(
     start: Params | Mapping[int, Params],
     clients: Mapping[int, ImageSplit],
     transform: DeviceTransform,
-    objective: LocalObjective,
+    objective: LocalObjective | Mapping[int, LocalObjective],
     settings: LocalSettings,
     generators: Mapping[int, torch.Generator],
     num_classes: int,
@@ -275,7 +276,8 @@ def train_in_packs(
 ) -> dict[int, ClientResult]:
     """Client id -> result for every client of ``clients``, trained ``pack`` at a time (in id order).
 
-    ``start``: one Params for all, or (``per_client``) client id -> that client's starting Params.
+    ``start``: one Params for all, or (``per_client``) client id -> that client's starting Params;
+    ``objective``: one for all, or client id -> that client's own.
     ``budgets``: client id -> its local steps (absent = full epochs).
     """
     ids = list(clients)
@@ -283,7 +285,8 @@ def train_in_packs(
     for begin in range(0, len(ids), pack):
         chunk = ids[begin : begin + pack]
         starts = [start[k] for k in chunk] if per_client else start
-        results = packed_local_train(model, starts, [clients[k] for k in chunk], transform, objective, settings,
+        objectives = [objective[k] for k in chunk] if isinstance(objective, Mapping) else objective
+        results = packed_local_train(model, starts, [clients[k] for k in chunk], transform, objectives, settings,
                                      [generators[k] for k in chunk], num_classes, requires, client_ids=chunk,
                                      frozen=frozen, budgets=[(budgets or {}).get(k) for k in chunk])
         out.update(zip(chunk, results, strict=True))

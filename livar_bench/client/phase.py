@@ -41,6 +41,7 @@ def train_clients(
     starts: Mapping[int, Params] | None = None,
     frozen: frozenset[str] = frozenset(),
     budgets: Mapping[int, int] | None = None,
+    objectives: Mapping[int, LocalObjective] | None = None,
 ) -> dict[int, ClientResult]:
     """Client id -> result for every client in ``clients`` (trained in id order).
 
@@ -54,19 +55,22 @@ def train_clients(
         pack: clients per batched step (None = auto: off on CPU, up to 10 on CUDA).
         on_client: called after each client, e.g. for progress.
         budgets: client id -> its local steps this round (``client/system.py``); absent = full epochs.
+        objectives: client id -> its own objective (one that reads tensors the server sent it,
+            ``Method.objective_for``); overrides ``objective``.
     """
     device = next(iter(model.trainable.values())).device
     ids = sorted(clients)
     gens = {k: client_generator(seed, round_, k, device=device) for k in ids}
     per_pack = resolve_pack(pack, device, len(ids))
+    own = {k: objective if objectives is None else objectives[k] for k in ids}
     packed = {} if per_pack <= 1 else train_in_packs(
-        model, starts if starts is not None else start, {k: clients[k] for k in ids}, transform, objective,
-        settings, gens, num_classes, requires, per_pack, frozen=frozen, per_client=starts is not None,
-        budgets=budgets)
+        model, starts if starts is not None else start, {k: clients[k] for k in ids}, transform,
+        objective if objectives is None else own, settings, gens, num_classes, requires, per_pack, frozen=frozen,
+        per_client=starts is not None, budgets=budgets)
     out: dict[int, ClientResult] = {}
     for k in ids:
         out[k] = packed[k] if k in packed else local_train(
-            model, starts[k] if starts is not None else start, clients[k], transform, objective, settings, gens[k],
+            model, starts[k] if starts is not None else start, clients[k], transform, own[k], settings, gens[k],
             num_classes, requires, client_id=k, frozen=frozen, max_steps=(budgets or {}).get(k))
         if on_client is not None:
             on_client(k, out[k])

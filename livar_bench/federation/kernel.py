@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from livar_bench.client.collectors import diagnostic_names
+from livar_bench.client.costs import round_costs
 from livar_bench.client.phase import train_clients
 from livar_bench.client.system import ClientPlan, plan_round, replying  # noqa: F401  (re-exported)
 from livar_bench.client.train import ClientResult, LocalSettings
@@ -78,7 +79,7 @@ def round_context(s: Setup, round_: int, server_data: ServerData | None,
                         lora_scale=s.model.scale, server_data=server_data,
                         generator=generator(s.spec.seed, STREAM_SERVER, round_, device=s.device),
                         extra_round=extra_round, num_clients=s.spec.num_clients,
-                        participation=s.spec.participation)
+                        participation=s.spec.participation, local_lr=s.spec.lr)
 
 
 def round_plan(s: Setup, round_: int, clients: list[int]) -> dict[int, ClientPlan] | None:
@@ -115,18 +116,33 @@ def system_rows(plan: dict[int, ClientPlan] | None, sampled: list[int],
     return costs, per_client
 
 
+def method_costs(method: Method, state: ServerState, updates: list[ClientUpdate], round_: int) -> dict[str, float]:
+    """The communication cost rows of a round (``client.costs.round_costs``) as the method's clients send and
+    receive: the global tensors, base corrections and, per client, the tensors its objective reads (one
+    client's, all having the same shapes) down; up, the tensors its ``client_side()`` says are uploaded."""
+    side = method.client_side
+    download = [state.params, state.base_deltas]
+    if side.inputs is not None and updates:
+        download.append(side.inputs(state, updates[0].client_id))
+    keys = None if side.uploads_frozen else side.uploaded_keys(state.params, round_)
+    return round_costs(updates, download, method.requires, keys, side.upload_copies)
+
+
 def train_round_clients(s: Setup, method: Method, settings: LocalSettings, global_params: Params,
                         starts: dict[int, Params], round_: int, requires: frozenset[Signal],
                         on_client: Callable[[int, ClientResult], None] | None = None,
-                        budgets: dict[int, int] | None = None) -> dict[int, ClientResult]:
+                        budgets: dict[int, int] | None = None,
+                        inputs: dict[int, Params | None] | None = None) -> dict[int, ClientResult]:
     """Train the clients of ``starts`` (client id -> its start, ``Method.client_start``) for one round.
 
     What the local engine runs for the round's clients and a Flower ClientApp for its own client: clients
-    grouped by LoRA rank, each group under its LoRA scale, the method's frozen keys left unchanged;
-    ``budgets``: client id -> its local steps this round (system heterogeneity; absent = full epochs).
+    grouped by LoRA rank, each group under its LoRA scale, the method's frozen keys of the round left
+    unchanged; ``budgets``: client id -> its local steps this round (system heterogeneity; absent = full
+    epochs); ``inputs``: client id -> the tensors its objective reads (``Method.client_inputs``).
     """
     spec = s.spec
     results = {}
+    objectives = None if not inputs else {k: method.objective_for(inputs.get(k)) for k in starts}
     for rank, group in _rank_groups(spec, sorted(starts)):  # one group unless clients have different ranks
         scale = spec.lora_alpha / rank
         own = {k: with_rank(starts[k], rank) for k in group} if rank != spec.max_rank else \
@@ -137,7 +153,8 @@ def train_round_clients(s: Setup, method: Method, settings: LocalSettings, globa
                 s.model, global_params, {k: s.clients[k] for k in group}, s.train_tf, method.objective, settings,
                 seed=spec.seed, round_=round_, num_classes=s.bundle.num_classes, requires=requires, pack=spec.pack,
                 on_client=on_client, starts=own if personal else None,
-                frozen=method.frozen_keys(list(global_params)), budgets=budgets)
+                frozen=method.frozen_keys(list(global_params), round_), budgets=budgets,
+                objectives=None if objectives is None else {k: objectives[k] for k in group})
         for k, r in trained.items():  # with mixed ranks, each update says its client's scale
             results[k] = dataclasses.replace(r, update=dataclasses.replace(r.update, lora_scale=scale)) \
                 if spec.mixed_ranks else r

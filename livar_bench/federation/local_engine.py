@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-from livar_bench.client.costs import round_costs
 from livar_bench.client.extra_round import ExtraRoundPass
 from livar_bench.client.phase import base_deltas_applied
 from livar_bench.client.train import LocalSettings
@@ -15,6 +14,7 @@ from livar_bench.federation.kernel import (
     Event,
     RoundFn,
     TrainedRound,
+    method_costs,
     replying,
     round_context,
     round_plan,
@@ -40,7 +40,7 @@ def local_engine(round1: Round1Cache | None, round1_signals: frozenset[Signal] |
                                                                 round1_signals, emit, plan)
             synchronize(s.device)
             t1 = time.perf_counter()
-            comm = round_costs(updates, [state.params, state.base_deltas], method.requires)
+            comm = method_costs(method, state, updates, round_)
             # one extra client round, if a stage asks for it (the round's clients, the model it gives)
             extra = ExtraRoundPass(s.model, {u.client_id: s.clients[u.client_id] for u in updates}, s.eval_tf,
                                    s.bundle.num_classes, settings, seed=s.spec.seed, round_=round_)
@@ -76,8 +76,10 @@ def _client_phase(s: Setup, method: Method, settings: LocalSettings, state: Serv
         todo, requires = ([] if hit else todo), round1.signals_to_collect(method.requires, round1_signals)
     start = time.perf_counter()  # round-1 training time, stored in the shared cache
     starts = {k: method.client_start(state, k) for k in todo}
+    inputs = {k: method.client_inputs(state, k) for k in todo}  # what each objective reads (None for most)
     results = train_round_clients(s, method, settings, state.params, starts, round_, requires,
-                                  lambda k, r: emit("client", round=round_, client=k, loss=r.mean_loss), budgets)
+                                  lambda k, r: emit("client", round=round_, client=k, loss=r.mean_loss), budgets,
+                                  inputs if any(v is not None for v in inputs.values()) else None)
     updates = [r.update for r in results.values()]
     losses = [r.mean_loss for r in results.values()]
     images = sum(r.images for r in results.values())

@@ -28,7 +28,7 @@ from flwr.clientapp import ClientApp
 
 from livar_bench.client.phase import base_deltas_applied
 from livar_bench.config import RunSpec
-from livar_bench.flower.codec import decode_download, encode_signals, encode_update
+from livar_bench.flower.codec import decode_download, decode_inputs, encode_signals, encode_update
 from livar_bench.flower.strategy import QUERY_PARTITION
 from livar_bench.types import ExtraRound, Signal
 
@@ -113,9 +113,11 @@ def train(msg: Message, context: Context) -> Message:
     s = _setup(spec)
     method = spec.method_spec.build()
     params, deltas = decode_download(msg.content["global"], s.device)
+    inputs = decode_inputs(msg.content["global"], s.device)  # what its objective reads (SCAFFOLD), or None
     with base_deltas_applied(s.model, deltas):  # the start is already this client's own (client_start)
         budget = {client: int(config["local-steps"])} if "local-steps" in config else None  # system heterogeneity
         result = train_round_clients(s, method, local_settings(s), params, {client: params}, round_,
-                                     method.requires, budgets=budget)[client]
+                                     method.requires, budgets=budget,
+                                     inputs=None if inputs is None else {client: inputs})[client]
     content = encode_update(result.update, method.requires, loss=result.mean_loss, images=result.images)
     return Message(content, reply_to=msg)

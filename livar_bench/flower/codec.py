@@ -5,6 +5,7 @@ A training instruction (server -> client) carries one ArrayRecord ``"global"``:
     params/blocks.0.attn.qkv.lora_A     the global trainable tensors (LoRA factors, head)
     params/head.weight
     base_delta/blocks.0.attn.qkv        dense corrections to frozen base weights (methods that keep them)
+    input/blocks.0.attn.qkv.lora_A      tensors the client's objective reads (SCAFFOLD's c - c_i)
 
 A reply (client -> server) carries one ArrayRecord ``"update"``, a ConfigRecord ``"meta"`` and a
 MetricRecord ``"metrics"``:
@@ -39,7 +40,7 @@ from torch import Tensor
 from livar_bench.client.collectors import restrict_update
 from livar_bench.types import ClassStats, ClientUpdate, Params, ServerState, Signal
 
-PARAMS, BASE_DELTA, SIGNAL, META, DIAG = "params/", "base_delta/", "signal/", "meta/", "diag/"
+PARAMS, BASE_DELTA, SIGNAL, META, DIAG, INPUT = "params/", "base_delta/", "signal/", "meta/", "diag/", "input/"
 # Payload types of signals whose payload is a dataclass of tensors; any other payload is a {key: tensor} dict.
 PAYLOAD_TYPES: dict[str, type] = {Signal.CLASS_STATS.value: ClassStats}
 # Bounds of what serialisation adds to the counted tensor bytes (cost columns): per array entry (npy
@@ -57,14 +58,23 @@ def _tensor(a: Array, device: torch.device | str) -> Tensor:
     return torch.from_numpy(a.numpy().copy()).to(device)
 
 
-def encode_download(state: ServerState) -> ArrayRecord:
-    """What a client downloads: ``params/<key>`` and ``base_delta/<module>``."""
+def encode_download(state: ServerState, inputs: Params | None = None) -> ArrayRecord:
+    """What a client downloads: ``params/<key>``, ``base_delta/<module>`` and, for a method whose objective
+    reads tensors from the server (``Method.client_inputs``), ``input/<key>``."""
     record = ArrayRecord()
     for key, t in state.params.items():
         record[PARAMS + key] = _array(t)
     for module, t in state.base_deltas.items():
         record[BASE_DELTA + module] = _array(t)
+    for key, t in (inputs or {}).items():
+        record[INPUT + key] = _array(t)
     return record
+
+
+def decode_inputs(record: ArrayRecord, device: torch.device | str = "cpu") -> Params | None:
+    """The ``input/<key>`` tensors of ``encode_download``'s record (None when it has none)."""
+    inputs = {k[len(INPUT):]: _tensor(a, device) for k, a in record.items() if k.startswith(INPUT)}
+    return inputs or None
 
 
 def decode_download(record: ArrayRecord, device: torch.device | str = "cpu") -> tuple[Params, dict[str, Tensor]]:

@@ -22,9 +22,8 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
-from livar_bench.client.costs import round_costs
 from livar_bench.federation import Event, RunOutcome, Setup, TrainedRound, sample_clients
-from livar_bench.federation.kernel import RoundFn, round_context, round_plan
+from livar_bench.federation.kernel import RoundFn, method_costs, round_context, round_plan
 from livar_bench.flower.strategy import NODE_WAIT_S, MethodStrategy
 from livar_bench.methods.base import Method
 from livar_bench.types import ServerData, ServerState
@@ -68,7 +67,7 @@ class FlowerEngine:
                 emit("client", round=round_, client=update.client_id, loss=loss)
             n = max(len(report.updates), 1)  # per-client means; a round without replies costs nothing
             extra = report.extra_round
-            comm = round_costs(report.updates, [state.params, state.base_deltas], method.requires)
+            comm = method_costs(method, state, report.updates, round_)
             costs = {
                 **(extra.add_costs(comm, n) if extra is not None else comm),
                 "clients_replied": float(len(report.updates)),

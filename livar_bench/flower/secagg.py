@@ -199,7 +199,7 @@ def private_update(spec: Any, method: Any, start: Params, update: ClientUpdate, 
         return update
     placement = dp.noise_placement(method)
     model = privacy_model_for(spec, placement == "local")
-    frozen = method.frozen_keys(list(start))
+    frozen = method.frozen_keys(list(start), round_)
     setting = RoundPrivacy(sigma=dp.resolved_sigma(model, spec.rounds, method.requires), bound=float(dp.clip),
                            placement="local" if placement == "local" else "distributed",
                            keys=tuple(sorted(k for k in start if k not in frozen)))

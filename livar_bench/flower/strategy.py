@@ -201,7 +201,9 @@ class MethodStrategy(Strategy):
             if k not in nodes:
                 continue
             start = self.method.client_start(state, k)  # personalised methods send each client its own start
-            download = shared if start is state.params else encode_download(state.evolve(params=start))
+            inputs = self.method.client_inputs(state, k)  # and SCAFFOLD each client its correction
+            download = shared if start is state.params and inputs is None else \
+                encode_download(state.evolve(params=start), inputs)
             own = settings if budgets is None else ConfigRecord({**dict(settings), "local-steps": budgets[k]})
             messages.append(Message(RecordDict({"global": download, "config": own}), dst_node_id=nodes[k],
                                     message_type=MessageType.TRAIN))

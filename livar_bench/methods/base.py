@@ -260,13 +260,27 @@ class Method:
                           ctx: RoundContext) -> dict[str, Tensor] | None:
         return self.aggregator.evaluation_deltas(state, updates, ctx)
 
-    def frozen_keys(self, keys: Sequence[str]) -> frozenset[str]:
-        """The keys of ``keys`` that clients leave unchanged."""
-        return self.client_side.frozen_keys(keys)
+    def frozen_keys(self, keys: Sequence[str], round_: int | None = None) -> frozenset[str]:
+        """The keys of ``keys`` that clients leave unchanged in round ``round_`` (``ClientSide.frozen_keys``;
+        the round is needed only by methods that alternate)."""
+        return self.client_side.frozen_keys(keys, round_)
 
     def client_start(self, state: ServerState, client_id: int) -> Params:
         """What client ``client_id`` starts local training from (``ClientSide.start``)."""
         return self.client_side.start(state, client_id, self.aggregator.namespace)
+
+    def client_inputs(self, state: ServerState, client_id: int) -> Params | None:
+        """The tensors client ``client_id`` receives for its objective with its start (``ClientSide.inputs``),
+        on the device of the global tensors; None for a method that sends none."""
+        side = self.client_side
+        if side.inputs is None:
+            return None
+        return {k: t.to(state.params[k].device) if k in state.params else t
+                for k, t in side.inputs(state, client_id).items()}
+
+    def objective_for(self, inputs: Params | None) -> LocalObjective:
+        """The objective of a client that received ``inputs`` (``client_inputs``)."""
+        return self.client_side.objective_for(inputs)
 
     def personal_params(self, state: ServerState, update: ClientUpdate) -> Params:
         """A client's own model for ``--eval-local``, given the state after aggregation."""

@@ -5,6 +5,8 @@ ClientApp and strategy, ``bench``, ``explain``, the round-1 cache):
 
 - ``objective``: the loss clients train with (FedProx: cross-entropy + proximal term);
 - ``frozen``: the kinds of trainable tensors clients leave unchanged (FFA-LoRA: every A);
+- ``alternate``: kinds frozen by round, in a cycle (RoLoRA: A in odd rounds, B in even ones);
+- ``inputs``: per-client tensors the server sends with the start for the objective (SCAFFOLD's c - c_i);
 - ``personal``: the kinds each client keeps for itself across rounds (FedSA-LoRA: its B). A client
   starts each round from the global tensors with its own personal ones (the server keeps them for it in
   its per-client state, host memory, under the aggregator's namespace: ``<namespace>.B.<client>.<key>``
@@ -19,10 +21,10 @@ sharing) without comparing functions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from livar_bench.client.objectives import CrossEntropy, LocalObjective
+from livar_bench.client.objectives import CrossEntropy, LocalObjective, TakesInputs
 from livar_bench.methods.buffers import Buffers, ClientBuffers
 from livar_bench.types import ClientUpdate, Params, ServerState
 
@@ -40,21 +42,70 @@ def kind_of(key: str) -> str:
 
 @dataclass(frozen=True)
 class ClientSide:
-    """How clients train under a method (the default: cross-entropy, nothing frozen, nothing personal)."""
+    """How clients train under a method (the default: cross-entropy, nothing frozen, nothing personal).
+
+    Attributes:
+        objective: the client loss.
+        frozen: kinds of tensors clients leave unchanged in every round.
+        personal: kinds each client keeps for itself across rounds.
+        alternate: kinds frozen by round, in a cycle, on top of ``frozen``: round r (1-based) also freezes
+            ``alternate[(r - 1) % len(alternate)]`` (RoLoRA: ``({"A"}, {"B"})``, B trained in odd rounds).
+        inputs: ``(state, client id) -> tensors`` the server sends a client with its start, which its
+            objective reads (``objective.with_inputs``; SCAFFOLD's correction c - c_i); counted in the download.
+        uploads_frozen: whether a client's upload counts the tensors it left frozen (False when the server
+            holds them already, as RoLoRA's frozen factor; the cost columns then count the trained ones only).
+        upload_copies: tensors of each uploaded parameter's size a client sends (SCAFFOLD: 2, the model
+            and its control-variate update).
+    """
 
     objective: LocalObjective = field(default_factory=CrossEntropy)
     frozen: frozenset[str] = frozenset()
     personal: frozenset[str] = frozenset()
+    alternate: tuple[frozenset[str], ...] = ()
+    inputs: Callable[[ServerState, int], Params] | None = None
+    uploads_frozen: bool = True
+    upload_copies: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("frozen", "personal"):
-            unknown = set(getattr(self, name)) - set(KINDS)
+        for name, kinds in (("frozen", self.frozen), ("personal", self.personal),
+                            *(("alternate", a) for a in self.alternate)):
+            unknown = set(kinds) - set(KINDS)
             if unknown:
                 raise ValueError(f"ClientSide.{name}: unknown tensor kinds {sorted(unknown)}; use {', '.join(KINDS)}")
+        if self.inputs is not None and not isinstance(self.objective, TakesInputs):
+            raise ValueError(f"ClientSide.inputs needs an objective with with_inputs(); "
+                             f"{type(self.objective).__name__} has none")
+        if self.upload_copies < 1:
+            raise ValueError(f"ClientSide.upload_copies must be at least 1, got {self.upload_copies}")
 
-    def frozen_keys(self, keys: Iterable[str]) -> frozenset[str]:
-        """The keys of ``keys`` that clients leave unchanged."""
-        return frozenset(k for k in keys if kind_of(k) in self.frozen)
+    def frozen_kinds(self, round_: int | None = None) -> frozenset[str]:
+        """The kinds clients leave unchanged in round ``round_`` (needed when ``alternate`` is set)."""
+        if not self.alternate:
+            return self.frozen
+        if round_ is None:
+            raise ValueError("this method freezes different tensors by round: pass the round")
+        return self.frozen | self.alternate[(round_ - 1) % len(self.alternate)]
+
+    def frozen_keys(self, keys: Iterable[str], round_: int | None = None) -> frozenset[str]:
+        """The keys of ``keys`` that clients leave unchanged (in round ``round_``)."""
+        kinds = self.frozen_kinds(round_)
+        return frozenset(k for k in keys if kind_of(k) in kinds)
+
+    def uploaded_keys(self, keys: Iterable[str], round_: int | None = None) -> list[str]:
+        """The keys of ``keys`` a client's upload counts in round ``round_``."""
+        keys = list(keys)
+        if self.uploads_frozen:
+            return keys
+        frozen = self.frozen_keys(keys, round_)
+        return [k for k in keys if k not in frozen]
+
+    def objective_for(self, inputs: Params | None) -> LocalObjective:
+        """The objective a client trains with, given the inputs the server sent it (None: the declared one)."""
+        if inputs is None:
+            return self.objective
+        if not isinstance(self.objective, TakesInputs):
+            raise ValueError(f"{type(self.objective).__name__} takes no inputs from the server")
+        return self.objective.with_inputs(inputs)
 
     @property
     def key(self) -> str:
@@ -64,6 +115,10 @@ class ClientSide:
             text += "|frozen=" + ",".join(sorted(self.frozen))
         if self.personal:
             text += "|personal=" + ",".join(sorted(self.personal))
+        if self.alternate:
+            text += "|alternate=" + ";".join(",".join(sorted(a)) for a in self.alternate)
+        if self.inputs is not None:
+            text += "|inputs"
         return text
 
     def start(self, state: ServerState, client_id: int, namespace: str) -> Params:

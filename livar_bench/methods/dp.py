@@ -149,7 +149,7 @@ class DP(Stage):
         sigma = self.resolved_sigma(model, ctx.num_rounds, method.requires)
         key = f"{self.namespace}.{CLIP_BUFFER}"
         bound = float(state.buffers[key]) if self.adaptive and key in state.buffers else float(self.clip)
-        frozen = method.frozen_keys(list(state.params))
+        frozen = method.frozen_keys(list(state.params), ctx.round)
         requires = method.requires
         stats_sigma = sigma if self.stats_sigma is None else self.stats_sigma
         signal_sigma = sigma if self.signal_sigma is None else self.signal_sigma

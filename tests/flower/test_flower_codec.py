@@ -103,6 +103,19 @@ def test_download_round_trip_with_base_deltas():
     params, deltas = codec.decode_download(record)
     assert all(_same(params[k], v) for k, v in state.params.items())
     assert _same(deltas["blocks.1.mlp.fc1"], state.base_deltas["blocks.1.mlp.fc1"])
+    assert codec.decode_inputs(record) is None  # a method whose objective reads nothing from the server
+
+
+def test_download_carries_the_objectives_inputs():
+    """SCAFFOLD's per-client correction c - c_i travels as ``input/<key>`` next to the params."""
+    g = torch.Generator().manual_seed(4)
+    state = ServerState(params={"head.bias": torch.randn(4, generator=g)})
+    inputs = {"head.bias": torch.randn(4, generator=g)}
+    record = codec.encode_download(state, inputs)
+    assert list(record.keys()) == ["params/head.bias", "input/head.bias"]
+    params, deltas = codec.decode_download(record)
+    assert list(params) == ["head.bias"] and deltas == {}
+    assert _same(codec.decode_inputs(record)["head.bias"], inputs["head.bias"])
 
 
 @settings(max_examples=25, deadline=None)

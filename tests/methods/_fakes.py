@@ -61,8 +61,9 @@ def make_updates(seed: int = 0, dtype: torch.dtype = torch.float32, identical: b
 
 
 def context(seed: int = 0, lora_scale: float = 2.0, round_: int = 1) -> RoundContext:
+    # a federation of the three clients of ``make_updates``, trained with lr 0.01 (SCAFFOLD's option II)
     return RoundContext(round=round_, num_rounds=3, num_classes=NUM_CLASSES, lora_scale=lora_scale,
-                        generator=torch.Generator().manual_seed(seed))
+                        generator=torch.Generator().manual_seed(seed), num_clients=len(COUNTS), local_lr=0.01)
 
 
 def snapshot(params: Params, updates: list[ClientUpdate]) -> list[torch.Tensor]:

@@ -220,3 +220,19 @@ def test_ties_in_product_space_trims_dense_task_vectors() -> None:
         torch.testing.assert_close(full[key], ta[key])  # TIES at full density without election = task arithmetic
     trimmed = parse_method("ties[space=product]").aggregate(params, updates, context(lora_scale=SCALE))
     assert not torch.allclose(trimmed["blocks.0.attn.qkv.lora_B"], ta["blocks.0.attn.qkv.lora_B"])
+
+
+def test_fedsa_lora_resumes_a_checkpoint_that_kept_b_in_the_buffers() -> None:
+    """Checkpoints written before per-client state moved to the host kept B_k in ``state.buffers``
+    (``fedsa_lora.B.<client>.<key>``): a client still starts from its own B, and the next round moves it."""
+    params, updates = make_updates()
+    method = parse_method("fedsa_lora")
+    b_key = "blocks.0.attn.qkv.lora_B"
+    old = method.init_state(params).evolve(buffers={f"fedsa_lora.B.{u.client_id}.{k}": v for u in updates
+                                                    for k, v in u.params.items() if k.endswith(".lora_B")})
+    for u in updates:
+        assert torch.equal(method.client_start(old, u.client_id)[b_key], u.params[b_key])
+    new = method.server_step(old, updates[:1], context())
+    assert torch.equal(new.client_state[f"fedsa_lora.B.0.{b_key}"], updates[0].params[b_key])
+    assert torch.equal(method.client_start(new, 1)[b_key], updates[1].params[b_key])  # still from the buffers
+
