@@ -36,6 +36,8 @@ from livar_bench.methods.lora_fair import LoraFair
 from livar_bench.methods.merge import TaskArithmetic, TaskVectorMerge
 from livar_bench.methods.registry import entries, get_entry, register
 from livar_bench.methods.regmean import RegMean
+from livar_bench.methods.rolora import RoLoRA
+from livar_bench.methods.scaffold import Scaffold
 from livar_bench.methods.spec import MethodSpec, canonical_spec, display_name, parse_method, table_order
 from livar_bench.methods.tsv_m import TSVMerge
 from livar_bench.types import ClassStats, ClientUpdate, Params, RoundContext, ServerState, Signal
@@ -47,6 +49,7 @@ register(FedAdagrad)
 register(FedAdam)
 register(FedYogi)
 register(FedNova)
+register(Scaffold)
 register(FedAMS)
 register(FedAMS, name="fedamsgrad", label="FedAMSGrad", defaults={"vhat_init": 0.0, "eps": 1e-3},
          summary="AMSGrad server optimiser, eps added to sqrt(vhat) instead of the max stabilisation.")
@@ -61,6 +64,7 @@ register(FedExLora)
 register(FLoRA)
 register(FFALora)
 register(FedSALora)
+register(RoLoRA)
 register(FlexLoRA)
 register(HetLoRA)
 register(LoraFair)
@@ -74,7 +78,7 @@ register(DP)
 
 __all__ = [
     "Aggregator", "CCVR", "ClipUpdate", "DP", "ClassStats", "ClientUpdate", "Dare", "DareTies", "FlexLoRA", "HetLoRA",
-    "IsoC", "KnOTS", "LoraFair", "TSVMerge", "RegMean", "FisherMerging", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedExLora", "FedNova", "FedProx", "FedSALora", "FFALora", "FLoRA",
+    "IsoC", "KnOTS", "LoraFair", "TSVMerge", "RegMean", "FisherMerging", "RoLoRA", "Scaffold", "FedAdagrad", "FedAdam", "FedAvg", "FedAvgM", "FedExLora", "FedNova", "FedProx", "FedSALora", "FFALora", "FLoRA",
     "FedYogi", "Livar", "LivarExact", "Method", "MethodSpec",
     "Params", "RoundContext", "ServerState", "Signal", "Stage", "TaskArithmetic", "TaskVectorMerge",
     "canonical_spec", "describe", "display_name", "entries", "get_entry", "parse_method", "register", "table_order",

@@ -109,7 +109,7 @@ def test_tiny_run_writes_its_folder_and_is_skipped_on_rerun(tmp_path, tiny_spec_
 
 
 @pytest.mark.parametrize("method", ["fedavg", "fedavgm", "fedadam[eta=0.05]", "livar+ccvr", "fedex_lora", "fedsa_lora",
-                                    "dare_ties", "regmean", "fisher_merging", "knots"])
+                                    "dare_ties", "regmean", "fisher_merging", "knots", "scaffold", "rolora"])
 def test_resume_after_interruption_gives_identical_metrics(tmp_path, tiny_spec_values, method):
     """Bit-identical on CPU, for stateful methods too (their server buffers are in the checkpoint)."""
     spec = make_spec({**tiny_spec_values, "rounds": 3, "method": method})

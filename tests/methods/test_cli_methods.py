@@ -13,7 +13,7 @@ from livar_bench.methods import canonical_spec, entries
 
 # Every registered method and stage (a stage runs as fedavg+stage), plus a few compositions.
 SPECS = [e.name for e in entries()] + ["livar+ccvr", "ties+ccvr", "fedadam+ccvr", "livar[eval_delta=reference]",
-                                      "flexlora+ccvr", "dare_ties+clip"]
+                                      "flexlora+ccvr", "dare_ties+clip", "scaffold+clip", "rolora+ccvr"]
 TINY = ["--dataset", "synthetic", "--backbone", "livar_micro_vit", "--clients", "3", "--rounds", "1", "--epochs", "1",
         "--lora-rank", "2", "--lora-alpha", "2", "--lr", "3e-3", "--device", "cpu", "--max-test-samples", "60"]
 

@@ -22,7 +22,8 @@ VALUES = dict(dataset="digits", backbone="livar_micro_vit", num_clients=3, round
 # The methods whose paths differ from those the other Flower tests cover: mixed ranks, seeded server draws,
 # the two statistics uploads. (All ten issue-21 methods passed this test when it was written, 660 s in all;
 # CI keeps these five to stay inside its time budget.)
-CASES = [("flexlora", (1, 2)), ("hetlora", (1, 2)), ("dare_ties", None), ("regmean", None), ("fisher_merging", None)]
+CASES = [("flexlora", (1, 2)), ("hetlora", (1, 2)), ("dare_ties", None), ("regmean", None), ("fisher_merging", None),
+         ("scaffold", None), ("rolora", None)]  # per-client control variates and inputs; alternating frozen factors
 
 
 def _frame(out, spec) -> pd.DataFrame:
