@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from livar_bench.ops.linalg import svd
+
 LORA_A = "lora_A"
 LORA_B = "lora_B"
 
@@ -69,7 +71,7 @@ def truncate_to_factors(delta: Tensor, rank: int) -> tuple[Tensor, Tensor]:
 
     Columns beyond the matrix rank are zero. Used by product-space merges to return to LoRA factors.
     """
-    u, s, vh = torch.linalg.svd(delta.double(), full_matrices=False)
+    u, s, vh = svd(delta.double())
     k = min(rank, s.numel())
     root = s[:k].sqrt()
     b = torch.zeros(delta.shape[0], rank, dtype=torch.float64, device=delta.device)

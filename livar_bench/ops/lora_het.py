@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from livar_bench.ops.linalg import svd
+
 
 def svd_factors(delta: Tensor, rank: int, scale: float, split: str = "b") -> tuple[Tensor, Tensor]:
     """Rank-``rank`` factors (B [out, rank], A [rank, in]) with scale * B @ A the best rank-``rank``
@@ -32,7 +34,7 @@ def svd_factors(delta: Tensor, rank: int, scale: float, split: str = "b") -> tup
     """
     if split not in ("b", "sqrt"):
         raise ValueError(f"split must be b or sqrt, got {split!r}")
-    u, s, vh = torch.linalg.svd(delta.double() / scale, full_matrices=False)
+    u, s, vh = svd(delta.double() / scale)
     k = min(rank, s.numel())
     b = torch.zeros(delta.shape[0], rank, dtype=torch.float64, device=delta.device)
     a = torch.zeros(rank, delta.shape[1], dtype=torch.float64, device=delta.device)

@@ -27,6 +27,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from livar_bench.ops.linalg import svd
+
 SUPPORT_TOL = 1e-9  # relative: singular values at or below tol * the largest are treated as zero
 KNOTS_EPS = 1e-5  # absolute cut-off of the KnOTS authors' code (``s > 1e-5``)
 
@@ -44,7 +46,7 @@ def polar(x: Tensor, tol: float = SUPPORT_TOL) -> Tensor:
     Over the support of S only: where x is rank-deficient (two clients with the same direction) the other
     singular pairs are arbitrary and would add arbitrary terms; with full rank this is the usual factor.
     """
-    p, s, qh = torch.linalg.svd(x, full_matrices=False)
+    p, s, qh = svd(x)
     keep = support(s, tol)
     return p[:, :keep] @ qh[:keep]
 
@@ -62,7 +64,7 @@ def tsv_merge(taus: Tensor, tol: float = SUPPORT_TOL) -> Tensor:
     per_task = int(min(out_dim, in_dim) * (1 / k_tasks))
     us, ss, vhs = [], [], []
     for tau in x:
-        u, s, vh = torch.linalg.svd(tau, full_matrices=False)
+        u, s, vh = svd(tau)
         keep = min(per_task, support(s, tol))
         us.append(u[:, :keep])
         ss.append(s[:keep])
@@ -82,7 +84,7 @@ def iso_c(matrix: Tensor, tol: float = SUPPORT_TOL) -> Tensor:
     step the size of the clients' average (Iso-C is homogeneous: iso_c(c M) = c iso_c(M) for c > 0).
     """
     m = matrix.double()
-    u, s, vh = torch.linalg.svd(m, full_matrices=False)
+    u, s, vh = svd(m)
     keep = support(s, tol)
     if keep == 0:
         return torch.zeros_like(m)
@@ -98,7 +100,7 @@ def knots_align(taus: Tensor, eps: float = KNOTS_EPS) -> tuple[Tensor, Tensor]:
     x = taus.double()
     k_tasks, out_dim, in_dim = x.shape
     joined = torch.cat(list(x), dim=1)  # [out, K * in]
-    u, s, vh = torch.linalg.svd(joined, full_matrices=False)
+    u, s, vh = svd(joined)
     keep = s > eps
     u, s, vh = u[:, keep], s[keep], vh[keep]  # [out, k], [k], [k, K * in]
     coeffs = (s[:, None] * vh).reshape(s.numel(), k_tasks, in_dim).transpose(0, 1)  # [K, k, in]
