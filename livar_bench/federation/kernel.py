@@ -19,6 +19,7 @@ from livar_bench.client.phase import train_clients
 from livar_bench.client.system import ClientPlan, plan_round, replying  # noqa: F401  (re-exported)
 from livar_bench.client.train import ClientResult, LocalSettings
 from livar_bench.config import RunSpec
+from livar_bench.errors import DivergedError
 from livar_bench.federation.round1_cache import Round1Result
 from livar_bench.federation.setup import Setup
 from livar_bench.methods.base import Method
@@ -189,3 +190,25 @@ def client_diagnostics(updates: list[ClientUpdate], requires: frozenset[Signal])
     """Each diagnostic the method's collectors report (e.g. ``nonfinite_signal_steps``), summed over the
     round's clients."""
     return {name: float(sum(u.diagnostics.get(name, 0.0) for u in updates)) for name in diagnostic_names(requires)}
+
+
+def check_finite(method_name: str, round_: int, updates: list[ClientUpdate], state: ServerState) -> None:
+    """Fail the round when the new global model (trainable tensors or base-weight corrections) is not finite.
+
+    Evaluating it would only report chance accuracy, and every later round would train on it. The message
+    says whose fault it is: a client whose trained tensors are already not finite (its training diverged with
+    a finite loss), or else the server step itself (a step size such as ``fedavgm[eta=1e308]``).
+
+    Raises:
+        DivergedError: when any tensor of ``state.params`` or ``state.base_deltas`` holds a NaN or an inf.
+    """
+    bad = [k for k, v in {**state.params, **state.base_deltas}.items() if not bool(torch.isfinite(v).all())]
+    if not bad:
+        return
+    what = f"round {round_}: the new global model is not finite ({len(bad)} tensor(s), e.g. {bad[0]})"
+    clients = [u.client_id for u in updates if any(not bool(torch.isfinite(t).all()) for t in u.params.values())]
+    if clients:
+        raise DivergedError(f"{what}: the trained tensors of client(s) {', '.join(map(str, clients))} are not "
+                            "finite although their loss is; lower --lr or check the data")
+    raise DivergedError(f"{what}: the server step of {method_name} made it so from finite client updates; lower "
+                        "the method's step size (e.g. eta, server_lr, lam) and run again")

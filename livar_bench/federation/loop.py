@@ -33,6 +33,7 @@ from livar_bench.device import peak_memory, reset_peak_memory
 from livar_bench.federation.kernel import (
     Engine,
     Event,
+    check_finite,
     client_diagnostics,
     local_settings,
     sample_clients,
@@ -172,6 +173,7 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
         t0, first = time.perf_counter(), len(rows)
         done = train_round(state, round_)
         before, state, updates = state, done.state, done.updates
+        check_finite(spec.method, round_, updates, state)  # before anything of this round is written
         t2 = time.perf_counter()
         evaluated = add_deltas(state.base_deltas, method.evaluation_deltas(state, updates, done.ctx))
         with base_deltas_applied(s.model, evaluated):

@@ -108,25 +108,35 @@ def test_sequential_and_packed_count_and_drop_the_same_steps(clients) -> None:
 
 
 def test_run_reports_nonfinite_steps_once(tmp_path, tiny_spec_values, monkeypatch) -> None:
-
     from livar_bench.config import make_spec
     from livar_bench.federation import run_federation
-    from livar_bench.methods import Livar
-    from livar_bench.methods.client_side import ClientSide
 
-    # one round: the poisoned factor's parameters end NaN too (AdamW on a NaN gradient), so a second
-    # round would diverge; the signal itself must stay finite and the step be reported
-    spec = make_spec({**tiny_spec_values, "method": "livar", "rounds": 1})
-    poison = ClientSide(objective=PoisonLastBatch("blocks.0.attn.qkv.lora_A", spec.batch_size))
-    monkeypatch.setattr(Livar, "client_side", lambda self: poison)  # LIVAR's clients train with the poison
+    # The collector sees a NaN gradient of one factor in each client's first step; the optimiser does not,
+    # so the model stays finite (a client whose parameters end non-finite fails the round instead:
+    # tests/federation/test_nonfinite_global.py). The signal must stay finite and the steps be reported.
+    spec = make_spec({**tiny_spec_values, "method": "livar", "rounds": 2})
+    key, original_start, original_after = "blocks.0.attn.qkv.lora_A", LoraSignal.start, LoraSignal.after_step
+
+    def start(self, params):
+        state = original_start(self, params)
+        state.poison_next = True
+        return state
+
+    def after_step(self, state, params, grads, active):
+        if state.poison_next:  # each client's (or pack's) first step
+            grads, state.poison_next = {**grads, key: torch.full_like(grads[key], float("nan"))}, False
+        original_after(self, state, params, grads, active)
+
+    monkeypatch.setattr(LoraSignal, "start", start)
+    monkeypatch.setattr(LoraSignal, "after_step", after_step)
     events = []
     outcome = run_federation(spec, tmp_path, on_event=lambda e, **k: events.append((e, k)))
     frame = pd.read_csv(outcome.run_dir / "metrics.csv")
     rows = frame[(frame["split"] == "train") & (frame["metric"] == "nonfinite_signal_steps")]
-    assert rows["round"].tolist() == [1]
-    assert (rows["value"] > 0).all() and (rows["value"] <= spec.num_clients).all()
+    assert rows["round"].tolist() == [1, 2]
+    assert rows["value"].tolist() == [spec.num_clients] * 2  # one step per client per round
     warnings = [k["message"] for e, k in events if e == "warning"]
-    assert len(warnings) == 1 and "non-finite LoRA signal" in warnings[0]
+    assert len(warnings) == 1 and "6 client step(s) had a non-finite LoRA signal" in warnings[0]
     fedavg = pd.read_csv(run_federation(spec.replace(method="fedavg"), tmp_path).run_dir / "metrics.csv")
     assert "nonfinite_signal_steps" not in set(fedavg["metric"])  # only methods that use the signal
 
