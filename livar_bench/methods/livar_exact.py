@@ -32,6 +32,12 @@ class LivarExact(Livar):
         super().__post_init__()
         if not self.lora:
             raise ValueError("livar_exact needs lora=true (without LIVAR's LoRA weights it is fedex_lora)")
+        if self.eval_delta == "reference":
+            # The evaluated model would be W0 + residual + (sum_k n_k/N s B_k A_k - s B A): the base weights
+            # already hold the exact residual, so the reference's correction would count it a second time.
+            raise ValueError("livar_exact cannot take eval_delta=reference: its base weights already hold the "
+                             "exact residual, and the reference's evaluation correction would add it again; use "
+                             "livar[eval_delta=reference] for the reference code's evaluation")
 
     def server_step(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext) -> ServerState:
         params = self(state.params, updates, ctx)

@@ -56,6 +56,8 @@ def test_ccvr_alias_is_the_same_run_as_fedavg_plus_ccvr(tmp_path) -> None:
     ("fedadam[beta1=2]", ["fedadam.beta1: cannot use '2': expected a number in [0, 1)", "first moment"]),
     ("fedadam[beta1=x]", ["fedadam.beta1: cannot use 'x'"]),
     ("livar_exact[lora=false]", ["livar_exact: livar_exact needs lora=true"]),
+    ("livar_exact[eval_delta=reference]", ["livar_exact cannot take eval_delta=reference",
+                                           "use livar[eval_delta=reference]"]),
 ])
 def test_bad_method_is_exit_code_2_with_one_line(spec: str, needles: list[str], tmp_path, monkeypatch,
                                                   capsys) -> None:
