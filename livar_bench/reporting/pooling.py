@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from livar_bench.config import NON_IDENTITY_FIELDS
@@ -56,6 +57,11 @@ def require_columns(frame: pd.DataFrame, columns: Sequence[str]) -> None:
         raise BenchError(f"results table lacks column(s) {', '.join(missing)}; collect it with livar-bench's run store")
 
 
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python value it holds, so messages print ``0.5``, not ``np.float64(0.5)``."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _differing(settings: pd.DataFrame | None, run_ids: Sequence[str]) -> str:
     if settings is None:
         return "unknown settings"
@@ -72,7 +78,7 @@ def _check_cells(frame: pd.DataFrame, keys: Sequence[str], settings: pd.DataFram
         where = counts[counts > 1].index[0]
         ids = frame.set_index(cell).loc[[where], "run_id"].unique().tolist()
         raise BenchError(
-            f"{len(ids)} runs fall into one table cell with the same seed ({dict(zip(cell, where, strict=True))}); they differ "
+            f"{len(ids)} runs fall into one table cell with the same seed ({ {k: _plain(v) for k, v in zip(cell, where, strict=True)} }); they differ "
             f"in {_differing(settings, ids)}. Put such runs in separate --out folders or add the setting to --rows/--cols"
         )
 
@@ -83,7 +89,7 @@ def _check_partitions(frame: pd.DataFrame, extra: Sequence[str], settings: pd.Da
     bad = ids[ids > 1]
     if bad.empty:
         return
-    where = dict(zip(group, bad.index[0], strict=True))
+    where = {k: _plain(v) for k, v in zip(group, bad.index[0], strict=True)}
     mask = pd.Series(True, index=frame.index)
     for key, value in where.items():
         mask &= frame[key].isna() if pd.isna(value) else frame[key] == value

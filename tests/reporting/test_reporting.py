@@ -108,15 +108,18 @@ def test_lower_is_better_metrics_bold_the_minimum():
 def test_pooling_refuses_two_runs_in_one_cell_and_seed():
     frame = hand_frame()
     extra = pd.DataFrame(tidy_rows("fedavg", "digits", 0.1, 0, [0.1, 0.2], run_id="other-lr"))
-    with pytest.raises(BenchError, match="2 runs fall into one table cell"):
+    with pytest.raises(BenchError, match="2 runs fall into one table cell") as err:
         rp.make_pivot(rp.final_values(pd.concat([frame, extra])), ["method"], ["dataset", "alpha"])
+    # plain values, not numpy reprs such as np.float64(0.1)
+    assert "'alpha': 0.1, 'seed': 0}" in str(err.value) and "np." not in str(err.value)
 
 
 def test_pooling_refuses_methods_on_different_partitions():
     frame = hand_frame()
     frame.loc[(frame["method"] == "livar") & (frame["alpha"] == 0.1) & (frame["seed"] == 1), "partition_id"] = "other"
-    with pytest.raises(BenchError, match="different partitions"):
+    with pytest.raises(BenchError, match="different partitions") as err:
         rp.make_pivot(rp.final_values(frame), ["method"], ["dataset", "alpha"])
+    assert "alpha=0.1, seed=1" in str(err.value) and "np." not in str(err.value)
 
 
 @settings(max_examples=25, deadline=None)
