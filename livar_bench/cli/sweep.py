@@ -120,12 +120,16 @@ def _where(spec: Any) -> str:
 @o.run_options(skip=("dataset", "alpha", "seed"))
 def sweep(
     config: Path | None = typer.Option(None, help="Sweep YAML (grid: lists, base: run settings); options override it."),
-    datasets: str | None = typer.Option(None, help="Comma-separated datasets, e.g. cifar100,imagenet-r."),
-    methods: str | None = typer.Option(None, help="Comma-separated method specs, e.g. livar,ccvr,livar+ccvr."),
+    # the singular spellings too, as a user who just ran `run` types them (one value is a one-value list)
+    datasets: str | None = typer.Option(None, "--datasets", "--dataset",
+                                        help="Comma-separated datasets, e.g. cifar100,imagenet-r."),
+    methods: str | None = typer.Option(None, "--methods", "--method",
+                                       help="Comma-separated method specs, e.g. livar,ccvr,livar+ccvr."),
     partitions: str | None = typer.Option(None, help="Comma-separated partition specs, e.g. "
                                           "iid,shards[per_client=2],classes[k=2] (a grid axis)."),
-    alphas: str | None = typer.Option(None, help="Comma-separated Dirichlet alphas, e.g. 0.05,0.1,0.2."),
-    seeds: str | None = typer.Option(None, help="Comma-separated seeds, e.g. 0,1,2."),
+    alphas: str | None = typer.Option(None, "--alphas", "--alpha",
+                                      help="Comma-separated Dirichlet alphas, e.g. 0.05,0.1,0.2."),
+    seeds: str | None = typer.Option(None, "--seeds", "--seed", help="Comma-separated seeds, e.g. 0,1,2."),
     executor: str = typer.Option("local", help="local (one run after another), ray (one run per GPU/CPU slot) or "
                                  "slurm (Slurm jobs through submitit; pip install 'livar-bench[slurm]')."),
     ray_address: str | None = typer.Option(None, help="Ray cluster address (default: start Ray locally)."),

@@ -316,3 +316,15 @@ def test_table_rows_and_cols_take_any_stored_setting(swept, tmp_path):
     assert good.exit_code == 0, good.output
     frame = pd.read_csv(out / "tables" / "acc_method-lr_by_pretrained-epochs-alpha.csv")
     assert len(frame) == 6 and {"lr", "pretrained", "local_epochs"} <= set(frame.columns)
+
+
+def test_sweep_takes_the_singular_spellings_of_run(tmp_path):
+    # `run --dataset digits --method livar --alpha 0.1 --seed 3`, typed at sweep: the same runs as the plural
+    singular = runner.invoke(app, ["sweep", "--dataset", "synthetic", "--method", "fedavg,livar", "--alpha", "0.1",
+                                   "--seed", "3", "--out", str(tmp_path), "--dry-run"])
+    plural = runner.invoke(app, ["sweep", "--datasets", "synthetic", "--methods", "fedavg,livar", "--alphas", "0.1",
+                                 "--seeds", "3", "--out", str(tmp_path), "--dry-run"])
+    assert singular.exit_code == 0, singular.output
+    ids = re.findall(r"^([0-9a-f]{12})  ", singular.output, flags=re.M)
+    assert len(ids) == 2 and ids == re.findall(r"^([0-9a-f]{12})  ", plural.output, flags=re.M)
+    assert "seed=3" in singular.output and "alpha=0.1" in singular.output
