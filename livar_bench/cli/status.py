@@ -66,7 +66,7 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    from livar_bench.store import DamagedFile, RunStore, read_json
+    from livar_bench.store import RunStore
 
     store = RunStore(out)
     records = read_sweep_records(out)
@@ -86,15 +86,24 @@ def status(
     store.save_index()  # later commands re-verify only runs whose files change
     console = Console(markup=False)
     console.print(table)
+    for run_id, state, _ in dict.fromkeys(unfinished):  # always: a damaged result is one the user loses
+        if state == "damaged":
+            console.print(f"damaged: {run_id}{_describe(store, run_id)}: {store.problem(run_id)}; the next sweep "
+                          "(or run) with its settings reruns it", soft_wrap=True)
     if runs:
         for run_id, state, last in dict.fromkeys(unfinished):
-            what = ""
-            for folder in (store.partial_dir(run_id), store.run_dir(run_id)):
-                try:
-                    spec = read_json(folder / "spec.json", lambda d: isinstance(d, dict))
-                    what = f"  {spec['method']} {spec['dataset']} alpha={float(spec['alpha']):g} seed={spec['seed']}"
-                    break
-                except (OSError, DamagedFile, KeyError, TypeError, ValueError):
-                    continue
             after = f" after round {last}" if last is not None else ""
-            console.print(f"{run_id}  {state}{after}{what}")
+            console.print(f"{run_id}  {state}{after}{_describe(store, run_id)}")
+
+
+def _describe(store: object, run_id: str) -> str:
+    """``  <method> <dataset> alpha=<a> seed=<s>`` from the run's spec.json (partial or finished), or ''."""
+    from livar_bench.store import DamagedFile, read_json
+
+    for folder in (store.partial_dir(run_id), store.run_dir(run_id)):  # type: ignore[attr-defined]
+        try:
+            spec = read_json(folder / "spec.json", lambda d: isinstance(d, dict))
+            return f"  {spec['method']} {spec['dataset']} alpha={float(spec['alpha']):g} seed={spec['seed']}"
+        except (OSError, DamagedFile, KeyError, TypeError, ValueError):
+            continue
+    return ""

@@ -47,3 +47,24 @@ def test_status_counts_each_state(tmp_path, tiny_spec_values, monkeypatch, capsy
     row = next(line for line in out.splitlines() if "│ t " in line)
     assert [c.strip() for c in row.split("│")[3:8]] == ["4", "1", "1", "1", "1"]
     assert f"{specs[1].run_id}  interrupted after round 1  livar" in out
+
+
+def test_status_names_each_damaged_run_and_why(tmp_path, tiny_spec_values, monkeypatch, capsys):
+    specs = [make_spec({**tiny_spec_values, "method": m, "rounds": 1}) for m in ("fedavg", "livar", "ties")]
+    write_manifest(SweepConfig(name="t"), specs, tmp_path)
+    LocalExecutor().run(specs, tmp_path)
+    store = RunStore(tmp_path)
+    with open(store.run_dir(specs[0].run_id) / "metrics.csv", "a") as f:
+        f.write("tampered\n")
+    (store.run_dir(specs[2].run_id) / "DONE").write_text("{not json")
+    code, out, err = invoke(["status", "--out", str(tmp_path)], monkeypatch, capsys)  # without --runs too
+    assert code == 0, err
+    damaged = [line for line in out.splitlines() if line.startswith("damaged: ")]
+    assert damaged == [
+        f"damaged: {specs[0].run_id}  fedavg synthetic alpha=0.5 seed=0: metrics.csv changed after the run "
+        "finished; the next sweep (or run) with its settings reruns it",
+        f"damaged: {specs[2].run_id}  ties synthetic alpha=0.5 seed=0: its DONE marker is damaged; the next sweep "
+        "(or run) with its settings reruns it",
+    ]
+    row = next(line for line in out.splitlines() if "│ t " in line)
+    assert [c.strip() for c in row.split("│")[3:8]] == ["3", "1", "0", "0", "0"] and row.split("│")[8].strip() == "2"
