@@ -211,6 +211,10 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     if bad:
         emit("warning", run_id=run_id, message=f"run {run_id}: {bad} client step(s) had a non-finite LoRA signal "
              "contribution, which counted as zero (metric nonfinite_signal_steps in metrics.csv)")
+    received = nonfinite_total(frame, "nonfinite_signals_received")
+    if received:
+        emit("warning", run_id=run_id, message=f"run {run_id}: {received} LoRA signal value(s) received from clients "
+             "were not finite and counted as zero (metric nonfinite_signals_received in metrics.csv)")
     outcome = RunOutcome(run_id, folder.commit(replace=replace), final_metrics(frame))
     emit("done", run_id=run_id, final=outcome.final)
     return outcome

@@ -93,9 +93,10 @@ class RunFolder:
         return self.store.commit(self.run_id, replace=replace)
 
 
-def nonfinite_total(frame: pd.DataFrame) -> int:
-    """Client steps of a whole run whose LoRA signal contribution was dropped as non-finite."""
-    rows = frame[(frame["split"] == "train") & (frame["metric"] == "nonfinite_signal_steps")]
+def nonfinite_total(frame: pd.DataFrame, metric: str = "nonfinite_signal_steps") -> int:
+    """Client steps of a whole run whose LoRA signal contribution was dropped as non-finite (or, with
+    ``metric="nonfinite_signals_received"``, received signal values the server dropped)."""
+    rows = frame[(frame["split"] == "train") & (frame["metric"] == metric)]
     return int(rows["value"].sum())
 
 

@@ -27,6 +27,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
+from livar_bench.client.collectors.lora_signal import drop_nonfinite_received
 from livar_bench.client.extra_round import ExtraRoundPass, check_request
 from livar_bench.client.system import replying
 from livar_bench.errors import BenchError
@@ -220,6 +221,7 @@ class MethodStrategy(Strategy):
                 failed[reply.metadata.src_node_id] = reply.error.reason
                 continue
             update, loss, seen = decode_update(reply.content, self.device)
+            update = drop_nonfinite_received(update)  # a NaN from outside would make LIVAR's weights uniform
             updates.append(update)
             losses.append(loss)
             images += seen

@@ -221,6 +221,11 @@ def lora_weights(updates: Sequence[ClientUpdate], modules: Sequence[str], rule: 
     # for many sizes) land where the paper's inclusive middle bucket puts them.
     a = torch.stack([torch.stack([u.lora_signals[ka] for ka, _ in keys]) for u in updates]).double()  # [K, M]
     b = torch.stack([torch.stack([u.lora_signals[kb] for _, kb in keys]) for u in updates]).double()
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+        # one NaN would make every threshold NaN and every module's weights uniform, silently; the client
+        # drops such steps and the Flower server such received values (drop_nonfinite_received)
+        raise ValueError("a LoRA signal reaching LIVAR's aggregator is not finite; pass received updates "
+                         "through client.collectors.lora_signal.drop_nonfinite_received")
     qa = torch.quantile(a.flatten(), torch.tensor(rule.a_quantiles, dtype=torch.float64, device=a.device))
     qb = torch.quantile(b.flatten(), torch.tensor(rule.b_quantiles, dtype=torch.float64, device=b.device))
     raw = rule.table.to(a.device)[bucket(b, qb[0], qb[1]), bucket(a, qa[0], qa[1])]  # [K, M]

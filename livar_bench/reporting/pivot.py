@@ -29,7 +29,8 @@ METRIC_TITLES = {
 LOWER_IS_BETTER = frozenset({"loss", "train_s", "aggregate_s", "eval_s", "wall_s", "global_stats_s",
                              "upload_bytes_per_client", "upload_signal_bytes_per_client", "download_bytes_per_client",
                              "wire_upload_bytes_per_client", "wire_download_bytes_per_client",
-                             "peak_cuda_mem_bytes", "peak_host_rss_bytes", "nonfinite_signal_steps", "epsilon"})
+                             "peak_cuda_mem_bytes", "peak_host_rss_bytes", "nonfinite_signal_steps",
+                             "nonfinite_signals_received", "epsilon"})
 PERCENT_METRICS = frozenset({"acc", "acc_worst10"})  # stored as fractions, shown (and published) in percent
 # Methods: display names and table order come from the registry (methods.display_name, table_order):
 # baselines first, ours last, the order a paper table usually takes. A --order given by the user wins.

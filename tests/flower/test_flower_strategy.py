@@ -156,3 +156,49 @@ def test_an_extra_client_round_over_flower_messages():
     assert extra.download_bytes == 3 * params_bytes(params) and extra.wire_upload > 0 and extra.calls == 1
     with pytest.raises(ValueError, match="no training signals"):
         extra(ExtraRound(params, frozenset({Signal.LORA_SIGNAL})))
+
+
+def test_a_nonfinite_livar_signal_received_is_dropped_and_counted():
+    """A Flower client (of another implementation) sends a NaN B-signal: the server counts it as zero, as
+    the client side drops a non-finite step, instead of letting it make every module's weights uniform."""
+    from livar_bench.types import Signal
+
+    method = MethodSpec.parse("livar[head=false]").build()
+    strategy = _strategy()
+    strategy.method = method
+    g = torch.Generator().manual_seed(0)
+    strategy.state = method.init_state({"m.lora_A": torch.randn(1, 3, generator=g),
+                                        "m.lora_B": torch.zeros(3, 1), "head.bias": torch.zeros(2)})
+    sent = list(strategy.configure_train(1, ArrayRecord(), ConfigRecord(), grid=None))
+    signals = [(1.0, 10.0), (2.0, float("nan")), (3.0, 5.0)]  # (A-signal, B-signal) per client
+
+    def reply(cid: int) -> Message:
+        a, b = signals[cid]
+        update = ClientUpdate(client_id=cid, num_samples=1, class_counts=torch.tensor([1, 0]),
+                              params={"m.lora_A": torch.full((1, 3), float(cid + 1)),
+                                      "m.lora_B": torch.full((3, 1), float(cid + 1)), "head.bias": torch.zeros(2)},
+                              signals={Signal.LORA_SIGNAL.value: {"m.lora_A": torch.tensor(a),
+                                                                  "m.lora_B": torch.tensor(b)}})
+        return Message(codec.encode_update(update, frozenset({Signal.LORA_SIGNAL}), loss=1.0, images=1),
+                       reply_to=sent[cid])
+
+    strategy.aggregate_train(1, [reply(k) for k in range(3)])
+    # LIVAR's rule by hand with B = [10, 0, 5]: A quartiles of [1, 2, 3] are A25 = 1.5, A50 = 2; B60, B80 of
+    # [0, 5, 10] are 6 and 8. Client 0: B > B80, A < A25 -> 0.19313978; clients 1, 2: B < B60 -> 0.03813978.
+    raw = torch.tensor([0.19313978, 0.03813978, 0.03813978], dtype=torch.float64)
+    expected = float((raw / raw.sum() * torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)).sum())
+    assert torch.allclose(strategy.state.params["m.lora_A"], torch.full((1, 3), expected))
+    assert torch.allclose(strategy.state.params["m.lora_B"], torch.full((3, 1), expected))
+    assert [u.diagnostics.get("nonfinite_signals_received", 0.0) for u in strategy.last.updates] == [0.0, 1.0, 0.0]
+    assert all(torch.isfinite(v).all() for u in strategy.last.updates for v in u.lora_signals.values())
+
+
+def test_livar_refuses_a_nonfinite_signal_rather_than_weighting_uniformly():
+    from livar_bench.methods.livar import lora_weights
+    from livar_bench.methods.livar_rule import PAPER_RULE
+
+    updates = [ClientUpdate(client_id=k, num_samples=1, class_counts=torch.tensor([1]), params={},
+                            signals={"lora_signal": {"m.lora_A": torch.tensor(1.0), "m.lora_B": torch.tensor(b)}})
+               for k, b in enumerate([1.0, float("inf")])]
+    with pytest.raises(ValueError, match="LoRA signal reaching LIVAR's aggregator is not finite"):
+        lora_weights(updates, ["m"], PAPER_RULE)

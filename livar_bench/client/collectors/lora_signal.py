@@ -9,10 +9,16 @@ A factor's step contribution that is not finite (a NaN or inf gradient or parame
 in the reference code (which replaces NaN by 0): one NaN would otherwise make every B threshold NaN
 and all of LIVAR's module weights uniform, silently. The steps in which that happened for at least one
 factor are counted per client (diagnostic ``nonfinite_signal_steps``).
+
+A signal that reaches the server from outside (a Flower client of another implementation) may still be
+non-finite: ``drop_nonfinite_received`` counts it as zero there too and counts the factors it dropped
+(diagnostic ``nonfinite_signals_received``), and LIVAR's aggregator refuses a non-finite signal instead of
+weighting every module uniformly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping
 from typing import Any, ClassVar
 
@@ -20,7 +26,7 @@ import torch
 from torch import Tensor
 
 from livar_bench.client.collectors.base import ClientEnd, Collector
-from livar_bench.types import Signal
+from livar_bench.types import ClientUpdate, Signal
 
 
 class _State:
@@ -37,7 +43,8 @@ class LoraSignal(Collector):
 
     name: ClassVar[str] = Signal.LORA_SIGNAL.value
     serves: ClassVar[frozenset[Signal]] = frozenset({Signal.LORA_SIGNAL})
-    diagnostic_names: ClassVar[tuple[str, ...]] = ("nonfinite_signal_steps",)
+    # received: set by the server (drop_nonfinite_received), 0 from every client of this implementation
+    diagnostic_names: ClassVar[tuple[str, ...]] = ("nonfinite_signal_steps", "nonfinite_signals_received")
     needs_training: ClassVar[bool] = True
 
     def start(self, params: Mapping[str, Tensor]) -> _State:
@@ -70,3 +77,22 @@ class LoraSignal(Collector):
 
     def nbytes(self, payload: Any, requires: Collection[Signal]) -> int:
         return sum(t.numel() * t.element_size() for t in payload.values())
+
+
+def drop_nonfinite_received(update: ClientUpdate) -> ClientUpdate:
+    """``update`` with each non-finite LoRA signal value set to 0 and their count added to its diagnostic
+    ``nonfinite_signals_received`` (the update itself when every value is finite, or it sends none).
+
+    The server's counterpart of the client's per-step drop, for signals it receives over the wire.
+    """
+    signals = update.signals.get(Signal.LORA_SIGNAL.value)
+    if not signals:
+        return update
+    bad = [k for k, v in signals.items() if not bool(torch.isfinite(v).all())]
+    if not bad:
+        return update
+    kept = {k: torch.where(torch.isfinite(v), v, torch.zeros_like(v)) if k in bad else v for k, v in signals.items()}
+    diagnostics = {**update.diagnostics, "nonfinite_signals_received":
+                   update.diagnostics.get("nonfinite_signals_received", 0.0) + len(bad)}
+    return dataclasses.replace(update, signals={**update.signals, Signal.LORA_SIGNAL.value: kept},
+                               diagnostics=diagnostics)
