@@ -56,7 +56,7 @@ from livar_bench.seeding import (
     STREAM_INIT,
     generator,
 )
-from livar_bench.store import RunStore, environment
+from livar_bench.store import LeaseLost, RunStore, environment
 from livar_bench.types import ClientUpdate, ServerState, Signal
 
 
@@ -117,7 +117,13 @@ def run_federation(
             body = functools.partial(_run_locked, spec, store, emit, bundle, (share_round1, round1_signals),
                                      replace=force)
             return body() if launcher is None else launcher.launch(spec, body)
-        except BaseException:
+        except BaseException as err:
+            # lease mode: this process stalled past its lease and another one took the run over (and may have
+            # finished it, removing the partial folder we were writing to): leave the run to it, touch nothing
+            if isinstance(err, LeaseLost) or (isinstance(err, OSError) and not store.holds(run_id)):
+                emit("warning", run_id=run_id, message=f"run {run_id}: another process took this run over while "
+                     "this one stalled past its lease; left to that process")
+                return RunOutcome(run_id, store.run_dir(run_id), {}, skipped=True)
             store.discard(run_id)  # keeps a partial run that has a checkpoint, so a rerun resumes it
             raise
 
@@ -201,8 +207,12 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
             # a shared round 1: what it cost
             **(shared_cost(*done.shared, done.train_s, t3 - t0 - done.train_s) if done.shared else {}),
         })
+        if not store.holds(run_id):  # lease mode: taken over while this process stalled
+            raise LeaseLost(run_id)
         folder.save_checkpoint(round_, state.to_dict(), rows)
         emit("round", round=round_, metrics=metrics, rows=rows[first:])
+    if not store.holds(run_id):
+        raise LeaseLost(run_id)
     frame = with_heterogeneity(pd.DataFrame(rows), s.partition.class_counts(labels, s.bundle.num_classes))
     if "client" in frame.columns:  # rows of split "clients" name their client (whole numbers, empty elsewhere)
         frame["client"] = frame["client"].astype("Int64")

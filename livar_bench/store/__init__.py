@@ -51,7 +51,7 @@ from livar_bench.store.atomic import (
     write_json,
 )
 from livar_bench.store.envinfo import environment
-from livar_bench.store.locks import FileLock, LeaseLock, lease_seconds, lock_mode
+from livar_bench.store.locks import FileLock, LeaseLock, LeaseLost, lease_seconds, lock_mode
 from livar_bench.store.runs import RUN_FILES, RunStore, nothing_left_on_failure
 from livar_bench.store.tensors import (
     load_checkpoint,
@@ -63,7 +63,7 @@ from livar_bench.store.tensors import (
 )
 
 __all__ = [
-    "HOST", "RUN_FILES", "TEMP_TAG", "DamagedFile", "FileLock", "LeaseLock", "RunStore", "atomic_file", "disk_full",
+    "HOST", "RUN_FILES", "TEMP_TAG", "DamagedFile", "FileLock", "LeaseLock", "LeaseLost", "RunStore", "atomic_file", "disk_full",
     "environment", "lease_seconds", "load_checkpoint", "load_pickle", "load_tensors", "lock_mode",
     "nothing_left_on_failure", "read_json", "save_checkpoint", "save_pickle", "save_tensors", "set_aside",
     "sweep_temp_files", "sweep_temp_folders", "temp_path", "write_bytes", "write_csv", "write_json",

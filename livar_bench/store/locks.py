@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from livar_bench.errors import BenchError, warn
+from livar_bench.errors import BenchError
 from livar_bench.store.atomic import HOST, temp_path, write_bytes
 
 
@@ -40,6 +40,10 @@ def lease_seconds() -> float:
     if not value > 0 or value == float("inf"):
         raise BenchError(f"LIVAR_BENCH_LEASE_S={text!r}: give a positive number of seconds, e.g. 600")
     return value
+
+
+class LeaseLost(Exception):  # noqa: N818 (an event the round loop handles, not a user error)
+    """This process's lease on a run was taken over by another process (it stalled past its lease)."""
 
 
 class FileLock:
@@ -84,6 +88,10 @@ class FileLock:
             os.close(self.fd)
             self.fd = None
 
+    def still_held(self) -> bool:
+        """True while held: the kernel keeps an flock lock as long as this process holds the descriptor."""
+        return self.fd is not None
+
     @staticmethod
     def held_by_other(path: Path) -> bool:
         """Whether some process holds the lock at ``path`` now."""
@@ -107,8 +115,10 @@ class LeaseLock:
 
     ``clock`` (seconds, default ``time.time``) is injectable so tests can move time. The hosts' clocks
     must agree to well within the lease (NTP does that); a holder that cannot renew for a whole lease
-    (suspended, partitioned) loses it, and the next process takes the run over. Two processes then train
-    the same run, which costs time only: the first to finish is kept (``RunStore.commit``).
+    (suspended, partitioned) loses it, and the next process takes the run over. The one that lost it notices
+    at the end of its current round (``still_held``, called before every checkpoint and before the run's
+    files are written), leaves the run to the new holder with one warning line and goes on with the rest of
+    its sweep; should both still finish, the first result is kept (``RunStore.commit``).
     """
 
     def __init__(self, path: Path, ttl: float | None = None, clock: Callable[[], float] = time.time) -> None:
@@ -117,6 +127,7 @@ class LeaseLock:
         self.clock = clock
         self.token = uuid.uuid4().hex
         self.held = False
+        self.lost = False  # another process took the lease over (seen by renew)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -175,14 +186,20 @@ class LeaseLock:
         return False
 
     def renew(self) -> bool:
-        """Extend the lease; False (and a warning) when another process has taken it over."""
+        """Extend the lease; False when another process has taken it over (``lost``; the round loop then
+        leaves the run to that process with one warning line)."""
+        if self.lost:
+            return False
         lease = self.read(self.path)
         if lease is None or lease["token"] != self.token:
-            warn(f"the lease {self.path} was taken over by another process (this one stalled for longer than "
-                 f"{self.ttl:g} s); both may finish the run, and the first result is kept")
+            self.lost = True
             return False
         write_bytes(self.path, self._record())
         return True
+
+    def still_held(self) -> bool:
+        """Whether this process still holds the lease, renewing it (a synchronous heartbeat)."""
+        return self.held and self.renew()
 
     def start_heartbeat(self) -> None:
         def beat() -> None:

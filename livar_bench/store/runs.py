@@ -49,6 +49,7 @@ class RunStore:
         self._verified: dict[str, tuple[tuple, str | None]] = {}
         self._index: dict[str, tuple] | None = None
         self._index_changed = False
+        self._held: dict[str, FileLock | LeaseLock] = {}  # run id -> the lock this store holds now
 
     @property
     def index_path(self) -> Path:
@@ -162,15 +163,24 @@ class RunStore:
         held = lock.acquire()
         if held and isinstance(lock, LeaseLock):
             lock.start_heartbeat()
+        if held:
+            self._held[run_id] = lock
         try:
             yield held
         finally:
             if held:
+                self._held.pop(run_id, None)
                 lock.release()
                 try:
                     locks.rmdir()  # only when no other run is locked
                 except OSError:
                     pass
+
+    def holds(self, run_id: str) -> bool:
+        """Whether this store still holds the run's lock (in lease mode: renews it, and is False once another
+        process has taken the run over because this one stalled past its lease)."""
+        lock = self._held.get(run_id)
+        return lock is not None and lock.still_held()
 
     def running(self, run_id: str) -> bool:
         path = self.runs / ".locks" / f"{run_id}.lock"

@@ -203,3 +203,98 @@ def test_summary_never_counts_a_locked_run_as_done(tmp_path, monkeypatch, capsys
         code, out, err = invoke(args, monkeypatch, capsys)
     assert code == 0, err
     assert "1 trained, 0 already done, 0 failed, 1 left to another process" in err
+
+
+def test_a_stalled_holder_that_lost_its_lease_leaves_the_run_and_goes_on(tmp_path, monkeypatch):
+    """Process A stalls past its lease in round 1 of run 1 (a fake clock jumps); process B takes run 1 over and
+    finishes it; A resumes and stops work on run 1 with one warning line (it wrote into B's partial folder, which
+    B's commit removed), then runs the rest of its sweep: no failure, every run done by someone."""
+    from livar_bench.federation import run_federation
+    from livar_bench.store import runs as runs_module
+
+    clock = Clock()
+
+    class FakeClockLease(LeaseLock):
+        def __init__(self, path, ttl=None, clock_=None):
+            super().__init__(path, ttl=60, clock=clock)
+
+    monkeypatch.setenv("LIVAR_BENCH_LOCKS", "lease")
+    monkeypatch.setattr(runs_module, "LeaseLock", FakeClockLease)
+    specs = sw.expand(sw.parse_sweep({"grid": {"methods": ["fedavg"], "seeds": [0, 1]}, "base": {**MICRO, "rounds": 2}}))
+    events, taken_over = [], []
+
+    def process_a(event, **info):
+        events.append((event, info))
+        if event == "round" and info["round"] == 1 and not taken_over:
+            clock.now += 61  # A stalls past its 60 s lease ...
+            taken_over.append(run_federation(specs[0], tmp_path))  # ... and B takes run 1 over and finishes it
+
+    result = LocalExecutor(share_round1=False).run(specs, tmp_path, on_event=process_a)
+    assert result.failures == ()
+    store = RunStore(tmp_path)
+    assert all(store.is_done(s.run_id) for s in specs)
+    assert not taken_over[0].skipped and [o.skipped for o in result.outcomes] == [True, False]
+    warnings = [info["message"] for event, info in events if event == "warning"]
+    assert warnings == [f"run {specs[0].run_id}: another process took this run over while this one stalled past "
+                        "its lease; left to that process"]
+    rounds_of_a = [info["round"] for event, info in events if event == "round"]
+    assert rounds_of_a == [1, 1, 2]  # run 1: round 1 only (round 2 was B's); run 2: both rounds
+    assert not (tmp_path / "runs" / ".partial").exists()  # A left nothing of run 1 behind
+
+
+def test_a_lost_lease_is_seen_by_the_holder_without_a_warning_per_beat(tmp_path, capsys):
+    clock = Clock()
+    path = tmp_path / "x.lock"
+    owner, other = LeaseLock(path, ttl=60, clock=clock), LeaseLock(path, ttl=60, clock=clock)
+    assert owner.acquire() and owner.still_held()
+    clock.now += 61
+    assert other.acquire()
+    assert not owner.still_held() and owner.lost and not owner.renew()
+    assert other.still_held()
+    assert capsys.readouterr().err == ""  # the round loop says it once, as a warning event
+    owner.release()
+    assert LeaseLock.read(path)["token"] == other.token
+
+
+def _lease_contender(path: str, start, rounds: int, errors, taken) -> None:
+    inside = Path(path + ".inside")
+    stale = json.dumps({"token": "stale", "owner": "1@elsewhere", "expires": 0.0}).encode()
+    for _ in range(rounds):
+        start.wait()
+        lock = LeaseLock(Path(path), ttl=600)
+        if lock.acquire():
+            with taken.get_lock():
+                taken.value += 1
+            try:
+                fd = os.open(inside, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # a second holder would fail here
+                os.close(fd)
+                time.sleep(0.001)
+                inside.unlink()
+            except FileExistsError:
+                errors.value += 1
+            finally:
+                lock.release()
+        start.wait()
+        Path(path).write_bytes(stale)  # every round starts from an expired lease of a dead holder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["flock", "lease"])
+def test_two_processes_taking_over_a_stale_lock_500_times_never_both_hold_it(tmp_path, mode):
+    ctx = multiprocessing.get_context("fork")
+    path = tmp_path / "runs" / ".locks" / "abc.lock"
+    path.parent.mkdir(parents=True)
+    stale = b"stale garbage" if mode == "flock" else json.dumps({"token": "stale", "expires": 0.0}).encode()
+    path.write_bytes(stale)
+    rounds = 500
+    start = ctx.Barrier(2)
+    errors, taken = ctx.Value("i", 0), ctx.Value("i", 0)
+    target = _contender if mode == "flock" else _lease_contender
+    procs = [ctx.Process(target=target, args=(str(path), start, rounds, errors, taken)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=600)
+        assert p.exitcode == 0
+    assert errors.value == 0  # never two holders at once
+    assert taken.value >= rounds  # and the stale lock never kept both out
