@@ -10,18 +10,26 @@ clients' models: W0 + base_delta + s B A = (previous base) + sum_k w_k s_k B_k A
 accumulate over rounds in ``ServerState.base_deltas`` (checkpointed, applied to the backbone for
 training and evaluation, and downloaded by clients: a dense [out, in] tensor per module, counted in
 ``download_bytes_per_client``).
+
+``weights``: ``"samples"`` (default) w_k = n_k / N, as FedAvg and every other method of the harness, so that
+a comparison isolates the aggregation rule; ``"uniform"`` w_k = 1/K for A, B, the head and the products, as
+the paper's equations and the authors' code (``fed_agg.py``, ``aggregate_models_ours``: plain means) do.
+The authors' code adds the residual to ``base_layer.weight`` transposed; for ``nn.Linear`` (weight
+[out, in], like B A) that is wrong, silently so for square layers; this project adds it untransposed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
+from pydantic import Field
 from torch import Tensor
 
 from livar_bench.methods.base import Aggregator
 from livar_bench.methods.describe import describe
 from livar_bench.ops.lora import factor_keys, lora_delta, lora_modules, weighted_product
-from livar_bench.ops.weighted import sample_weights, weighted_average_params
+from livar_bench.ops.weighted import client_weights, weighted_average_params
 from livar_bench.types import ClientUpdate, RoundContext, ServerState, client_scale
 
 
@@ -49,11 +57,15 @@ def exact_residuals(state: ServerState, params: dict, updates: Sequence[ClientUp
 class FedExLora(Aggregator):
     """FedAvg of A, B and head, plus the exact-aggregation residual folded into the base weights."""
 
+    weights: Annotated[Literal["samples", "uniform"], Field(
+        description="client weights of every mean: n_k/N (samples, FedAvg's) or 1/K (uniform, the paper and "
+                    "the authors' code)")] = "samples"
+
     def secure_aggregation(self) -> tuple[str, str]:
         return "individual", "its residual needs the products B_k A_k of each client's factors"
 
     def server_step(self, state: ServerState, updates: Sequence[ClientUpdate], ctx: RoundContext) -> ServerState:
-        weights = sample_weights([u.num_samples for u in updates])
+        weights = client_weights([u.num_samples for u in updates], self.weights)
         params = weighted_average_params([u.params for u in updates], weights, keys=state.params)
         deltas = exact_residuals(state, params, updates, weights, ctx)
         return state.evolve(params=params, base_deltas=deltas)

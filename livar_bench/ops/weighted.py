@@ -50,6 +50,16 @@ def weighted_average_params(
     return {name: weighted_average([p[name] for p in params], weights) for name in names}
 
 
+def client_weights(num_samples: Sequence[int], how: str = "samples") -> Tensor:
+    """Client weights of a mean: ``"samples"`` n_k / sum_j n_j (FedAvg's), ``"uniform"`` 1 / K."""
+    if how == "uniform":
+        k = len(num_samples)
+        return torch.full((k,), 1.0 / k, dtype=torch.float64)
+    if how != "samples":
+        raise ValueError(f"client weights {how!r}: use samples or uniform")
+    return sample_weights(num_samples)
+
+
 def sample_weights(num_samples: Sequence[int]) -> Tensor:
     """FedAvg weights n_k / sum_j n_j."""
     counts = torch.tensor(list(num_samples), dtype=torch.float64)
