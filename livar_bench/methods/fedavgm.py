@@ -6,7 +6,7 @@ With x the global tensors and delta_t = (sample-weighted FedAvg of the clients) 
     m_t     = momentum * m_{t-1} + delta_t        (m_{-1} = 0)
     x_{t+1} = x_t + eta * m_t
 
-``eta = 1, momentum = 0`` is FedAvg exactly. The velocity m is server state (``ServerState.buffers``,
+``eta = 1, momentum = 0`` is FedAvg up to float32 rounding (x + (mean - x) rounds twice). The velocity m is server state (``ServerState.buffers``,
 key ``<namespace>.m.<param>``, float32): checkpointed, so a resumed run continues exactly.
 """
 

@@ -73,6 +73,11 @@ def test_fedavgm_without_momentum_at_unit_rate_is_fedavg() -> None:
     plain = parse_method("fedavgm[eta=1,momentum=0]").aggregate(params, updates, context())
     for key in params:
         torch.testing.assert_close(plain[key], fedavg[key], rtol=1e-6, atol=1e-6)
+    # to rounding, not bit for bit: x + 1 * (mean - x) is rounded twice in float32 (what the card says)
+    assert any(not torch.equal(plain[key], fedavg[key]) for key in params)
+    for key in params:  # within one float32 ulp of the mean's magnitude
+        ulp = torch.finfo(torch.float32).eps * (fedavg[key].abs() + params[key].abs())
+        assert ((plain[key] - fedavg[key]).abs() <= ulp).all()
 
 
 def test_server_optimisers_compose_with_stages() -> None:
