@@ -127,6 +127,13 @@ class Aggregator(Component):
     matter; results are deterministic given ``ctx.generator``; a resumed run continues exactly.
     """
 
+    # its server step changes ServerState.base_deltas (FedEx-LoRA, FLoRA, LIVAR-Exact): the global model is then
+    # more than its trainable tensors, and a stage that bounds the update must see the base corrections too
+    moves_base_weights: ClassVar[bool] = False
+    # it keeps server optimiser state (momentum, moments) fed by the round's unclipped step (FedOpt, FedAvgM,
+    # FedAMS): a stage that rescales the step afterwards leaves that state out of step with the model
+    server_moments: ClassVar[bool] = False
+
     def __call__(self, global_params: Params, updates: Sequence[ClientUpdate], ctx: RoundContext) -> Params:
         """The new global params (stateless methods implement this)."""
         raise NotImplementedError(f"{type(self).__name__} implements neither __call__ nor server_step")

@@ -16,7 +16,7 @@ per tensor under this component's namespace.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 from pydantic import Field
@@ -33,6 +33,8 @@ from livar_bench.types import ClientUpdate, RoundContext, ServerState
           summary="AMSGrad server optimiser with max stabilisation on the FedAvg pseudo-gradient (Wang et al.).")
 class FedAMS(Aggregator):
     """x + eta * m / sqrt(max over rounds of v, and at least vhat_init)."""
+
+    server_moments: ClassVar[bool] = True  # m and v take every round's step (so `clip` cannot follow it)
 
     eta: Annotated[float, Field(gt=0, description="server learning rate")] = 1e-2
     beta1: Annotated[float, Field(ge=0, lt=1, description="decay of the first moment m")] = 0.9

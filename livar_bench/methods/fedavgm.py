@@ -13,7 +13,7 @@ key ``<namespace>.m.<param>``, float32): checkpointed, so a resumed run continue
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 from pydantic import Field
@@ -29,6 +29,8 @@ from livar_bench.types import ClientUpdate, RoundContext, ServerState
           summary="FedAvg with server momentum: x + eta * m, m = momentum * m + (FedAvg - x).")
 class FedAvgM(Aggregator):
     """x + eta * m with m = momentum * m + (FedAvg - x)."""
+
+    server_moments: ClassVar[bool] = True
 
     def secure_aggregation(self) -> tuple[str, str]:
         return "sum", "a server optimiser step on the sample-weighted mean update"

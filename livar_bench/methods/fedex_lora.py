@@ -21,7 +21,7 @@ The authors' code adds the residual to ``base_layer.weight`` transposed; for ``n
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 from torch import Tensor
@@ -56,6 +56,8 @@ def exact_residuals(state: ServerState, params: dict, updates: Sequence[ClientUp
           summary="FedAvg of A, B plus the exact-aggregation residual folded into the base weights.")
 class FedExLora(Aggregator):
     """FedAvg of A, B and head, plus the exact-aggregation residual folded into the base weights."""
+
+    moves_base_weights: ClassVar[bool] = True
 
     weights: Annotated[Literal["samples", "uniform"], Field(
         description="client weights of every mean: n_k/N (samples, FedAvg's) or 1/K (uniform, the paper and "

@@ -19,7 +19,7 @@ they are checkpointed and a resumed run continues exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 from pydantic import Field
@@ -42,6 +42,8 @@ def pseudo_gradient(state: ServerState, updates: Sequence[ClientUpdate]) -> Para
 @hyperparameters
 class FedOpt(Aggregator):
     """Adaptive server step on the FedAvg pseudo-gradient; subclasses give the second-moment update."""
+
+    server_moments: ClassVar[bool] = True
 
     def secure_aggregation(self) -> tuple[str, str]:
         return "sum", "a server optimiser step on the sample-weighted mean update"

@@ -12,6 +12,7 @@ sum_k r_k.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
@@ -27,6 +28,8 @@ from livar_bench.types import ClientUpdate, RoundContext, ServerState
           summary="Stacking: exact weighted product folded into the base weights; fresh adapters each round.")
 class FLoRA(Aggregator):
     """Stack, fold the exact weighted product into the base weights, restart adapters; FedAvg head."""
+
+    moves_base_weights: ClassVar[bool] = True
 
     def secure_aggregation(self) -> tuple[str, str]:
         return "individual", "it stacks each client's factors"

@@ -14,6 +14,7 @@ the global model is exactly the LIVAR-weighted average of the client models.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from livar_bench.methods.describe import describe
 from livar_bench.methods.fedex_lora import exact_residuals
@@ -27,6 +28,8 @@ from livar_bench.types import ClientUpdate, RoundContext, ServerState
           "in the base weights.")
 class LivarExact(Livar):
     """LIVAR (head and signal-weighted factors) plus the exact-aggregation residual per module."""
+
+    moves_base_weights: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

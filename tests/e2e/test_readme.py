@@ -63,9 +63,9 @@ def test_the_walk_through_is_the_registered_method(scratch_registry, monkeypatch
                       test_contract.test_hyperparameters_have_defaults_and_render):
             check(name)
         test_contract.test_output_matches_input_layout(name, torch.float32)
-    result = CliRunner().invoke(app, ["run", "--method", "fedamsgrad[eta=0.03]+clip", *TINY, "--out", str(tmp_path)])
+    result = CliRunner().invoke(app, ["run", "--method", "fedamsgrad[eta=0.03]+ccvr", *TINY, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "fedamsgrad[eta=0.03]+clip on synthetic: final test acc" in result.output
+    assert "fedamsgrad[eta=0.03]+ccvr on synthetic: final test acc" in result.output
     listed = json.loads(CliRunner().invoke(app, ["ls", "methods", "--format", "json"]).output)
     grad = next(m for m in listed if m["name"] == "fedamsgrad")
     assert [(h["name"], h["default"]) for h in grad["hyperparameters"]][3:5] == [("vhat_init", 0.0), ("eps", 0.001)]

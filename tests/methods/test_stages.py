@@ -35,7 +35,7 @@ def test_clip_by_hand() -> None:
 
 def test_clip_bounds_the_global_step_of_any_aggregator() -> None:
     params, updates = make_updates()
-    for spec in ("livar+clip[max_norm=0.5]", "fedadam[eta=1]+clip[max_norm=0.5]"):
+    for spec in ("livar+clip[max_norm=0.5]", "task_arithmetic+clip[max_norm=0.5]"):
         out = parse_method(spec).aggregate(params, updates, context())
         norm = math.sqrt(sum(float(((out[k].double() - params[k].double()) ** 2).sum()) for k in params))
         assert norm == pytest.approx(0.5, rel=1e-6), spec
