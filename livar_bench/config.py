@@ -79,6 +79,10 @@ class RunSpec(BaseModel):
     client_ranks: tuple[int, ...] | None = Field(
         None, description="LoRA rank of each client, cycled over clients (e.g. 4,8,16); unset = lora_rank for "
         "all. Only methods that handle different ranks accept it (flora, product-space merges).")
+    rank_scale: Literal["alpha_over_rank", "constant"] = Field(
+        "alpha_over_rank", description="Scale of each client's LoRA update with --client-ranks: alpha / r_k "
+        "(alpha_over_rank, PEFT's convention) or alpha / max rank for every client (constant; with alpha = 2 x max "
+        "rank this is the FLoRA authors' lora_alpha = 2 r_k).")
     # local training
     rounds: int = Field(5, ge=1)
     local_epochs: int = Field(5, ge=1)
@@ -262,6 +266,10 @@ class RunSpec(BaseModel):
         """The LoRA rank of the shared model: the largest client rank, or lora_rank."""
         return max(self.client_ranks) if self.client_ranks else self.lora_rank
 
+    def client_lora_scale(self, rank: int) -> float:
+        """The LoRA scale a client of rank ``rank`` trains with (``rank_scale``)."""
+        return self.lora_alpha / (self.max_rank if self.rank_scale == "constant" else rank)
+
     def client_rank(self, client: int) -> int:
         """Client ``client``'s LoRA rank (``client_ranks`` cycled over clients)."""
         return self.client_ranks[client % len(self.client_ranks)] if self.client_ranks else self.lora_rank
@@ -337,6 +345,9 @@ class RunSpec(BaseModel):
                              "deadline", "heldout_domains"):
                 if not payload[optional]:  # ids of runs made before they existed
                     payload.pop(optional)
+            # ids of runs made before it existed; with equal ranks both rules give alpha / r
+            if payload["rank_scale"] == "alpha_over_rank" or not self.mixed_ranks:
+                payload.pop("rank_scale")
             if payload["local_work"] == "fixed":
                 payload.pop("local_work")
             if "stragglers" not in payload:  # straggler_work has no effect without stragglers

@@ -81,6 +81,9 @@ RUN_OPTIONS: dict[str, tuple[Any, str]] = {
     "lora_targets": _option("lora_targets", "Comma-separated LoRA target modules of each block.", kind=str),
     "client_ranks": _option("client_ranks", "LoRA rank per client, cycled over clients, e.g. 4,8,16 (flora and "
                                             "product-space merges only).", kind=str),
+    "rank_scale": _option("rank_scale", "With --client-ranks: each client's LoRA scale alpha/r_k (alpha_over_rank) "
+                                        "or alpha/max rank for all (constant; FLoRA's authors use alpha = 2 r_k).",
+                          kind=str),
     "image_size": _option("image_size", "Input size in pixels, a multiple of the patch size."),
     "data_root": _option("data_root", "Folder holding the real datasets.", kind=Path),
     "cache_dir": _option("cache_dir", "Folder for decoded image caches.", kind=Path),

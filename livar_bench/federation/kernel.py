@@ -145,7 +145,7 @@ def train_round_clients(s: Setup, method: Method, settings: LocalSettings, globa
     results = {}
     objectives = None if not inputs else {k: method.objective_for(inputs.get(k)) for k in starts}
     for rank, group in _rank_groups(spec, sorted(starts)):  # one group unless clients have different ranks
-        scale = spec.lora_alpha / rank
+        scale = spec.client_lora_scale(rank)
         own = {k: with_rank(starts[k], rank) for k in group} if rank != spec.max_rank else \
             {k: starts[k] for k in group}
         personal = any(own[k] is not global_params for k in group)

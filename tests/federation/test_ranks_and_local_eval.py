@@ -61,6 +61,31 @@ def test_flora_with_mixed_ranks_records_client_scales(tmp_path, tiny_spec_values
     assert seen == [[(0, 4.0), (1, 2.0), (2, 4.0)]]  # alpha / r_k with ranks cycled 1, 2, 1
 
 
+def test_constant_rank_scale_is_the_flora_authors_alpha_of_two_r(tmp_path, tiny_spec_values, monkeypatch) -> None:
+    """FLoRA's code gives client k lora_alpha = 2 r_k, so every client's scale is 2 r_k / r_k = 2 (issue 24):
+    --rank-scale constant with --lora-alpha 2 x max rank (4 for ranks 1, 2) trains every client at scale 2."""
+    from livar_bench.methods.base import Method
+
+    seen = []
+    original = Method.server_step
+
+    def observe(self, state, updates, ctx):
+        seen.append([(u.client_id, u.lora_scale) for u in updates])
+        return original(self, state, updates, ctx)
+
+    monkeypatch.setattr(Method, "server_step", observe)
+    ranks = (1, 2)
+    spec = make_spec({**tiny_spec_values, "method": "flora", "client_ranks": ranks, "lora_alpha": 4.0, "rounds": 1,
+                      "rank_scale": "constant"})
+    run_federation(spec, tmp_path)
+    authors = [2 * ranks[k % 2] / ranks[k % 2] for k in range(3)]  # alpha_k / r_k with alpha_k = 2 r_k
+    assert seen == [[(k, authors[k]) for k in range(3)]]
+    default = {**tiny_spec_values, "method": "flora", "client_ranks": ranks, "lora_alpha": 4.0, "rounds": 1}
+    assert make_spec(default).run_id != spec.run_id
+    same = {**tiny_spec_values, "method": "fedavg"}  # equal ranks: both rules agree, and so do the ids
+    assert make_spec({**same, "rank_scale": "constant"}).run_id == make_spec(same).run_id
+
+
 @pytest.mark.parametrize("method", ["livar", "fedavg", "ties", "fedex_lora", "fedsa_lora", "ffa_lora"])
 def test_methods_that_cannot_mix_ranks_refuse(method, tiny_spec_values) -> None:
     with pytest.raises(BenchError, match="methods that can: .*flora, flexlora, hetlora.*fedavg\\[space=product\\]"):
