@@ -84,7 +84,7 @@ NEW_VALUES = {
     "backbone": ("livar_micro_vit", "livar_micro_vit"), "pretrained": (False, False),
     "weights": ("/srv/w.safetensors", "/srv/w.safetensors"), "image_size": (448, 448), "lora_rank": (4, 4),
     "lora_alpha": (8.0, 8.0), "lora_targets": ("attn.qkv, mlp.fc1", ("attn.qkv", "mlp.fc1")),
-    "client_ranks": ("4,4", (4, 4)), "rounds": (5, 5), "local_epochs": (3, 3), "batch_size": (8, 8),
+    "client_ranks": ("4,4", (4, 4)), "rank_scale": ("constant", "constant"), "rounds": (5, 5), "local_epochs": (3, 3), "batch_size": (8, 8),
     "lr": (1e-4, 1e-4), "weight_decay": (0.0, 0.0), "precision": ("fp32", "fp32"), "method": ("fedavg", "fedavg"),
     "seed": (7, 7), "device": ("cuda:1", "cuda:1"), "eval_batch_size": (64, 64), "eval_local": (True, True),
     "pack": (4, 4), "local_work": ("epochs[min=1,max=2]", "epochs[max=2]"), "stragglers": (0.2, 0.2),
