@@ -6,8 +6,8 @@ client runs its training data through it. A stage asks for such a round through
 ``RoundContext.extra_round(ExtraRound(params, signals, base_deltas))``; ``ExtraRoundPass`` runs it in
 process (the local engine; the Flower ClientApp for its own client), ``flower.strategy.FlowerExtraRound``
 over Flower messages. Both count the same costs, added to the round's cost columns by ``add_costs``: the
-upload of the signals, the extra download of the model's trainable tensors (the clients hold the base
-corrections of the round already) and the time, ``global_stats_s`` (taken out of ``aggregate_s``).
+upload of the signals, the extra download of the model's trainable tensors and of the request's base
+corrections (the round's new ones, which clients do not hold yet; none for most methods) and the time, ``global_stats_s`` (taken out of ``aggregate_s``).
 """
 
 from __future__ import annotations
@@ -81,9 +81,11 @@ class ExtraRoundPass:
         return replies
 
     def record(self, request: ExtraRound, replies: list[ClientUpdate], messages: int) -> None:
-        """Count one call: the signals uploaded and the trainable tensors sent to ``messages`` clients."""
+        """Count one call: the signals uploaded, and the trainable tensors and base corrections sent to
+        ``messages`` clients (corrections only methods that change them every round have: a client does not
+        hold the round's new ones yet)."""
         self.upload_bytes += sum(sum(signal_bytes(u, request.signals).values()) for u in replies)
-        self.download_bytes += params_bytes(request.params) * messages
+        self.download_bytes += (params_bytes(request.params) + params_bytes(request.base_deltas)) * messages
         self.calls += 1
 
     def add_costs(self, costs: dict[str, float], num_clients: int) -> dict[str, float]:

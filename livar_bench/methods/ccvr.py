@@ -67,12 +67,14 @@ def extra_round_base_deltas(previous: ServerState, new: ServerState) -> Mapping[
     """The base-weight corrections the extra client round of ``features=global`` runs with: the one place
     they are chosen.
 
-    The round's *previous* corrections, as since the pass was added: for a method that changes them in
-    the round (FedEx-LoRA, FLoRA, LIVAR-Exact) the statistics then come from the new factors on the old
-    base weights, not from the new global model (issue 24). ``new.base_deltas`` here is the fix; it
-    changes the numbers (and should change the run ids) of those methods with ``ccvr[features=global]``.
+    The new state's: the pass must see the model the round evaluates and sends to clients, W0 + D' + s B'A'.
+    Before issue 24 it used the round's previous corrections, so after a method that changes them in the
+    round (FedEx-LoRA, FLoRA, LIVAR-Exact) the statistics came from the new factors on the old base weights
+    (with FLoRA, whose new B is zero, from the model before this round's fold); those compositions have new
+    run ids (``CCVR.content_digest``).
     """
-    return previous.base_deltas
+    return new.base_deltas
+
 
 def _option(description: str, **rules: Any) -> Any:
     """A setting that, left unset (None), takes the preset's value."""
@@ -126,6 +128,14 @@ class CCVR(Stage):
         if self.features == "global":  # statistics come from the extra pass over the global model
             return frozenset()
         return frozenset({Signal.CLASS_COV if self.model == "pooled_full" else Signal.CLASS_STATS})
+
+    def check(self, method: Any) -> None:
+        # features=global after a method that moves the base weights: the extra round's model changed with
+        # issue 24 (extra_round_base_deltas), so those compositions get new run ids; every other keeps its id
+        object.__setattr__(self, "_new_base", self.features == "global" and method.aggregator.moves_base_weights)
+
+    def content_digest(self) -> str | None:
+        return "extra-round-on-new-base" if getattr(self, "_new_base", False) else None
 
     def apply(self, previous: ServerState, new: ServerState, updates: Sequence[ClientUpdate],
               ctx: RoundContext) -> ServerState:

@@ -153,7 +153,9 @@ def test_an_extra_client_round_over_flower_messages():
     assert torch.equal(replies[1].class_counts, torch.tensor([7, 5]))
     assert all(torch.equal(u.class_stats.mean, stats[u.client_id].mean) for u in replies)
     assert extra.upload_bytes == sum(sum(signal_bytes(u, {Signal.CLASS_STATS}).values()) for u in replies)
-    assert extra.download_bytes == 3 * params_bytes(params) and extra.wire_upload > 0 and extra.calls == 1
+    # the model's tensors and the corrections it was asked with (the round's new ones), to each of 3 clients
+    assert extra.download_bytes == 3 * (params_bytes(params) + params_bytes(deltas))
+    assert extra.wire_upload > 0 and extra.calls == 1
     with pytest.raises(ValueError, match="no training signals"):
         extra(ExtraRound(params, frozenset({Signal.LORA_SIGNAL})))
 

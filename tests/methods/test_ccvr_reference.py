@@ -184,9 +184,9 @@ def test_presets_resolve_and_canonicalise() -> None:
 
 
 
-def test_the_extra_round_runs_with_the_previous_base_corrections() -> None:
-    """What issue 24 reports, pinned until it is fixed in ``ccvr.extra_round_base_deltas``: in a server
-    step the extra round gets the new global factors with the base corrections from before the round."""
+def test_the_extra_round_runs_with_the_new_base_corrections() -> None:
+    """Issue 24, fixed in ``ccvr.extra_round_base_deltas``: in a server step the extra round gets the new
+    global factors with the round's new base corrections (the evaluated model), not those from before."""
     params, updates = make_updates()
     plain = parse_method("fedex_lora")
     before = plain.server_step(plain.init_state(params), updates, context())  # a state with corrections
@@ -201,6 +201,6 @@ def test_the_extra_round_runs_with_the_previous_base_corrections() -> None:
     (request,) = requests
     assert request.signals == {Signal.CLASS_STATS}
     assert all(torch.equal(request.params[k], after.params[k]) for k in params if not k.startswith("head."))
-    assert list(request.base_deltas) == list(before.base_deltas)
-    assert all(torch.equal(request.base_deltas[m], before.base_deltas[m]) for m in before.base_deltas)
+    assert list(request.base_deltas) == list(after.base_deltas)
+    assert all(torch.equal(request.base_deltas[m], after.base_deltas[m]) for m in after.base_deltas)
     assert any(not torch.equal(after.base_deltas[m], before.base_deltas[m]) for m in before.base_deltas)
