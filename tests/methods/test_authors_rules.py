@@ -86,7 +86,8 @@ def test_uniform_with_equal_clients_equals_samples(spec: str) -> None:
 
 
 # (method, option, a word its help must contain): the options issue 24 added, as `ls methods` lists them
-NEW_OPTIONS = [("fedex_lora", "weights", "uniform"), ("ffa_lora", "weights", "uniform")]
+NEW_OPTIONS = [("fedex_lora", "weights", "uniform"), ("ffa_lora", "weights", "uniform"), ("fedsa_lora", "head", "local"),
+               ("fedsa_lora", "first_start", "initial")]
 
 
 def test_ls_methods_json_shows_the_new_options_with_their_help(monkeypatch, capsys) -> None:
@@ -100,3 +101,46 @@ def test_ls_methods_json_shows_the_new_options_with_their_help(monkeypatch, caps
     for method, option, word in NEW_OPTIONS:
         entry = listed[method][option]
         assert word in entry["help"] and entry["default"] is not None, (method, option, entry)
+
+
+def test_fedsa_lora_local_head_is_the_authors_glue_configuration() -> None:
+    """FedSA-LoRA's GLUE config: ``local_param: ['lora_B', 'classifier']``: every client keeps its own B and
+    classifier; the rest (A) is the sample-size-weighted mean (FederatedScope's default aggregator)."""
+    glob, ups = square_clients()
+    method = parse_method("fedsa_lora[head=local]")
+    state = method.server_step(method.init_state(glob), ups, ctx())
+    n = torch.tensor([u.num_samples for u in ups], dtype=torch.float32)
+    mean_a = sum(w * u.params["m.lora_A"] for w, u in zip(n / n.sum(), ups, strict=True))
+    for u in ups:
+        start = method.client_start(state, u.client_id)
+        torch.testing.assert_close(start["m.lora_A"], mean_a)
+        for key in ("m.lora_B", "head.weight", "head.bias"):  # its own, as it trained them
+            assert torch.equal(start[key], u.params[key]), key
+        personal = method.personal_params(state, u)  # --eval-local: own B and head, global A
+        assert torch.equal(personal["head.weight"], u.params["head.weight"])
+    shared = parse_method("fedsa_lora")  # the default shares the head
+    start = shared.client_start(shared.server_step(shared.init_state(glob), ups, ctx()), 0)
+    assert not torch.equal(start["head.weight"], ups[0].params["head.weight"])
+    assert torch.equal(start["m.lora_B"], ups[0].params["m.lora_B"])
+
+
+@pytest.mark.parametrize("spec", ["fedsa_lora[first_start=initial]", "fedsa_lora[first_start=initial,head=local]"])
+def test_fedsa_lora_first_start_initial_is_the_papers_local_b(spec: str) -> None:
+    """B never leaves its client, so a client that first trains in round 2 starts from its initial B (and
+    head, when local), not from the FedAvg of the other clients' (the default, first_start=global)."""
+    glob, ups = square_clients()
+    method = parse_method(spec)
+    state = method.server_step(method.init_state(glob), ups[:2], ctx())  # client 2 sits out round 1
+    late = method.client_start(state, 2)
+    personal = ("m.lora_B", "head.weight", "head.bias") if "head=local" in spec else ("m.lora_B",)
+    for key in personal:
+        assert torch.equal(late[key], glob[key]), key
+    for u in ups[:2]:  # clients seen in round 1 keep their own
+        assert torch.equal(method.client_start(state, u.client_id)["m.lora_B"], u.params["m.lora_B"])
+    default = parse_method("fedsa_lora")
+    d_state = default.server_step(default.init_state(glob), ups[:2], ctx())
+    n = torch.tensor([1.0, 4.0])
+    fedavg_b = (n[0] * ups[0].params["m.lora_B"] + n[1] * ups[1].params["m.lora_B"]) / n.sum()
+    torch.testing.assert_close(default.client_start(d_state, 2)["m.lora_B"], fedavg_b)
+    again = method.server_step(state, ups[:2], ctx(2))  # the initial tensors stay those of round 1
+    assert torch.equal(method.client_start(again, 2)["m.lora_B"], glob["m.lora_B"])
