@@ -87,7 +87,7 @@ def test_uniform_with_equal_clients_equals_samples(spec: str) -> None:
 
 # (method, option, a word its help must contain): the options issue 24 added, as `ls methods` lists them
 NEW_OPTIONS = [("fedex_lora", "weights", "uniform"), ("ffa_lora", "weights", "uniform"), ("fedsa_lora", "head", "local"),
-               ("fedsa_lora", "first_start", "initial")]
+               ("fedsa_lora", "first_start", "initial"), ("flora", "a_init", "per_client")]
 
 
 def test_ls_methods_json_shows_the_new_options_with_their_help(monkeypatch, capsys) -> None:
@@ -144,3 +144,58 @@ def test_fedsa_lora_first_start_initial_is_the_papers_local_b(spec: str) -> None
     torch.testing.assert_close(default.client_start(d_state, 2)["m.lora_B"], fedavg_b)
     again = method.server_step(state, ups[:2], ctx(2))  # the initial tensors stay those of round 1
     assert torch.equal(method.client_start(again, 2)["m.lora_B"], glob["m.lora_B"])
+
+
+def test_flora_per_client_a_is_the_authors_fresh_adapter_per_client() -> None:
+    """FLoRA's code wraps the merged model in a new PEFT adapter on every client every round: each client's
+    A is its own kaiming-uniform draw, U(-1/sqrt(in), 1/sqrt(in)), B = 0; so the stacked update
+    sum_k p_k B_k A_k can reach rank K r, where one shared A keeps it at rank r."""
+    glob, ups = square_clients()
+    method = parse_method("flora[a_init=per_client]")
+    state0 = method.init_state(glob)
+    assert all(method.client_start(state0, k) is state0.params for k in range(3))  # round 1: the shared init
+    state = method.server_step(state0, ups, ctx())
+    starts = [method.client_start(state, k) for k in range(3)]
+    bound = 1 / 3 ** 0.5  # in = 3
+    for k, start in enumerate(starts):
+        a = start["m.lora_A"]
+        assert a.shape == (2, 3) and bool((a.abs() <= bound).all()) and bool((start["m.lora_B"] == 0).all())
+        assert torch.equal(a, method.client_start(state, k)["m.lora_A"])  # the same draw every time it is asked
+    for j in range(3):
+        for k in range(j + 1, 3):
+            assert not torch.allclose(starts[j]["m.lora_A"], starts[k]["m.lora_A"])  # independent per client
+    # the stack of clients that each trained B on their own A: rank min(K r, 3) = 3; shared A: rank r = 2
+    g = torch.Generator().manual_seed(5)
+    b = [torch.randn(3, 2, generator=g, dtype=torch.float64) for _ in range(3)]
+    p = torch.tensor([1.0, 4.0, 10.0], dtype=torch.float64) / 15
+    stacked = sum(p[k] * b[k] @ starts[k]["m.lora_A"].double() for k in range(3))
+    shared = parse_method("flora")
+    s_state = shared.server_step(shared.init_state(glob), ups, ctx())
+    same_a = shared.client_start(s_state, 0)["m.lora_A"]
+    assert all(torch.equal(shared.client_start(s_state, k)["m.lora_A"], same_a) for k in range(3))
+    one = sum(p[k] * b[k] @ same_a.double() for k in range(3))
+    assert int(torch.linalg.matrix_rank(stacked)) == 3 and int(torch.linalg.matrix_rank(one)) == 2
+
+
+def test_flora_per_client_runs_and_resumes_to_the_same_numbers(tmp_path, tiny_spec_values) -> None:
+    import pandas as pd
+
+    from livar_bench.config import make_spec
+    from livar_bench.federation import run_federation
+
+    class Stop(BaseException):
+        pass
+
+    def stop_after_round_2(event, **info):
+        if event == "round" and info["round"] == 2:
+            raise Stop
+
+    spec = make_spec({**tiny_spec_values, "method": "flora[a_init=per_client]", "rounds": 3})
+    first = pd.read_csv(run_federation(spec, tmp_path / "a").run_dir / "metrics.csv")
+    with pytest.raises(Stop):  # interrupted after round 2's checkpoint: the seed of round 3's A's is in it
+        run_federation(spec, tmp_path / "b", on_event=stop_after_round_2)
+    again = pd.read_csv(run_federation(spec, tmp_path / "b").run_dir / "metrics.csv")
+    test = lambda f: f[f["split"] == "test"][["round", "metric", "value"]].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(test(first), test(again))
+    shared = pd.read_csv(run_federation(spec.replace(method="flora"), tmp_path / "c").run_dir / "metrics.csv")
+    assert not test(first).equals(test(shared))  # rounds 2 and 3 start from other A's
