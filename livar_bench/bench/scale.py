@@ -89,23 +89,34 @@ def scale_data(samples: int, test_samples: int, size: int = 16, classes: int = 1
                          crop_scale=(0.6, 1.0), eval_crop=1.0)
 
 
-def measure_here(method: str, clients: int, settings: ScaleSettings) -> ScaleRow:
-    """One row, measured in this process (``measure`` runs it in a fresh one)."""
-    import pandas as pd
-
+def scale_spec(method: str, clients: int, settings: ScaleSettings):
+    """The run one row measures; raises ``BenchError`` for settings no run could take (the CLI checks every
+    row's before the first process starts, so a bad setting is one line and not a failed subprocess)."""
     from livar_bench.config import make_spec
-    from livar_bench.device import peak_memory
-    from livar_bench.federation import run_federation
+    from livar_bench.models.loading import weights_problem
 
     if settings.samples < clients:
         raise BenchError(f"{clients} clients need at least as many training samples; raise --samples")
-    bundle = scale_data(settings.samples, settings.test_samples)
-    spec = make_spec({"dataset": "synthetic", "backbone": settings.backbone, "pretrained": False,
+    problem = weights_problem(settings.backbone, pretrained=False)
+    if problem:
+        raise BenchError(f"--backbone: {problem}; see `livar-bench ls backbones`")
+    return make_spec({"dataset": "synthetic", "backbone": settings.backbone, "pretrained": False,
                       "num_clients": clients, "participation": participation(settings.per_round, clients),
                       "partition": "iid", "min_client_samples": 1, "rounds": settings.rounds,
                       "local_work": f"steps[min={settings.steps},max={settings.steps}]",
                       "batch_size": settings.batch_size, "lora_rank": 2, "lora_alpha": 2.0, "lr": 3e-3,
                       "device": "cpu", "method": method, "seed": 0})
+
+
+def measure_here(method: str, clients: int, settings: ScaleSettings) -> ScaleRow:
+    """One row, measured in this process (``measure`` runs it in a fresh one)."""
+    import pandas as pd
+
+    from livar_bench.device import peak_memory
+    from livar_bench.federation import run_federation
+
+    spec = scale_spec(method, clients, settings)
+    bundle = scale_data(settings.samples, settings.test_samples)
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as out:
         start = time.perf_counter()
         outcome = run_federation(spec, out, bundle=bundle)

@@ -28,19 +28,19 @@ def bench_scale(
     """
     from dataclasses import asdict
 
-    from livar_bench.bench.scale import ScaleSettings, measure, participation
+    from livar_bench.bench.scale import ScaleSettings, measure, scale_spec
+    from livar_bench.errors import BenchError
     from livar_bench.experiments.sweep import parse_numbers, split_list
 
     counts = parse_numbers(clients, int, "clients") or []
     specs = split_list(methods) or []
+    if not counts or not specs:
+        raise BenchError("bench-scale needs at least one method and one population, e.g. --methods fedavg --clients 10,1000")
     settings = ScaleSettings(per_round=per_round, rounds=rounds, samples=samples, steps=steps, batch_size=batch_size,
                              backbone=backbone)
-    for k in counts:  # refused before anything runs
-        participation(per_round, k)
-    from livar_bench.config import make_spec
-
-    for method in specs:
-        make_spec({"method": method})  # an unknown method or a bad hyperparameter: one error line now
+    for method in specs:  # every row's run settings are checked before the first process starts
+        for k in counts:
+            scale_spec(method, k, settings)
     rows = []
     for method in specs:
         base = None

@@ -54,11 +54,22 @@ def test_rows_report_the_per_client_state_of_the_clients_seen(monkeypatch):
     assert fedsa.client_state_bytes == clients * b_bytes  # one personal B per client seen, none for the others
 
 
-def test_bad_settings_are_one_line(tmp_path, monkeypatch, capsys):
-    code, _, err = invoke(["bench-scale", "--clients", "5", "--per-round", "10"], monkeypatch, capsys)
-    assert code == 2 and err.count("error:") == 1 and "between 1 and" in err
-    code, _, err = invoke(["bench-scale", "--methods", "nosuch"], monkeypatch, capsys)
-    assert code == 2 and "unknown method" in err
+@pytest.mark.parametrize("args, message", [
+    (["--clients", "5", "--per-round", "10"], "between 1 and"),
+    (["--methods", "nosuch"], "unknown method"),
+    (["--clients", "10,100", "--samples", "50"], "100 clients need at least as many training samples; raise --samples"),
+    (["--rounds", "0"], "rounds"),
+    (["--steps", "0"], "local work steps"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--backbone", "nosuch"], "unknown backbone 'nosuch'"),
+    (["--clients", ","], "empty list"),
+])
+def test_bad_settings_are_one_line_before_any_run_starts(args, message, monkeypatch, capsys):
+    started = []
+    monkeypatch.setattr("livar_bench.bench.scale.measure", lambda *a: started.append(a))
+    code, out, err = invoke(["bench-scale", "--methods", "fedavg", *args], monkeypatch, capsys)
+    assert code == 2 and err.count("error:") == 1 and message in err, err
+    assert started == [] and out == ""  # refused before the first process, so no partial table either
 
 
 @pytest.mark.slow
