@@ -38,10 +38,16 @@ bench-gpu:  ## GPU figures for the README: ViT-B/16 bench (optimised, packed, re
 quality:  ## lint
 	$(PYTHON) -m ruff check livar_bench tests
 
-privacy-study:  ## accuracy vs epsilon on digits with the real ViT-S (about 30 min on 2 CPU cores; needs WEIGHTS)
+PRIVACY_ORDER = fedavg,fedavg+dp[sigma=0.01],fedavg+dp[sigma=0.1],fedavg+dp,livar,livar+dp[sigma=0.01],livar+dp[sigma=0.1],livar+dp,livar+ccvr,livar+ccvr+dp[sigma=0.01],livar+ccvr+dp[sigma=0.1],livar+ccvr+dp
+PRIVACY_TABLE = livar-bench table --out $(OUT)/privacy_digits --cols dataset,alpha --format markdown --order '$(PRIVACY_ORDER)' \
+	--label 'fedavg+dp=FedAvg + DP[sigma=1]' --label 'livar+dp=LIVAR + DP[sigma=1]' --label 'livar+ccvr+dp=LIVAR + CCVR + DP[sigma=1]'
+
+privacy-study:  ## issue 22's accuracy vs epsilon on digits with the real ViT-S (about 20-30 min on 2 CPU cores; needs WEIGHTS), tables in results/tables
 	livar-bench sweep --config livar_bench/configs/privacy_digits.yaml --weights $(WEIGHTS) --out $(OUT)/privacy_digits
-	livar-bench table --out $(OUT)/privacy_digits --cols dataset,alpha --format markdown
-	livar-bench table --out $(OUT)/privacy_digits --split privacy --metric epsilon --cols dataset,alpha --format markdown
+	$(PRIVACY_TABLE) > results/tables/privacy_digits_acc.md
+	$(PRIVACY_TABLE) --split privacy --metric epsilon > results/tables/privacy_digits_epsilon.md
+	livar-bench table --out $(OUT)/privacy_digits --cols dataset,alpha --vs fedavg > results/tables/privacy_digits_vs_fedavg.txt
+	cp $(OUT)/privacy_digits/tables/tidy.csv results/tables/privacy_digits_tidy.csv
 
 reproduce-table:  ## the paper's protocol sweep, then table, plots and comparison (needs DATA_ROOT and weights)
 	@echo "datasets are read from DATA_ROOT=$(DATA_ROOT) (override: make reproduce-table DATA_ROOT=/path/to/data)"
