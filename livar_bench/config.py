@@ -121,7 +121,7 @@ class RunSpec(BaseModel):
     @classmethod
     def _lower(cls, value: str) -> str:
         value = value.strip()
-        return value if "/" in value or value.startswith("hf:") else value.lower()
+        return value if "/" in value or value.startswith(("hf:", "folder:")) else value.lower()
 
     @field_validator("dataset")
     @classmethod
@@ -148,6 +148,7 @@ class RunSpec(BaseModel):
 
     _method_spec: Any = PrivateAttr(None)
     _run_id: str | None = PrivateAttr(None)
+    _data_identity: dict[str, Any] | None = PrivateAttr(None)
 
     @model_validator(mode="before")
     @classmethod
@@ -366,14 +367,27 @@ class RunSpec(BaseModel):
             from livar_bench.models.identity import id_payload
 
             payload.update(id_payload(self))  # weights by content; the input size an unset size now means
+            payload.update(self.data_identity)  # folder: and cifar10's image copy by content ({} for the rest)
             self._run_id = json_digest(payload)
         return self._run_id
+
+    @property
+    def data_identity(self) -> dict[str, Any]:
+        """Which files the dataset is read from, where its name alone does not say (``data.identity``):
+        a folder's content digest instead of its path. Computed once per RunSpec."""
+        if self._data_identity is None:
+            from livar_bench.data import LoadOptions, identity
+
+            options = LoadOptions(self.data_root, self.cache_dir, self.download)
+            self._data_identity = identity(self.dataset, options)
+        return self._data_identity
 
     def partition_settings(self) -> dict[str, Any]:
         """The settings that decide which client holds which sample (and trains on which)."""
         keys = ("dataset", "max_train_samples", "partition", "alpha", "num_clients", "min_client_samples", "seed")
         uses_alpha = self.partition_spec.uses_alpha()
         payload = {k: getattr(self, k) for k in keys if not (k == "alpha" and not uses_alpha)}
+        payload.update(self.data_identity)
         if self.val_fraction:  # the validation carve changes each client's training data
             payload["val_fraction"] = self.val_fraction
         if self.heldout_domains:  # the held-out domains leave the training set before it is partitioned

@@ -28,9 +28,11 @@ def rows_for(what: str) -> tuple[list[str], list[list[str]]]:
     """(column names, rows of text) for ``datasets``, ``methods`` or ``backbones``."""
     kind = what.lower().rstrip("s")
     if kind == "dataset":
-        from livar_bench.data import DATASETS, HF_HOW
+        from livar_bench.data import DATASETS, FOLDER_HOW, HF_HOW
 
         rows = [[d.name, str(d.num_classes), d.summary, d.how_to_get] for d in DATASETS.values()]
+        rows.append(["folder:<path>", "any", "any image folder or .tar/.tar.gz/.zip of one (ImageFolder convention), "
+                     "identified by its content", f"give {FOLDER_HOW}"])
         rows.append(["hf:<source>", "any", "an image-classification dataset in Hugging Face datasets format "
                      "(Image + ClassLabel columns, train/test splits)", HF_HOW])
         return ["name", "classes", "description", "how to get it"], rows

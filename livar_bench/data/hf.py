@@ -1,7 +1,10 @@
 """Any image-classification dataset in Hugging Face ``datasets`` format: ``--dataset hf:<source>``.
 
-``<source>`` is either a folder written by ``DatasetDict.save_to_disk`` (read with ``load_from_disk``,
-fully offline) or a Hub id such as ``uoft-cs/cifar100`` (read with ``load_dataset``: from the local
+``<source>`` is a folder written by ``DatasetDict.save_to_disk`` (read with ``load_from_disk``, fully
+offline), a local ``imagefolder`` data directory (``train/<class>/<image>``, ``test/<class>/<image>``,
+optionally a ``metadata.csv``; any folder without save_to_disk's ``dataset_dict.json``/``state.json``;
+read with ``load_dataset("imagefolder", data_dir=...)``, fully offline, its Arrow files written under the
+cache folder), or a Hub id such as ``uoft-cs/cifar100`` (read with ``load_dataset``: from the local
 Hugging Face cache when offline, downloaded when online). The image column is the first ``Image``
 feature, the label column the first ``ClassLabel`` feature (its names become the class names); the
 splits are ``train`` and ``test``. A column named ``domain`` (class label, string or integer) gives each
@@ -23,7 +26,8 @@ from livar_bench.errors import BenchError, DataNotFoundError
 
 PREFIX = "hf:"
 HF_HOW = (
-    "give a folder written by datasets' save_to_disk (with train and test splits), or a Hub id whose files "
+    "give a folder written by datasets' save_to_disk (with train and test splits), an imagefolder data "
+    "directory (train/<class>/<image>, test/<class>/<image>), or a Hub id whose files "
     "are in the local Hugging Face cache (run `python -c \"import datasets; datasets.load_dataset('ID')\"` on "
     "a machine with internet access first); needs `pip install 'livar-bench[hf]'`"
 )
@@ -33,7 +37,12 @@ def is_hf(name: str) -> bool:
     return name.startswith(PREFIX)
 
 
-def _open(source: str) -> Any:
+def _saved(path: Path) -> bool:
+    """Whether ``path`` was written by ``save_to_disk`` (a DatasetDict or a single Dataset)."""
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def _open(source: str, cache_dir: str | None = None) -> Any:
     try:
         import datasets
     except ImportError:
@@ -42,6 +51,11 @@ def _open(source: str) -> Any:
     if not path.exists() and (source.startswith(("/", ".", "~")) or path.parent.exists() and path.parent != Path(".")):
         raise DataNotFoundError(f"--dataset {PREFIX}{source}: folder {path} does not exist; {HF_HOW}")
     try:
+        if path.is_dir() and not _saved(path):  # an imagefolder data directory: read offline by datasets
+            from livar_bench.data.cache import default_cache_dir
+
+            arrow = Path(cache_dir) if cache_dir else default_cache_dir()
+            return datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=str(arrow / "hf-imagefolder"))
         if path.exists():
             return datasets.load_from_disk(str(path))
         return datasets.load_dataset(source)
@@ -114,7 +128,7 @@ def load_hf(name: str, options: LoadOptions) -> DatasetBundle:
     source = name[len(PREFIX):]
     if not source:
         raise BenchError(f"--dataset {PREFIX}: give a save_to_disk folder or a Hub id after '{PREFIX}'")
-    data = _open(source)
+    data = _open(source, options.cache_dir)
     missing = [s for s in ("train", "test") if s not in data]
     if missing:
         raise BenchError(f"--dataset {name}: no {' or '.join(missing)} split (has {', '.join(data)})")

@@ -32,7 +32,7 @@ IMAGENET_R_SPLIT_SEED = 0  # fixed: every run and method sees the same 80/20 spl
 IMAGENET_R_TEST_FRACTION = 0.2
 
 
-def _root(options: LoadOptions, dataset: str, how: str, create: bool = False) -> Path:
+def data_root(options: LoadOptions, dataset: str, how: str, create: bool = False) -> Path:
     """The data root, or a ``DataNotFoundError`` that says how to obtain ``dataset``.
 
     With ``create`` (a dataset that --download can fetch) a missing root folder is made instead.
@@ -52,7 +52,7 @@ def _list_digest(items: list) -> str:
     return json_digest(items, 16)
 
 
-def _missing(dataset: str, path: Path, how: str) -> DataNotFoundError:
+def missing_file(dataset: str, path: Path, how: str) -> DataNotFoundError:
     return DataNotFoundError(f"{dataset}: expected {path}, which does not exist. {how}")
 
 
@@ -64,21 +64,22 @@ CIFAR100_HOW = (
 )
 
 
-def _read_cifar_pickle(path: Path) -> dict:
+def read_cifar_pickle(path: Path, dataset: str = "cifar100", how: str = CIFAR100_HOW) -> dict:
+    """One file of the CIFAR python format (a pickled dict), or a BenchError naming it."""
     try:
         with path.open("rb") as fh:
             data = pickle.load(fh, encoding="latin1")
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as err:
-        raise BenchError(f"cifar100: {path} is not a readable CIFAR-100 pickle ({type(err).__name__}); "
-                         f"download and unpack it again. {CIFAR100_HOW}") from None
+        raise BenchError(f"{dataset}: {path} is not a readable CIFAR pickle ({type(err).__name__}); "
+                         f"download and unpack it again. {how}") from None
     if not isinstance(data, dict):
-        raise BenchError(f"cifar100: {path} is not in the CIFAR-100 python format; download and unpack it again")
+        raise BenchError(f"{dataset}: {path} is not in the CIFAR python format; download and unpack it again")
     return data
 
 
 def load_cifar100(options: LoadOptions) -> DatasetBundle:
     """CIFAR-100 (50,000 train / 10,000 test, 32x32) from the official python pickle files."""
-    root = _root(options, "cifar100", CIFAR100_HOW, create=options.download)
+    root = data_root(options, "cifar100", CIFAR100_HOW, create=options.download)
     folder = root / "cifar-100-python"
     if not folder.is_dir() and options.download:
         from torchvision.datasets import CIFAR100
@@ -89,10 +90,10 @@ def load_cifar100(options: LoadOptions) -> DatasetBundle:
             raise DataNotFoundError(f"cifar100: download failed ({type(err).__name__}: {err}). {CIFAR100_HOW}") from None
     for name in ("train", "test", "meta"):
         if not (folder / name).is_file():
-            raise _missing("cifar100", folder / name, CIFAR100_HOW)
+            raise missing_file("cifar100", folder / name, CIFAR100_HOW)
 
     def split(name: str) -> ImageSplit:
-        raw = _read_cifar_pickle(folder / name)
+        raw = read_cifar_pickle(folder / name)
         try:
             images = np.asarray(raw["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             labels = np.asarray(raw["fine_labels"], dtype=np.int64)
@@ -103,7 +104,7 @@ def load_cifar100(options: LoadOptions) -> DatasetBundle:
                              "outside 0..99; download and unpack it again")
         return ImageSplit(torch.from_numpy(images.copy()), torch.from_numpy(labels))
 
-    meta = _read_cifar_pickle(folder / "meta")
+    meta = read_cifar_pickle(folder / "meta")
     names = tuple(meta.get("fine_label_names", [str(i) for i in range(100)]))
     return DatasetBundle("cifar100", split("train"), split("test"), names)
 
@@ -119,13 +120,13 @@ EUROSAT_HOW = (
 
 def load_eurosat(options: LoadOptions) -> DatasetBundle:
     """EuroSAT RGB (10 classes, 64x64) with the CoOp split: train 13,500 / test 8,100 (val unused)."""
-    root = _root(options, "eurosat", EUROSAT_HOW) / "eurosat"
+    root = data_root(options, "eurosat", EUROSAT_HOW) / "eurosat"
     images_dir = root / "2750"
     split_file = root / "split_zhou_EuroSAT.json"
     if not images_dir.is_dir():
-        raise _missing("eurosat", images_dir, EUROSAT_HOW)
+        raise missing_file("eurosat", images_dir, EUROSAT_HOW)
     if not split_file.is_file():
-        raise _missing("eurosat", split_file, EUROSAT_HOW)
+        raise missing_file("eurosat", split_file, EUROSAT_HOW)
     try:
         split = json.loads(split_file.read_text())
         entries = {name: [(str(p), int(label), str(cls)) for p, label, cls in split[name]] for name in ("train", "test")}
@@ -168,11 +169,11 @@ def _read_table(path: Path) -> dict[int, str]:
 
 def load_cub200(options: LoadOptions) -> DatasetBundle:
     """CUB-200-2011 with the official train/test split (5,994 / 5,794)."""
-    root = _root(options, "cub200", CUB_HOW) / "CUB_200_2011"
+    root = data_root(options, "cub200", CUB_HOW) / "CUB_200_2011"
     needed = ["images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt"]
     for name in needed:
         if not (root / name).is_file():
-            raise _missing("cub200", root / name, CUB_HOW)
+            raise missing_file("cub200", root / name, CUB_HOW)
     try:
         images = _read_table(root / "images.txt")
         labels = {k: int(v) - 1 for k, v in _read_table(root / "image_class_labels.txt").items()}
@@ -240,12 +241,12 @@ def imagenet_r_split(files: list[tuple[str, int]], seed: int = IMAGENET_R_SPLIT_
 def load_imagenet_r(options: LoadOptions) -> DatasetBundle:
     """ImageNet-R (200 classes, ~30k images) with a seeded 80/20 train/test split; each image's domain is
     its rendition type, read from its file name (``rendition``)."""
-    root = _root(options, "imagenet-r", IMAGENET_R_HOW) / "imagenet-r"
+    root = data_root(options, "imagenet-r", IMAGENET_R_HOW) / "imagenet-r"
     if not root.is_dir():
-        raise _missing("imagenet-r", root, IMAGENET_R_HOW)
+        raise missing_file("imagenet-r", root, IMAGENET_R_HOW)
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
     if not class_dirs:
-        raise _missing("imagenet-r", root / "<wnid>", IMAGENET_R_HOW)
+        raise missing_file("imagenet-r", root / "<wnid>", IMAGENET_R_HOW)
     files = [
         (str(path.relative_to(root)), label)
         for label, folder in enumerate(class_dirs)

@@ -182,12 +182,19 @@ def missing_data(specs: list[RunSpec]) -> list[str]:
         definition = DATASETS[name]
         if definition.offline or name in problems:
             continue
-        if name == "cifar100" and spec.download:
+        if name in ("cifar100", "cifar10") and spec.download:
             continue  # torchvision fetches it on first use
         if not spec.data_root:
             problems[name] = f"{name}: no --data-root given. {definition.how_to_get}"
             continue
         root = Path(spec.data_root).expanduser()
+        if name == "cifar10":  # either of two layouts
+            from livar_bench.data import LoadOptions, cifar10
+
+            if cifar10.source(LoadOptions(spec.data_root)) is None:
+                problems[name] = f"{name}: {root} holds neither {cifar10.PICKLES}/ nor cifar10_jpg.tar.gz. " \
+                                 f"{definition.how_to_get}"
+            continue
         absent = [rel for rel in REQUIRED_FILES.get(name, ()) if not (root / rel).exists()]
         if absent:
             problems[name] = f"{name}: {root / absent[0]} does not exist. {definition.how_to_get}"

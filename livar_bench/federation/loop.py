@@ -49,7 +49,7 @@ from livar_bench.federation.run_folder import (
     tidy_rows,
     with_heterogeneity,
 )
-from livar_bench.federation.setup import HeldOutData, Setup, setup_run
+from livar_bench.federation.setup import HeldOutData, Setup, data_provenance, setup_run
 from livar_bench.methods.base import Method
 from livar_bench.models.identity import provenance
 from livar_bench.seeding import (
@@ -140,7 +140,7 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     folder = RunFolder(store, run_id)
     labels = s.bundle.train.labels.numpy()
     record = partition_record(spec, s.partition, s.bundle.train, s.bundle.num_classes, s.bundle.domain_names)
-    folder.write_records(spec, provenance(spec),  # provenance: the weights' sha256 (and tag), the input size
+    folder.write_records(spec, {**provenance(spec), **data_provenance(spec)},  # weights' sha256, input size, data
                          {**environment(str(s.device)), "engine": getattr(engine, "name", "local")}, record)
     folder.write_partition_plot(spec, record, s.bundle.class_names, store.root / "partitions")
 

@@ -15,6 +15,7 @@ from livar_bench.client.train import embed, evaluate
 from livar_bench.config import RunSpec
 from livar_bench.data import DatasetBundle, ImageSplit, LoadOptions, load_dataset
 from livar_bench.data.domains import hold_out
+from livar_bench.data import record as data_record
 from livar_bench.data.partition import (
     Partition,
 )
@@ -89,6 +90,12 @@ def load_run_dataset(spec: RunSpec) -> DatasetBundle:
     options = LoadOptions(spec.data_root, spec.cache_dir, spec.download, storage_size=spec.image_size or 224)
     bundle = load_dataset(spec.dataset, options, spec.max_train_samples, spec.max_test_samples)
     return hold_out(bundle, spec.heldout_domains or ())
+
+
+def data_provenance(spec: RunSpec) -> dict[str, object]:
+    """What spec.json records of the run's data beyond its settings (a folder's content digest, split
+    rule and file counts; ``{}`` for the named datasets but cifar10's image copy)."""
+    return data_record(spec.dataset, LoadOptions(spec.data_root, spec.cache_dir, spec.download))
 
 
 def setup_run(spec: RunSpec, bundle: DatasetBundle | None = None, partitions_dir: Path | None = None) -> Setup:

@@ -255,9 +255,10 @@ def test_missing_dataset_names_expected_path_and_how_to_get_it(tmp_path, name, e
 
 def test_registry_names_aliases_and_unknown():
     assert resolve_name("CIFAR-100") == "cifar100" and resolve_name("cub") == "cub200"
-    with pytest.raises(BenchError, match="Did you mean"):
-        resolve_name("cifar10")
-    assert {"digits", "synthetic", "cifar100", "imagenet-r", "eurosat", "cub200"} <= set(DATASETS)
+    assert resolve_name("CIFAR-10") == "cifar10"
+    with pytest.raises(BenchError, match="Did you mean cifar10"):
+        resolve_name("cifar11")
+    assert {"digits", "synthetic", "cifar10", "cifar100", "imagenet-r", "eurosat", "cub200"} <= set(DATASETS)
 
 
 def test_offline_datasets_and_seeded_subsample():

@@ -65,3 +65,28 @@ def test_a_federated_run_on_an_hf_folder(tmp_path, tiny_spec_values):
                       "min_client_samples": 2})
     outcome = run_federation(spec, tmp_path / "out")
     assert (outcome.run_dir / "DONE").is_file() and 0.0 <= outcome.final["acc"] <= 1.0
+
+
+def test_a_local_imagefolder_directory_is_read_offline(tmp_path, monkeypatch):
+    """datasets' imagefolder builder reads train/<class>/ and test/<class>/ with no network (offline set)."""
+    from PIL import Image
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    colours = {}
+    for split, n in (("train", 3), ("test", 2)):
+        for c, cls in enumerate(["ant", "bee"]):
+            for k in range(n):
+                colour = (50 * c + 10 * k, 100, 7 if split == "train" else 200)
+                path = tmp_path / "pics" / split / cls / f"{k}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (6, 6), colour).save(path)
+                colours.setdefault(split, []).append((colour, c))
+    bundle = load_dataset(f"hf:{tmp_path / 'pics'}", LoadOptions(cache_dir=str(tmp_path / "cache")))
+    assert bundle.class_names == ("ant", "bee")
+    assert bundle.train.images.shape == (6, 3, 6, 6) and len(bundle.test) == 4
+    for split in ("train", "test"):
+        part = getattr(bundle, split)
+        got = sorted((tuple(int(v) for v in img[:, 0, 0]), int(label)) for img, label in zip(part.images, part.labels, strict=True))
+        assert got == sorted(colours[split])
+    assert list((tmp_path / "cache").glob("hf-imagefolder/*"))  # datasets' Arrow files under our cache folder

@@ -135,6 +135,17 @@ CASES: list[tuple[str, list[str]]] = [
     ("compare-published-missing", ["compare", "--published", "FILES/missing.csv"]),
     ("compare-published-bad", ["compare", "--published", "FILES/broken.csv"]),
     ("ls-unknown", ["ls", "nosuch"]),
+    # folder:<path> datasets (each folder is made by image_folders below)
+    ("folder-corrupt-jpeg", ["run", "--dataset", "folder:FILES/corrupt", *TINY]),
+    ("folder-truncated-jpeg", ["run", "--dataset", "folder:FILES/truncated", *TINY]),
+    ("folder-empty-class", ["run", "--dataset", "folder:FILES/empty_class", *TINY]),
+    ("folder-one-class", ["run", "--dataset", "folder:FILES/one_class", *TINY]),
+    ("folder-missing-split", ["run", "--dataset", "folder:FILES/missing_split", *TINY]),
+    ("folder-class-only-in-test", ["run", "--dataset", "folder:FILES/test_only_class", *TINY]),
+    ("folder-unreadable-archive", ["run", "--dataset", "folder:FILES/broken.tar.gz", *TINY]),
+    ("folder-nonexistent", ["run", "--dataset", "folder:FILES/nowhere", *TINY]),
+    ("folder-empty-path", ["run", "--dataset", "folder:", *TINY]),
+    ("sweep-folder-corrupt", ["sweep", "--datasets", "folder:FILES/corrupt", "--methods", "fedavg", *TINY]),
 ]
 
 BENCH = ["bench", "--backbone", "livar_micro_vit", "--clients", "1", "--samples-per-client", "4", "--eval-samples", "4",
@@ -195,6 +206,41 @@ INPUTS = {
 }
 
 
+def image_folders(files: Path) -> None:
+    """Broken image folders, one per case (solid PNGs; the broken file named in each)."""
+    import numpy as np
+    from PIL import Image
+
+    def image(path: Path, colour: int = 0, size: int = 8) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (size, size), (colour, 40, 80)).save(path)
+
+    def good(root: Path) -> None:
+        for split in ("train", "test"):
+            for c, cls in enumerate(("cat", "dog")):
+                for k in range(3):
+                    image(root / split / cls / f"{k}.png", 10 * c + k)
+
+    good(files / "corrupt")
+    (files / "corrupt" / "train" / "dog" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    good(files / "truncated")
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(files / "truncated" / "test" / "cat" / "noise.jpg", quality=95)
+    data = (files / "truncated" / "test" / "cat" / "noise.jpg").read_bytes()
+    (files / "truncated" / "test" / "cat" / "noise.jpg").write_bytes(data[:3000])  # header intact
+    good(files / "empty_class")
+    (files / "empty_class" / "train" / "eel").mkdir()
+    image(files / "one_class" / "cat" / "0.png")
+    image(files / "one_class" / "cat" / "1.png", 1)
+    good(files / "missing_split")
+    for path in sorted((files / "missing_split" / "test").rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    (files / "missing_split" / "test").rmdir()
+    good(files / "test_only_class")
+    image(files / "test_only_class" / "test" / "fox" / "0.png")
+    (files / "broken.tar.gz").write_bytes(b"\x1f\x8b\x08\x00 not a gzip stream")
+
+
 def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
     """Every file and folder under ``folder`` with its mode and content digest."""
     found = {}
@@ -212,6 +258,7 @@ def folders(tmp_path_factory):
     for name, text in INPUTS.items():
         (files / name).write_text(text)
     (files / "empty").mkdir()
+    image_folders(files)
     mp = pytest.MonkeyPatch()
     mp.setattr(sys, "argv", ["livar-bench", *SWEEP, "--out", str(out)])
     from livar_bench.cli import main

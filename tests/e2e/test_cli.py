@@ -58,7 +58,7 @@ def test_ls_unknown_is_a_user_error(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("extra,needles", [
-    (["--dataset", "cifar10"], ["unknown dataset", "livar-bench ls datasets"]),
+    (["--dataset", "cifar11"], ["unknown dataset", "livar-bench ls datasets"]),
     (["--method", "fedavgg"], ["unknown method", "fedavg"]),
     (["--backbone", "vit_nosuch_model"], ["unknown backbone", "livar-bench ls backbones"]),
     (["--alpha", "0"], ["alpha", "greater than 0"]),
