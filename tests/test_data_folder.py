@@ -166,6 +166,11 @@ def test_identity_follows_the_bytes_not_the_path(tmp_path):
     assert target.stat().st_size == before
     changed = make_spec({**base, "dataset": f"folder:{tmp_path / 'b'}"})
     assert changed.run_id != ids["a"].run_id and changed.partition_id != ids["a"].partition_id
+    from livar_bench.client.round1_cache import round1_key
+    from livar_bench.methods import parse_method
+
+    fedavg, cpu = parse_method("fedavg"), torch.device("cpu")
+    assert round1_key(changed, fedavg, cpu) != round1_key(ids["a"], fedavg, cpu)  # a sweep's shared round 1 too
     # An added non-image file changes nothing.
     (tmp_path / "a" / "notes.txt").write_text("x")
     assert make_spec({**base, "dataset": f"folder:{tmp_path / 'a'}"}).run_id == ids["a"].run_id

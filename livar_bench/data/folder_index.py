@@ -126,6 +126,71 @@ def _classes(dirs: set[str], base: str) -> list[str]:
     return sorted(name for name in found if not hidden(name))
 
 
+@dataclass
+class _Scan:
+    """What one pass over a source saw: folders (with those implied by paths), files, skipped names, and
+    per image file its (SHA-256, size or None, problem or None)."""
+
+    dirs: set[str]
+    files: list[str]
+    skipped: list[str]
+    probes: dict[str, tuple[str, tuple[int, int] | None, str | None]]
+
+
+def _scan(source: Source) -> _Scan:
+    from livar_bench.progress import track
+
+    scan = _Scan(set(), [], [], {})
+    listed: set[str] = set()
+
+    def items() -> Iterator[tuple[str, Load]]:
+        for rel, is_dir, load in source.walk(is_image, scan.skipped):
+            if hidden(rel):
+                if not is_dir:
+                    scan.skipped.append(rel)
+                continue
+            if is_dir:
+                scan.dirs.add(rel)
+                continue
+            if rel in listed:  # a tar may hold a name twice: the later member wins, as on extraction
+                scan.files.remove(rel)
+            scan.files.append(rel)
+            listed.add(rel)
+            parts = rel.split("/")
+            scan.dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+            if load is not None:
+                yield rel, load
+
+    for rel, digest, size, problem in track(pooled(items(), _probe), description=f"scanning {source.path.name}"):
+        scan.probes[rel] = (digest, size, problem)
+    return scan
+
+
+def _layout(top: set[str], where: str) -> dict[str, str]:
+    """Split name -> folder prefix: {"train": "train/", "test": "test/"} or {"train": ""} (one folder)."""
+    test_dir = next((name for name in TEST_NAMES if name in top), None)
+    if "train" in top and test_dir is None:
+        raise BenchError(f"{where} has train/ but no test/ (or val/) folder; add test/<class>/ folders, or put the "
+                         f"class folders directly in it for a seeded {TEST_FRACTION:.0%} test split")
+    if "train" not in top and test_dir is not None and top <= set(TEST_NAMES):
+        raise BenchError(f"{where} has {test_dir}/ but no train/ folder; add train/<class>/ folders")
+    return {"train": "train/", "test": f"{test_dir}/"} if "train" in top else {"train": ""}
+
+
+def _check_classes(classes: list[str], dirs: set[str], bases: dict[str, str], where: str) -> None:
+    if not classes:
+        raise BenchError(f"{where} holds no class folders; expected <class>/<image> (e.g. cat/001.jpg), or "
+                         f"train/<class>/ and test/<class>/")
+    if len(classes) == 1:
+        raise BenchError(f"{where} has one class folder only ({classes[0]}); a classifier needs at least two")
+    if "test" in bases:
+        extra = sorted(set(_classes(dirs, bases["test"])) - set(classes))
+        if extra:
+            test = bases["test"].rstrip("/")
+            raise BenchError(f"{where}: class {extra[0]!r} has a {test}/{extra[0]} folder but no train/{extra[0]}; "
+                             f"add its training images or remove {test}/{extra[0]}")
+
+
 def build_index(source: Source, label: str) -> FolderIndex:
     """Scan ``source`` once (see the module docstring).
 
@@ -133,97 +198,52 @@ def build_index(source: Source, label: str) -> FolderIndex:
         BenchError: a corrupt image (named), an empty class folder, a class in test but not in train,
             one class only, a missing split, no class folders, an unreadable archive.
     """
-    from livar_bench.progress import track
-
-    dirs: set[str] = set()
-    files: list[str] = []
-    skipped: list[str] = []
-    probes: dict[str, tuple[str, tuple[int, int] | None, str | None]] = {}
-    listed: set[str] = set()
-
-    def items() -> Iterator[tuple[str, Load]]:
-        for rel, is_dir, load in source.walk(is_image, skipped):
-            if hidden(rel):
-                if not is_dir:
-                    skipped.append(rel)
-                continue
-            if is_dir:
-                dirs.add(rel)
-                continue
-            if rel in listed:  # a tar may hold a name twice: the later member wins, as on extraction
-                files.remove(rel)
-            files.append(rel)
-            listed.add(rel)
-            parts = rel.split("/")
-            dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
-            if load is not None:
-                yield rel, load
-
-    for rel, digest, size, problem in track(pooled(items(), _probe), description=f"scanning {source.path.name}"):
-        probes[rel] = (digest, size, problem)
-
-    prefix = _unwrap(files, dirs)
-    rel_dirs = {d[len(prefix):] for d in dirs if d.startswith(prefix) and d != prefix.rstrip("/")}
-    rel_files = [f[len(prefix):] for f in files if f.startswith(prefix)]
+    scan = _scan(source)
+    prefix = _unwrap(scan.files, scan.dirs)
+    dirs = {d[len(prefix):] for d in scan.dirs if d.startswith(prefix) and d != prefix.rstrip("/")}
+    files = [f[len(prefix):] for f in scan.files if f.startswith(prefix)]
     where = label if str(source.path) in label else f"{label} ({source.path})"
     if prefix:
         where += f" (inside its folder {prefix.rstrip('/')})"
-    top = {d for d in rel_dirs if "/" not in d}
-    test_dir = next((name for name in TEST_NAMES if name in top), None)
-    if "train" in top and test_dir is None:
-        raise BenchError(f"{where} has train/ but no test/ (or val/) folder; add test/<class>/ folders, or put the "
-                         f"class folders directly in it for a seeded {TEST_FRACTION:.0%} test split")
-    if "train" not in top and test_dir is not None and top <= set(TEST_NAMES):
-        raise BenchError(f"{where} has {test_dir}/ but no train/ folder; add train/<class>/ folders")
-    if "train" in top and test_dir is not None:
-        bases = {"train": "train/", "test": f"{test_dir}/"}
-    else:
-        test_dir, bases = None, {"train": ""}
-    classes = _classes(rel_dirs, bases["train"])
-    if not classes:
-        raise BenchError(f"{where} holds no class folders; expected <class>/<image> (e.g. cat/001.jpg), or "
-                         f"train/<class>/ and test/<class>/")
-    if len(classes) == 1:
-        raise BenchError(f"{where} has one class folder only ({classes[0]}); a classifier needs at least two")
-    if "test" in bases:
-        extra = sorted(set(_classes(rel_dirs, bases["test"])) - set(classes))
-        if extra:
-            raise BenchError(f"{where}: class {extra[0]!r} has a {test_dir}/{extra[0]} folder but no train/{extra[0]}; "
-                             f"add its training images or remove {test_dir}/{extra[0]}")
+    bases = _layout({d for d in dirs if "/" not in d}, where)
+    classes = _classes(dirs, bases["train"])
+    _check_classes(classes, dirs, bases, where)
     index = {c: i for i, c in enumerate(classes)}
     entries: dict[str, list[tuple[int, str]]] = {name: [] for name in bases}
-    used: set[str] = set()
-    for rel in rel_files:
+    for rel in files:
         split = next((n for n, b in bases.items() if rel.startswith(b) and "/" in rel[len(b):]), None)
         cls = rel[len(bases[split]):].split("/")[0] if split else None
         if split is None or cls not in index or not is_image(rel):
-            skipped.append(prefix + rel)
-            continue
-        entries[split].append((index[cls], rel))
-        used.add(rel)
+            scan.skipped.append(prefix + rel)
+        else:
+            entries[split].append((index[cls], rel))
     for split, base in bases.items():
-        have = {label for label, _ in entries[split]}
-        for cls in _classes(rel_dirs, base):
+        have = {lab for lab, _ in entries[split]}
+        for cls in _classes(dirs, base):
             if index[cls] not in have:
                 raise BenchError(f"{where}: class folder {base}{cls} holds no images; add images or remove the folder")
-    bad = sorted(rel for rel in used if probes[prefix + rel][2] is not None)
+    used = sorted(rel for found in entries.values() for _, rel in found)
+    probes = {rel: scan.probes[prefix + rel] for rel in used}
+    bad = [rel for rel in used if probes[rel][2] is not None]
     if bad:
-        raise BenchError(f"{where}: cannot read image {prefix + bad[0]} ({probes[prefix + bad[0]][2]}); "
-                         f"replace or delete that file" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
-    listing = json.dumps(sorted([rel, probes[prefix + rel][0]] for rel in used))  # paths inside the wrapper
-    content = hashlib.sha256(listing.encode()).hexdigest()
-    sizes = {probes[prefix + rel][1] for rel in used}
+        raise BenchError(f"{where}: cannot read image {prefix + bad[0]} ({probes[bad[0]][2]}); replace or delete "
+                         f"that file" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+    listing = json.dumps([[rel, probes[rel][0]] for rel in used])  # paths inside the wrapping folder
+    sizes = {probes[rel][1] for rel in used}
     only = next(iter(sizes)) if len(sizes) == 1 else None
-    ordered = {split: tuple((prefix + rel, label) for label, rel in sorted(found)) for split, found in entries.items()}
-    split_rule = "folders"
-    if test_dir is None:  # one folder: a seeded stratified split of it
-        split_rule = f"stratified test fraction {TEST_FRACTION} seed {SPLIT_SEED}"
-        labels = np.array([label for _, label in ordered["train"]])
-        train_ix, test_ix = stratified_split(labels, TEST_FRACTION, SPLIT_SEED)
+    ordered = {split: tuple((prefix + rel, lab) for lab, rel in sorted(found)) for split, found in entries.items()}
+    rule = "folders"
+    if "test" not in bases:  # one folder: a seeded stratified split of it
+        rule = f"stratified test fraction {TEST_FRACTION} seed {SPLIT_SEED}"
+        train_ix, test_ix = stratified_split(np.array([lab for _, lab in ordered["train"]]), TEST_FRACTION, SPLIT_SEED)
         ordered = {"train": tuple(ordered["train"][i] for i in train_ix),
                    "test": tuple(ordered["train"][i] for i in test_ix)}
-    return FolderIndex(str(source.path.resolve()), tuple(classes), ordered["train"], ordered["test"], split_rule, content,
-                       only[0] if only and only[0] == only[1] else None, len(skipped), tuple(sorted(skipped)[:3]))
+        if not ordered["test"]:
+            raise BenchError(f"{where} has too few images for a {TEST_FRACTION:.0%} test split (none drawn); add "
+                             f"images (3 or more per class) or give train/ and test/ folders")
+    return FolderIndex(str(source.path.resolve()), tuple(classes), ordered["train"], ordered["test"], rule,
+                       hashlib.sha256(listing.encode()).hexdigest(), only[0] if only and only[0] == only[1] else None,
+                       len(scan.skipped), tuple(sorted(scan.skipped)[:3]))
 
 
 def _from_json(data: Any) -> FolderIndex | None:

@@ -57,6 +57,7 @@ def round1_key(spec: RunSpec, method: Any, device: torch.device) -> str:
     """Hash of everything that decides round-1 client updates (the objective and device included)."""
     skip = NON_IDENTITY_FIELDS | NOT_IN_ROUND1
     payload = {k: v for k, v in spec.model_dump(mode="json").items() if k not in skip}
+    payload.update(spec.data_identity)  # a folder's content, not its path ({} for the named datasets)
     # The device type is part of the key: CPU and CUDA kernels do not give the same bits.
     # Packing changes rounding only, but a reused result must be bit-identical to a recomputed one.
     payload.update(objective=method.objective_key, device=device.type, version=CACHE_VERSION,
