@@ -134,7 +134,7 @@ def test_download_fetches_the_pickles_through_torchvision(tmp_path, monkeypatch)
 
 def test_missing_files_say_how_to_get_them(tmp_path):
     from livar_bench.config import make_spec
-    from livar_bench.sweep import missing_data
+    from livar_bench.experiments.sweep import missing_data
 
     for root in (None, str(tmp_path)):
         with pytest.raises(DataNotFoundError, match="cifar-10-python.tar.gz.*cifar10_jpg.tar.gz") as info:

@@ -166,7 +166,7 @@ def test_identity_follows_the_bytes_not_the_path(tmp_path):
     assert target.stat().st_size == before
     changed = make_spec({**base, "dataset": f"folder:{tmp_path / 'b'}"})
     assert changed.run_id != ids["a"].run_id and changed.partition_id != ids["a"].partition_id
-    from livar_bench.client.round1_cache import round1_key
+    from livar_bench.federation.round1_cache import round1_key
     from livar_bench.methods import parse_method
 
     fedavg, cpu = parse_method("fedavg"), torch.device("cpu")

@@ -58,8 +58,11 @@ def resolve_name(name: str) -> str:
 
 
 def has_domains(name: str) -> bool | None:
-    """Whether dataset ``name``'s splits carry domain ids (None for an hf: dataset: known once loaded)."""
+    """Whether dataset ``name``'s splits carry domain ids (None for an hf: dataset: known once loaded;
+    False for a folder: dataset, whose folders are classes)."""
     name = resolve_name(name)
+    if is_folder(name):
+        return False
     return None if is_hf(name) else DATASETS[name].domains
 
 
