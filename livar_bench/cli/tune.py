@@ -35,7 +35,9 @@ class _TuneLog:
 @o.run_options(skip=("seed",))
 def tune(
     method: str = typer.Option(..., help="Method spec to tune, e.g. ties or livar+ccvr."),
-    grid: list[str] = typer.Option(..., help="KEY=V1,V2,... (repeatable); KEY may be COMPONENT.KEY, e.g. ccvr.epochs."),
+    grid: list[str] = typer.Option(..., help="KEY=V1,V2,... (repeatable); KEY may be COMPONENT.KEY, e.g. ccvr.epochs, "
+                                   "or a run setting (lr, weight_decay, local_epochs, batch_size, lora_rank, "
+                                   "lora_alpha; run.KEY when the method has a key of that name)."),
     seeds: str = typer.Option("0", help="Comma-separated seeds; scores are averaged over them."),
     val_fraction: float | None = typer.Option(None, help="Share of each client's training data held out (default 0.1)."),
     config: o.Config = None,
@@ -45,7 +47,8 @@ def tune(
 ) -> None:
     """Grid-search a method's hyperparameters by last-round validation accuracy; print the chosen spec.
 
-    Example: livar-bench tune --method ties --grid density=0.2,0.3,0.5 --grid lam=0.4,1.0 --dataset digits
+    Example: livar-bench tune --method ties --grid density=0.2,0.3,0.5 --grid lam=0.4,1.0 --dataset digits;
+    the client learning rate: livar-bench tune --method fedavg --grid lr=1e-4,3e-4,1e-3 --dataset digits
     """
     from livar_bench.cli.ui import console
     from livar_bench.config import make_spec

@@ -27,6 +27,8 @@ from livar_bench.errors import BenchError
 from livar_bench.methods.spec import MethodSpec, written_names
 
 DEFAULT_VAL_FRACTION = 0.1  # used when the base settings hold out nothing
+RUN = "run"  # the grid's name for run settings: --grid run.lr=1e-4,1e-3 (or lr=... when the method has no lr)
+RUN_SETTINGS = ("lr", "weight_decay", "local_epochs", "batch_size", "lora_rank", "lora_alpha")
 SCORE = ("val", "acc")  # (split, metric) that picks the winner; higher is better
 
 
@@ -34,8 +36,8 @@ SCORE = ("val", "acc")  # (split, metric) that picks the winner; higher is bette
 class Candidate:
     """One grid point: its method spec, the hyperparameter values and its validation scores."""
 
-    spec: str
-    values: dict[str, Any]  # "component.key" -> typed value
+    spec: str  # the method spec, followed by the run settings of the point (" --lr 0.001") when tuned
+    values: dict[str, Any]  # "component.key" (or "run.key") -> typed value
     run_ids: tuple[str, ...]
     scores: tuple[float, ...]  # last-round val acc per seed
 
@@ -57,11 +59,14 @@ class TuneResult:
 def parse_grid(method: str, items: Sequence[str]) -> dict[tuple[str, str], list[str]]:
     """``["density=0.2,0.3", "ccvr.epochs=5,10"]`` -> {(component, key): values}.
 
-    A key without ``component.`` belongs to the method's first component (the aggregator).
+    A key without ``component.`` belongs to the method's first component (the aggregator) when that
+    component has it, else to the run settings (``RUN_SETTINGS``, e.g. the client learning rate ``lr``);
+    ``run.KEY`` names a run setting explicitly.
     """
     if not items:
         raise BenchError("give at least one --grid KEY=V1,V2,..., e.g. --grid density=0.2,0.3,0.5")
-    names = MethodSpec.parse(method).names
+    parsed = MethodSpec.parse(method)
+    names, declared = parsed.names, parsed.hyperparameters()
     first = written_names(method)[0]  # a bare stage (ccvr) is what a bare key refers to, not fedavg
     grid: dict[tuple[str, str], list[str]] = {}
     for item in items:
@@ -70,8 +75,13 @@ def parse_grid(method: str, items: Sequence[str]) -> dict[tuple[str, str], list[
         if not sep or not target.strip() or not values:
             raise BenchError(f"--grid {item!r}: expected KEY=V1,V2,... e.g. --grid density=0.2,0.3")
         component, dot, key = target.strip().rpartition(".")
-        component = component if dot else first
-        if component not in names:
+        if not dot:
+            component = RUN if key in RUN_SETTINGS and f"{first}.{key}" not in declared else first
+        if component == RUN:
+            if key not in RUN_SETTINGS:
+                raise BenchError(f"--grid {item!r}: run setting {key!r} cannot be tuned; tunable: "
+                                 f"{', '.join(RUN_SETTINGS)}")
+        elif component not in names:
             raise BenchError(f"--grid {item!r}: {component!r} is not part of method {method!r} ({', '.join(names)})")
         if (component, key) in grid:
             raise BenchError(f"--grid sets {component}.{key} twice; give all its values in one --grid")
@@ -81,19 +91,46 @@ def parse_grid(method: str, items: Sequence[str]) -> dict[tuple[str, str], list[
     return grid
 
 
+def _setting(key: str, raw: str) -> Any:
+    """A run setting's value typed as RunSpec declares it (validated again when the spec is built)."""
+    kind = RunSpec.model_fields[key].annotation
+    try:
+        return int(raw) if kind in (int, "int") else float(raw)
+    except ValueError:
+        raise BenchError(f"--grid run.{key}: {raw!r} is not a number") from None
+
+
 def grid_points(method: str, grid: dict[tuple[str, str], list[str]]) -> list[tuple[str, dict[str, Any]]]:
-    """Every combination as (method spec string, {"component.key": typed value}), in grid order."""
+    """Every combination as (method spec string, {"component.key": typed value}), in grid order; run
+    settings appear as ``run.key``."""
     base = MethodSpec.parse(method)
     keys = list(grid)
     points = []
     for combo in itertools.product(*(grid[k] for k in keys)):
         spec = base
+        run: dict[str, Any] = {}
         for (component, key), raw in zip(keys, combo, strict=True):
-            spec = spec.with_param(component, key, raw)  # validates every key and value before anything runs
-        typed = spec.hyperparameters()
+            if component == RUN:
+                run[f"{RUN}.{key}"] = _setting(key, raw)
+            else:
+                spec = spec.with_param(component, key, raw)  # validates every key and value before anything runs
+        typed = {**spec.hyperparameters(), **run}
         values = {f"{c}.{k}": typed[f"{c}.{k}"] for c, k in keys}
         points.append((str(spec), values))
     return points
+
+
+def run_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The run settings of a grid point (``run.lr`` -> ``lr``)."""
+    return {k[len(RUN) + 1:]: v for k, v in values.items() if k.startswith(f"{RUN}.")}
+
+
+def label(spec: str, values: dict[str, Any]) -> str:
+    """A grid point as a command line would give it: ``fedavg --lr 0.001``."""
+    flags = {"local_epochs": "epochs"}
+    extra = " ".join(f"--{flags.get(k, k).replace('_', '-')} {v:g}" if isinstance(v, float) else
+                     f"--{flags.get(k, k).replace('_', '-')} {v}" for k, v in run_settings(values).items())
+    return f"{spec} {extra}" if extra else spec
 
 
 def choose(candidates: Sequence[Candidate]) -> Candidate:
@@ -142,7 +179,8 @@ def tune(
         raise BenchError("give at least one seed to tune with, e.g. --seeds 0")
     points = grid_points(method, parse_grid(method, grid_items))
     val_fraction = base.val_fraction or DEFAULT_VAL_FRACTION
-    specs = [[base.replace(method=spec, seed=seed, val_fraction=val_fraction) for seed in seeds] for spec, _ in points]
+    specs = [[base.replace(method=spec, seed=seed, val_fraction=val_fraction, **run_settings(values)) for seed in seeds]
+             for spec, values in points]
     root = Path(out).expanduser() / "tuning"
     store = RunStore(root)
     emit = on_event or (lambda *a, **k: None)
@@ -150,19 +188,19 @@ def tune(
     for (_, values), runs in zip(points, specs, strict=True):
         ids, scores = [], []
         for run in runs:
-            emit("tune_run", spec=run.method, seed=run.seed, total=len(points) * len(seeds))
+            emit("tune_run", spec=label(run.method, values), seed=run.seed, total=len(points) * len(seeds))
             outcome = run_federation(run, root, on_event=on_event)
             if not store.is_done(outcome.run_id):
                 raise BenchError(f"tuning run {outcome.run_id} is held by another process; rerun when it has finished")
             ids.append(outcome.run_id)
             scores.append(last_val_acc(store.metrics(outcome.run_id)))
-        candidates.append(Candidate(runs[0].method, values, tuple(ids), tuple(scores)))
+        candidates.append(Candidate(label(runs[0].method, values), values, tuple(ids), tuple(scores)))
     chosen = choose(candidates)
     path = root / file_name(method)
     root.mkdir(parents=True, exist_ok=True)
     settings = base.model_dump(mode="json")
     settings.update(val_fraction=val_fraction)
-    for key in ("method", "seed"):
+    for key in ("method", "seed", *(k for c, k in parse_grid(method, grid_items) if c == RUN)):
         settings.pop(key)
     write_json(path, {
         "method": method,

@@ -11,7 +11,15 @@ from typer.testing import CliRunner
 
 from livar_bench.cli import app
 from livar_bench.errors import BenchError
-from livar_bench.experiments.tune import Candidate, choose, file_name, grid_points, last_val_acc, parse_grid
+from livar_bench.experiments.tune import (
+    Candidate,
+    choose,
+    file_name,
+    grid_points,
+    label,
+    last_val_acc,
+    parse_grid,
+)
 
 
 def test_parse_grid_defaults_to_first_component() -> None:
@@ -86,3 +94,34 @@ def test_cli_tune_end_to_end(tmp_path) -> None:
 def test_cli_tune_bad_grid_is_a_bench_error(tmp_path) -> None:
     result = CliRunner().invoke(app, ["tune", "--method", "ties", "--grid", "density", "--out", str(tmp_path)])
     assert isinstance(result.exception, BenchError)
+
+
+def test_run_settings_are_grid_keys_too() -> None:
+    grid = parse_grid("fedavg", ["lr=1e-4,1e-3", "run.local_epochs=1,2"])
+    assert grid == {("run", "lr"): ["1e-4", "1e-3"], ("run", "local_epochs"): ["1", "2"]}
+    assert parse_grid("fedavg+ccvr", ["ccvr.lr=0.1"]) == {("ccvr", "lr"): ["0.1"]}  # a stage's own lr stays its own
+    points = grid_points("fedavg", grid)
+    assert points[1] == ("fedavg", {"run.lr": 0.0001, "run.local_epochs": 2})
+    assert label(*points[2]) == "fedavg --lr 0.001 --epochs 1"
+    with pytest.raises(BenchError, match="cannot be tuned"):
+        parse_grid("fedavg", ["run.seed=1,2"])
+    with pytest.raises(BenchError, match="not a number"):
+        grid_points("fedavg", parse_grid("fedavg", ["lr=fast"]))
+
+
+def test_cli_tunes_the_client_learning_rate(tmp_path) -> None:
+    args = ["tune", "--method", "fedavg", "--grid", "lr=1e-4,3e-3", "--dataset", "synthetic",
+            "--backbone", "livar_micro_vit", "--clients", "3", "--rounds", "1", "--epochs", "1",
+            "--lora-rank", "2", "--lora-alpha", "2", "--max-train-samples", "150", "--max-test-samples", "40",
+            "--device", "cpu", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "tuning" / "fedavg.json").read_text())
+    assert [e["values"] for e in record["results"]] == [{"run.lr": 0.0001}, {"run.lr": 0.003}]
+    lrs = []
+    for entry in record["results"]:  # each run was trained with its grid point's learning rate
+        (run_id,) = entry["run_ids"]
+        lrs.append(json.loads((tmp_path / "tuning" / "runs" / run_id / "spec.json").read_text())["lr"])
+    assert lrs == [0.0001, 0.003] and "lr" not in record["settings"]
+    best = max(record["results"], key=lambda e: e["val_acc"])
+    assert result.stdout.strip().splitlines()[-1] == best["spec"] == f"fedavg --lr {best['values']['run.lr']:g}"
