@@ -14,8 +14,8 @@ import torch
 from livar_bench.client.train import embed, evaluate
 from livar_bench.config import RunSpec
 from livar_bench.data import DatasetBundle, ImageSplit, LoadOptions, load_dataset
-from livar_bench.data.domains import hold_out
 from livar_bench.data import record as data_record
+from livar_bench.data.domains import hold_out
 from livar_bench.data.partition import (
     Partition,
 )
