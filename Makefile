@@ -72,7 +72,7 @@ baselines-2026:  ## issue 21's study on digits with the real ViT-S weights (abou
 	livar-bench table --out $(B2026) --split cost --metric upload_signal_bytes_per_client > results/tables/baselines_2026_digits_upload_signal.md
 	livar-bench table --out $(B2026) --split cost --metric aggregate_s > results/tables/baselines_2026_digits_aggregate_s.md
 
-cifar10-cpu:  ## issue 19's real-data study: CIFAR-10 (JPEG copy in CIFAR10_ROOT) with the real ViT-S (about 50 min on one CPU thread), tables in results/tables
+cifar10-cpu:  ## issue 19's real-data study: CIFAR-10 (JPEG copy in CIFAR10_ROOT) with the real ViT-S (about 20 min on one CPU thread; needs WEIGHTS), tables in results/tables
 	livar-bench tune --method fedavg --grid lr=3e-4,1e-3,3e-3 --seeds 0 --dataset cifar10 --data-root $(CIFAR10_ROOT) \
 		--backbone vit_small_patch14_dinov2 --weights $(WEIGHTS) --image-size 28 --clients 10 --alpha 1.0 --rounds 2 \
 		--epochs 1 --batch-size 16 --lora-rank 4 --lora-alpha 8 --weight-decay 0 --max-train-samples 800 \
