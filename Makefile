@@ -11,7 +11,7 @@ C10 ?= results/cifar10_cpu
 .PHONY: help install demo test test-all test-flower test-gpu bench-gpu quality reproduce-table baselines-2026 cifar10-cpu privacy-study clean-demo
 
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 install:  ## install the package with test tools (torch comes from the local wheel copy when present)
 	$(PIP) install -e '.[dev]'
