@@ -11,7 +11,6 @@ message each, which is what a hand-written validator would have to reimplement.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
@@ -24,18 +23,22 @@ from pydantic import (
     model_validator,
 )
 
+from livar_bench.config.checks import (
+    check_lora_layers,
+    check_partition_fits_dataset,
+    check_privacy,
+    check_ranks,
+    check_secure,
+)
+from livar_bench.config.identity import partition_payload, run_id_payload
+from livar_bench.config.loading import format_validation_error
 from livar_bench.digest import json_digest
 from livar_bench.errors import BenchError
-
-HEAD_INIT = "timm"  # models.LoraViT.initial_params draws the head as timm does (part of every run id)
 
 # The largest learning rate torch can step with: AdamW's first step size lr / (1 - beta1) = 10 lr (beta1 = 0.9)
 # is converted to float32, whose largest value is 3.4028e38 (above 3.4e37 torch raises "value cannot be
 # converted to type float without overflow"). Any rate near it diverges at once, which is reported as such.
 MAX_LR = 3.4e37
-
-# Fields that do not change what is computed, only where files are or how fast it runs.
-NON_IDENTITY_FIELDS = frozenset({"data_root", "device", "eval_batch_size", "cache_dir", "download", "pack"})
 
 
 class RunSpec(BaseModel):
@@ -179,9 +182,9 @@ class RunSpec(BaseModel):
             data = {**data, "method": str(parsed)}  # MethodSpec.parse raises BenchError naming method and key
         model = handler(data)
         model._method_spec = parsed
-        model._check_ranks()
-        model._check_privacy()
-        model._check_secure()
+        check_ranks(model)
+        check_privacy(model)
+        check_secure(model)
         return model
 
     @field_validator("heldout_domains")
@@ -218,50 +221,6 @@ class RunSpec(BaseModel):
         """Whether clients have different LoRA ranks."""
         return self.client_ranks is not None and len(set(self.client_ranks)) > 1
 
-    def _check_ranks(self) -> None:
-        """Different client ranks only with a method that can aggregate them."""
-        if not self.mixed_ranks:
-            return
-        from livar_bench.errors import BenchError
-        from livar_bench.methods import entries
-
-        if not self.method_spec.components[0].accepts_mixed_ranks():
-            able = [e.name for e in entries() if e.kind == "method" and e.cls().accepts_mixed_ranks()]
-            able += ["fedavg[space=product]", "ties[space=product]", "task_arithmetic[space=product]", "dare[space=product]",
-                     "dare_ties[space=product]"]
-            raise BenchError(f"--client-ranks {','.join(map(str, self.client_ranks))} gives clients different LoRA "
-                             f"ranks, which {self.method} cannot aggregate (it adds factors of different clients "
-                             f"entry by entry); methods that can: {', '.join(dict.fromkeys(able))}")
-
-    def _check_secure(self) -> None:
-        """Secure aggregation only for a method whose server needs only the sum of the updates."""
-        if not self.secure_aggregation:
-            return
-        method = self.method_spec.build()
-        kind, reason = method.secure_aggregation
-        if kind != "sum":
-            raise BenchError(f"--secure-aggregation needs a method whose server uses only the sum of the client "
-                             f"updates; {self.method} needs each client's contribution ({reason})")
-        if self.eval_local:
-            raise BenchError("--eval-local needs each client's own model, which secure aggregation hides; drop one")
-        if self.system.active:
-            raise BenchError("--secure-aggregation runs every sampled client's full work through SecAgg+; system "
-                             "heterogeneity (--local-work, --stragglers, --dropout, --deadline) is not simulated "
-                             "with it: drop one")
-        for stage in method.stages:
-            if getattr(stage, "adaptive", False):
-                raise BenchError("dp[adaptive=true] needs each client's update norm, which secure aggregation hides; "
-                                 "use a fixed clip with --secure-aggregation")
-
-    def _check_privacy(self) -> None:
-        """A dp stage's accounting for this run (a target epsilon calibrated, once per setting): an
-        unreachable target fails here, before anything is written."""
-        if "dp" not in self.method_spec.names:
-            return
-        from livar_bench.methods.dp import privacy_report
-
-        privacy_report(self.method_spec.build(), self.num_clients, self.participation, self.rounds)
-
     @property
     def max_rank(self) -> int:
         """The LoRA rank of the shared model: the largest client rank, or lora_rank."""
@@ -286,15 +245,7 @@ class RunSpec(BaseModel):
 
     @model_validator(mode="after")
     def _partition_fits_dataset(self) -> RunSpec:
-        from livar_bench.data import DATASETS, has_domains
-        from livar_bench.data.partitioners.base import no_domains
-
-        known = tuple(d.name for d in DATASETS.values() if d.domains)
-        if self.partition_spec.needs_domains and has_domains(self.dataset) is False:
-            raise BenchError(no_domains(self.partition_spec.name, self.dataset, known))
-        if self.heldout_domains and has_domains(self.dataset) is False:
-            raise BenchError(f"--heldout-domains needs a dataset with domains ({', '.join(known)}, or an hf: dataset "
-                             f"with a 'domain' column), but {self.dataset} has none")
+        check_partition_fits_dataset(self)
         return self
 
     @property
@@ -320,14 +271,7 @@ class RunSpec(BaseModel):
 
     @model_validator(mode="after")
     def _lora_layers_exist(self) -> RunSpec:
-        """Targets other than the default name linear layers of the backbone's blocks (checked on a model
-        built on the meta device, before any data is read; the default is checked when the model is built)."""
-        if self.lora_targets != type(self).model_fields["lora_targets"].default:
-            from livar_bench.models.targets import check_targets
-
-            problem = check_targets(self.backbone, self.lora_targets)
-            if problem:
-                raise BenchError(problem)
+        check_lora_layers(self)
         return self
 
     @model_validator(mode="after")
@@ -339,36 +283,9 @@ class RunSpec(BaseModel):
 
     @property
     def run_id(self) -> str:
-        """Short hash of every field that can change the result (computed once per RunSpec)."""
+        """Short hash of every field that can change the result (``config.identity``; computed once)."""
         if self._run_id is None:
-            payload = {k: v for k, v in self.model_dump(mode="json").items() if k not in NON_IDENTITY_FIELDS}
-            for optional in ("val_fraction", "eval_local", "client_ranks", "secure_aggregation", "stragglers", "dropout",
-                             "deadline", "heldout_domains"):
-                if not payload[optional]:  # ids of runs made before they existed
-                    payload.pop(optional)
-            # ids of runs made before it existed; with equal ranks both rules give alpha / r
-            if payload["rank_scale"] == "alpha_over_rank" or not self.mixed_ranks:
-                payload.pop("rank_scale")
-            if payload["local_work"] == "fixed":
-                payload.pop("local_work")
-            if "stragglers" not in payload:  # straggler_work has no effect without stragglers
-                payload.pop("straggler_work")
-            if not self.partition_spec.uses_alpha():  # alpha has no effect on an IID (shards, ...) partition
-                payload.pop("alpha")
-            digests = self.method_spec.content_digests
-            if digests:  # contents of files the method reads (a LIVAR rule), not just their paths
-                payload["method_files"] = digests
-            # Every run starts from timm's head initialisation since issue 13 (before: nn.Linear's uniform draw):
-            # every number changed, so every id did too; results made before are different experiments.
-            payload["head_init"] = HEAD_INIT
-            recipes = self.method_spec.recipe_versions
-            if recipes:  # components whose default behaviour changed (CCVR, TIES): new ids for new numbers
-                payload["method_recipes"] = recipes
-            from livar_bench.models.identity import id_payload
-
-            payload.update(id_payload(self))  # weights by content; the input size an unset size now means
-            payload.update(self.data_identity)  # folder: and cifar10's image copy by content ({} for the rest)
-            self._run_id = json_digest(payload)
+            self._run_id = json_digest(run_id_payload(self))
         return self._run_id
 
     @property
@@ -384,15 +301,7 @@ class RunSpec(BaseModel):
 
     def partition_settings(self) -> dict[str, Any]:
         """The settings that decide which client holds which sample (and trains on which)."""
-        keys = ("dataset", "max_train_samples", "partition", "alpha", "num_clients", "min_client_samples", "seed")
-        uses_alpha = self.partition_spec.uses_alpha()
-        payload = {k: getattr(self, k) for k in keys if not (k == "alpha" and not uses_alpha)}
-        payload.update(self.data_identity)
-        if self.val_fraction:  # the validation carve changes each client's training data
-            payload["val_fraction"] = self.val_fraction
-        if self.heldout_domains:  # the held-out domains leave the training set before it is partitioned
-            payload["heldout_domains"] = list(self.heldout_domains)
-        return payload
+        return partition_payload(self)
 
     @property
     def partition_id(self) -> str:
@@ -408,41 +317,9 @@ class RunSpec(BaseModel):
         return make_spec({**current, **changes})
 
 
-def format_validation_error(err: ValidationError) -> str:
-    """One line per problem, naming the field and what was wrong."""
-    lines = []
-    for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "spec"
-        msg = item["msg"].removeprefix("Value error, ")  # a validator's own message says what is wrong
-        if item["type"] == "extra_forbidden":
-            msg = "unknown setting"
-        elif "input" in item and not isinstance(item["input"], dict):
-            msg = f"{msg} (got {item['input']!r})"
-        lines.append(f"{where}: {msg}")
-    return "; ".join(lines)
-
-
 def make_spec(values: dict[str, Any], what: str = "run settings") -> RunSpec:
     """Build a RunSpec, turning validation problems into one clear ``BenchError`` (``invalid <what>: ...``)."""
     try:
         return RunSpec(**values)
     except ValidationError as err:
         raise BenchError(f"invalid {what}: {format_validation_error(err)}") from None
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with a clear message when the file is missing or malformed."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise BenchError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        raise BenchError(f"config file {p} is not valid YAML: {' '.join(str(err).split())}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise BenchError(f"config file {p} must hold a mapping of settings, not {type(data).__name__}")
-    return data
