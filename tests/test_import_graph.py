@@ -94,7 +94,7 @@ def test_the_checker_finds_a_cycle() -> None:
 # The package's layers, lowest first. A module may import modules of its own layer or of lower ones,
 # never of a higher one (DESIGN.md; README "Layout"). A new top-level module or package must be placed here.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("types", "errors", "digest", "seeding", "device", "progress", "resources"),  # ground floor
+    ("types", "errors", "digest", "seeding", "device", "progress", "resources", "interrupt"),  # ground floor
     ("store",),  # atomic files, digest-checked tensors, locks, the runs index
     ("ops", "privacy"),  # pure tensor maths; clipping, noise and the DP accountant
     ("data",),  # datasets, caches, partitions

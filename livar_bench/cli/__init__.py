@@ -101,6 +101,9 @@ def main() -> None:
     except ImportError:  # older typer: click itself
         from click import exceptions as cx
 
+    from livar_bench import interrupt
+
+    interrupt.install()  # a Ctrl-C swallowed by a finaliser is raised again at the next round
     try:
         code = app(standalone_mode=False)  # typer then raises click's errors instead of printing a usage box
     except cx.NoArgsIsHelpError as err:

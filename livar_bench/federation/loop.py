@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from livar_bench import interrupt
 from livar_bench.client.phase import add_deltas, base_deltas_applied
 from livar_bench.client.train import evaluate
 from livar_bench.config import RunSpec
@@ -176,6 +177,7 @@ def _run_locked(spec: RunSpec, store: RunStore, emit: Event, bundle: DatasetBund
     emit("start", run_id=run_id, spec=spec, rounds=spec.rounds, clients=spec.num_clients, start_round=start_round,
          history=list(rows))
     for round_ in range(start_round, spec.rounds + 1):
+        interrupt.check()  # a Ctrl-C that landed in an ignored-exception context (interrupt.py)
         t0, first = time.perf_counter(), len(rows)
         done = train_round(state, round_)
         before, state, updates = state, done.state, done.updates
